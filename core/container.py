@@ -1,0 +1,69 @@
+"""The core's half of the composition root: engine, session factory and every service, built on demand."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from core.clock import Clock, SystemClock
+from core.db.engine import create_engine, create_session_factory
+from core.services.customers import CustomerService
+from core.services.installed import InstalledBaseService
+from core.services.knowledge import KnowledgeService
+from core.services.org import OrgService
+from core.services.sales import SalesService
+from core.services.servicedesk import ServiceDesk
+from core.services.surveys import SurveyService
+from core.settings import Settings
+from core.uow import UnitOfWork
+
+
+@dataclass
+class Core:
+    """Every core service, sharing one engine and clock."""
+
+    settings: Settings
+    engine: AsyncEngine
+    session_factory: async_sessionmaker[AsyncSession]
+    clock: Clock
+    org: OrgService
+    customers: CustomerService
+    installed: InstalledBaseService
+    service_desk: ServiceDesk
+    sales: SalesService
+    knowledge: KnowledgeService
+    surveys: SurveyService
+
+    def uow(self) -> UnitOfWork:
+        """A new unit of work."""
+        return UnitOfWork(self.session_factory, self.clock)
+
+    async def close(self) -> None:
+        """Release database connections."""
+        await self.engine.dispose()
+
+
+def build_core(settings: Settings, *, clock: Clock | None = None, engine: AsyncEngine | None = None) -> Core:
+    """Wire the core from settings; nothing connects until first use."""
+    clock = clock or SystemClock()
+    engine = engine or create_engine(settings.database_url)
+    session_factory = create_session_factory(engine)
+
+    def uow() -> UnitOfWork:
+        return UnitOfWork(session_factory, clock)
+
+    tz = settings.timezone
+    return Core(
+        settings=settings,
+        engine=engine,
+        session_factory=session_factory,
+        clock=clock,
+        org=OrgService(uow, clock, tz),
+        customers=CustomerService(uow, clock, tz),
+        installed=InstalledBaseService(uow, clock, tz),
+        service_desk=ServiceDesk(uow, clock, tz),
+        sales=SalesService(uow, clock, tz),
+        knowledge=KnowledgeService(uow, clock, tz),
+        surveys=SurveyService(uow, clock, tz),
+    )

@@ -1,0 +1,259 @@
+"""Domain events: facts the rest of the system (notifier, rules) reacts to after commit."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any, ClassVar
+
+
+@dataclass(frozen=True, kw_only=True)
+class DomainEvent:
+    """Base: `aggregate` names the table family, `aggregate_id` the row."""
+
+    aggregate: ClassVar[str] = ""
+    aggregate_id: int
+    actor_id: int | None = None
+
+    @property
+    def name(self) -> str:
+        """The event type stored in the outbox."""
+        return type(self).__name__
+
+    def payload(self) -> dict[str, Any]:
+        """A JSON-safe dict of the event's fields."""
+        return {key: _json_safe(value) for key, value in dataclasses.asdict(self).items()}
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, list | tuple):
+        return [_json_safe(item) for item in value]
+    return value
+
+
+@dataclass(frozen=True, kw_only=True)
+class CustomerCreated(DomainEvent):
+    """A customer was created (by API, import or chat)."""
+
+    aggregate: ClassVar[str] = "customer"
+    code: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class CustomerTierChanged(DomainEvent):
+    """The value model moved a customer to another tier."""
+
+    aggregate: ClassVar[str] = "customer"
+    old_tier: str
+    new_tier: str
+    score: float
+
+
+@dataclass(frozen=True, kw_only=True)
+class InstalledProductRegistered(DomainEvent):
+    """A unit was delivered/registered at a customer."""
+
+    aggregate: ClassVar[str] = "installed_product"
+    serial_number: str
+    customer_id: int
+    warranty_ends_on: date
+
+
+@dataclass(frozen=True, kw_only=True)
+class ServiceRequestOpened(DomainEvent):
+    """A repair request or complaint was opened."""
+
+    aggregate: ClassVar[str] = "service_request"
+    customer_id: int
+    requester_id: int | None
+    kind: str
+    severity: str
+    channel: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class ServiceRequestAssigned(DomainEvent):
+    """Someone became responsible for a request."""
+
+    aggregate: ClassVar[str] = "service_request"
+    assignee_id: int
+    customer_id: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class ServiceRequestStatusChanged(DomainEvent):
+    """Any other status move (in progress, on hold, reopened…)."""
+
+    aggregate: ClassVar[str] = "service_request"
+    customer_id: int
+    from_status: str
+    to_status: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class ServiceRequestEscalated(DomainEvent):
+    """A request went up the organisation."""
+
+    aggregate: ClassVar[str] = "service_request"
+    customer_id: int
+    level: int
+    escalated_to_id: int | None
+    reason: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class ServiceRequestResolved(DomainEvent):
+    """Work on a request is done."""
+
+    aggregate: ClassVar[str] = "service_request"
+    customer_id: int
+    resolution: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class ServiceRequestClosed(DomainEvent):
+    """The case is closed for good (a survey may follow)."""
+
+    aggregate: ClassVar[str] = "service_request"
+    customer_id: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class RepairDispatched(DomainEvent):
+    """A repair order was sent to a technician."""
+
+    aggregate: ClassVar[str] = "repair_order"
+    service_request_id: int
+    technician_id: int
+    scheduled_at: datetime | None
+
+
+@dataclass(frozen=True, kw_only=True)
+class RepairAccepted(DomainEvent):
+    """The technician accepted the job."""
+
+    aggregate: ClassVar[str] = "repair_order"
+    service_request_id: int
+    technician_id: int
+    scheduled_at: datetime | None
+
+
+@dataclass(frozen=True, kw_only=True)
+class RepairDeclined(DomainEvent):
+    """The technician declined the job."""
+
+    aggregate: ClassVar[str] = "repair_order"
+    service_request_id: int
+    technician_id: int
+    reason: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class RepairStarted(DomainEvent):
+    """The technician is on site / working."""
+
+    aggregate: ClassVar[str] = "repair_order"
+    service_request_id: int
+    technician_id: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class RepairCompleted(DomainEvent):
+    """Work finished; charge computed."""
+
+    aggregate: ClassVar[str] = "repair_order"
+    service_request_id: int
+    technician_id: int
+    in_warranty: bool
+    total_charge: Decimal
+    currency: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class RepairCancelled(DomainEvent):
+    """The repair order was cancelled."""
+
+    aggregate: ClassVar[str] = "repair_order"
+    service_request_id: int
+    reason: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class PartStockLow(DomainEvent):
+    """A part at a station fell to or below its minimum."""
+
+    aggregate: ClassVar[str] = "part_stock"
+    station_id: int
+    part_id: int
+    quantity: int
+    min_quantity: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class OpportunityCreated(DomainEvent):
+    """A new deal entered the pipeline."""
+
+    aggregate: ClassVar[str] = "opportunity"
+    customer_id: int
+    owner_id: int
+    stage: str
+    amount: Decimal
+
+
+@dataclass(frozen=True, kw_only=True)
+class OpportunityStageChanged(DomainEvent):
+    """A deal moved stage (including won and lost)."""
+
+    aggregate: ClassVar[str] = "opportunity"
+    customer_id: int
+    owner_id: int
+    from_stage: str
+    to_stage: str
+    amount: Decimal
+
+
+@dataclass(frozen=True, kw_only=True)
+class OpportunityAmountChanged(DomainEvent):
+    """A deal's amount changed."""
+
+    aggregate: ClassVar[str] = "opportunity"
+    customer_id: int
+    owner_id: int
+    old_amount: Decimal
+    new_amount: Decimal
+
+
+@dataclass(frozen=True, kw_only=True)
+class VisitLogged(DomainEvent):
+    """A rep recorded a visit."""
+
+    aggregate: ClassVar[str] = "visit"
+    customer_id: int
+    rep_id: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class TaskCreated(DomainEvent):
+    """A follow-up or care task was created."""
+
+    aggregate: ClassVar[str] = "task"
+    assignee_id: int | None
+    due_at: datetime | None
+    kind: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class SurveyAnswered(DomainEvent):
+    """A customer answered a satisfaction survey."""
+
+    aggregate: ClassVar[str] = "survey"
+    customer_id: int
+    score: int
+    service_request_id: int | None
+    technician_id: int | None

@@ -1,0 +1,243 @@
+"""Customers, their contacts, and the value model that ranks them."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import timedelta
+
+from sqlalchemy import func, or_, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from core.auth import Actor, customer_scope, require_role, require_staff
+from core.db.models import Contact, Customer, Opportunity, RepairOrder, ServiceRequest, Survey, User
+from core.domain.enums import OpportunityStage, Role
+from core.domain.events import CustomerCreated, CustomerTierChanged
+from core.domain.value import ValueModel
+from core.errors import Conflict, NotFound, ValidationFailed
+from core.schemas import ContactIn, ContactOut, CustomerIn, CustomerOut, CustomerPatch, Page
+from core.services.base import Service, UowFactory, user_by_username
+from core.clock import Clock
+
+
+def customer_out(customer: Customer, owner: str | None) -> CustomerOut:
+    """Shape a customer row for callers."""
+    return CustomerOut(
+        id=customer.id, code=customer.code, name=customer.name, type=customer.type, segment=customer.segment,
+        lifecycle_stage=customer.lifecycle_stage, owner=owner, phone=customer.phone, email=customer.email,
+        address=customer.address, value_score=customer.value_score, tier=customer.tier,
+    )
+
+
+async def visible_customer(session: AsyncSession, actor: Actor, code: str) -> Customer:
+    """A customer the actor may see; an invisible one is reported exactly like a missing one."""
+    customer = (
+        await session.execute(select(Customer).where(Customer.code == code.strip(), customer_scope(actor)))
+    ).scalar_one_or_none()
+    if customer is None:
+        raise NotFound(f"No customer with code '{code[:64]}'.", field="customer_code")
+    return customer
+
+
+async def _valid_owner(session: AsyncSession, username: str) -> User:
+    owner = await user_by_username(session, username)
+    if owner.role not in (Role.REP, Role.MANAGER, Role.ADMIN):
+        raise ValidationFailed(f"'{username}' is a {owner.role}, not a sales rep or manager.", field="owner")
+    return owner
+
+
+class CustomerService(Service):
+    """Customer records and contacts, always within the actor's scope."""
+
+    def __init__(
+        self, uow: UowFactory, clock: Clock, timezone: str = "UTC", value_model: ValueModel | None = None
+    ) -> None:
+        super().__init__(uow, clock, timezone)
+        self._value_model = value_model or ValueModel()
+
+    async def create(self, actor: Actor, data: CustomerIn) -> CustomerOut:
+        """Create a customer; a rep creating one becomes its owner unless they name a teammate."""
+        require_role(actor, Role.MANAGER, Role.REP, doing="create customers")
+        async with self._uow() as uow:
+            session = uow.session
+            if (await session.execute(select(Customer.id).where(Customer.code == data.code))).first():
+                raise Conflict(f"Customer code '{data.code}' is already used.", field="code")
+            owner = await _valid_owner(session, data.owner) if data.owner else None
+            if owner is None and actor.role in (Role.REP, Role.MANAGER):
+                owner = await user_by_username(session, actor.username)
+            if owner is not None and not actor.is_admin and owner.id not in actor.team_ids:
+                raise ValidationFailed("You can only give customers to yourself or your team.", field="owner")
+            now = self._clock.now()
+            customer = Customer(
+                code=data.code, name=data.name, type=data.type.value, segment=data.segment,
+                lifecycle_stage=data.lifecycle_stage.value, owner_id=owner.id if owner else None,
+                phone=data.phone, email=str(data.email) if data.email else None, address=data.address,
+                value_score=0.0, tier="regular", created_at=now, updated_at=now,
+            )
+            session.add(customer)
+            await session.flush()
+            uow.emit(CustomerCreated(aggregate_id=customer.id, actor_id=actor.user_id, code=customer.code))
+            await uow.commit()
+            return customer_out(customer, owner.username if owner else None)
+
+    async def update(self, actor: Actor, code: str, patch: CustomerPatch) -> CustomerOut:
+        """Change a customer's fields (owner changes stay within the actor's team)."""
+        require_role(actor, Role.MANAGER, Role.REP, doing="change customers")
+        async with self._uow() as uow:
+            session = uow.session
+            customer = await visible_customer(session, actor, code)
+            changes = patch.model_dump(exclude_unset=True)
+            if "owner" in changes:
+                owner_name = changes.pop("owner")
+                if owner_name is None:
+                    customer.owner_id = None
+                else:
+                    owner = await _valid_owner(session, owner_name)
+                    if not actor.is_admin and owner.id not in actor.team_ids:
+                        raise ValidationFailed("You can only give customers to yourself or your team.", field="owner")
+                    customer.owner_id = owner.id
+            for field_name, value in changes.items():
+                if value is None and field_name in ("name", "type"):
+                    raise ValidationFailed(f"{field_name} cannot be empty.", field=field_name)
+                setattr(customer, field_name, value.value if hasattr(value, "value") else value)
+            if patch.email is not None:
+                customer.email = str(patch.email)
+            customer.updated_at = self._clock.now()
+            await uow.commit()
+            owner_username = (await session.get(User, customer.owner_id)).username if customer.owner_id else None  # type: ignore[union-attr]
+            return customer_out(customer, owner_username)
+
+    async def get(self, actor: Actor, code: str) -> CustomerOut:
+        """One customer, if visible."""
+        async with self._uow() as uow:
+            customer = await visible_customer(uow.session, actor, code)
+            owner = await uow.session.get(User, customer.owner_id) if customer.owner_id else None
+            return customer_out(customer, owner.username if owner else None)
+
+    async def list(
+        self, actor: Actor, *, query: str | None = None, type: str | None = None, tier: str | None = None,
+        owner: str | None = None, limit: int = 50, offset: int = 0,
+    ) -> Page[CustomerOut]:
+        """Customers in scope, filtered and paged, by name."""
+        require_staff(actor, doing="list customers")
+        conditions = [customer_scope(actor)]
+        if query:
+            pattern = f"%{query.strip()[:100]}%"
+            conditions.append(or_(Customer.name.ilike(pattern), Customer.code.ilike(pattern)))
+        if type:
+            conditions.append(Customer.type == type)
+        if tier:
+            conditions.append(Customer.tier == tier)
+        async with self._uow() as uow:
+            session = uow.session
+            if owner:
+                conditions.append(Customer.owner_id == (await user_by_username(session, owner)).id)
+            total = (await session.execute(select(func.count()).select_from(Customer).where(*conditions))).scalar_one()
+            rows = (
+                await session.execute(
+                    select(Customer, User.username)
+                    .outerjoin(User, User.id == Customer.owner_id)
+                    .where(*conditions)
+                    .order_by(Customer.name, Customer.id)
+                    .limit(limit)
+                    .offset(offset)
+                )
+            ).tuples().all()
+            return Page[CustomerOut](
+                items=[customer_out(customer, username) for customer, username in rows],
+                total=total, limit=limit, offset=offset,
+            )
+
+    async def add_contact(self, actor: Actor, customer_code: str, data: ContactIn) -> ContactOut:
+        """Add a person to a customer in scope."""
+        require_role(actor, Role.MANAGER, Role.REP, Role.AGENT, doing="add contacts")
+        async with self._uow() as uow:
+            customer = await visible_customer(uow.session, actor, customer_code)
+            contact = Contact(
+                customer_id=customer.id, name=data.name, title=data.title, phone=data.phone,
+                email=str(data.email) if data.email else None, lang=data.lang,
+            )
+            uow.session.add(contact)
+            await uow.session.flush()
+            await uow.commit()
+            return _contact_out(contact, customer.code)
+
+    async def contacts(self, actor: Actor, customer_code: str) -> list[ContactOut]:
+        """Contacts of a customer in scope."""
+        async with self._uow() as uow:
+            customer = await visible_customer(uow.session, actor, customer_code)
+            rows = (
+                await uow.session.execute(select(Contact).where(Contact.customer_id == customer.id).order_by(Contact.id))
+            ).scalars()
+            return [_contact_out(contact, customer.code) for contact in rows]
+
+    async def recompute_values(self, actor: Actor, *, window_days: int = 365) -> dict[str, int]:
+        """Score every customer with the value model and re-tier them; tier moves become events.
+
+        Returns how many customers ended in each tier.
+        """
+        require_role(actor, doing="recompute customer values")
+        since = self._clock.now() - timedelta(days=window_days)
+        async with self._uow() as uow:
+            session = uow.session
+            customers = (await session.execute(select(Customer))).scalars().all()
+            metrics: dict[int, dict[str, float]] = {
+                customer.id: {"revenue": 0.0, "order_frequency": 0.0, "service_cost": 0.0, "csat": 3.0}
+                for customer in customers
+            }
+            won = await session.execute(
+                select(Opportunity.customer_id, func.sum(Opportunity.amount), func.count())
+                .where(Opportunity.stage == OpportunityStage.CLOSED_WON, Opportunity.closed_at >= since)
+                .group_by(Opportunity.customer_id)
+            )
+            for customer_id, revenue, orders in won.tuples():
+                metrics[customer_id]["revenue"] = float(revenue or 0)
+                metrics[customer_id]["order_frequency"] = float(orders)
+            requests = await session.execute(
+                select(ServiceRequest.customer_id, func.count())
+                .where(ServiceRequest.created_at >= since)
+                .group_by(ServiceRequest.customer_id)
+            )
+            for customer_id, count in requests.tuples():
+                metrics[customer_id]["service_cost"] += float(count)
+            repairs = await session.execute(
+                select(ServiceRequest.customer_id, func.count())
+                .join(RepairOrder, RepairOrder.service_request_id == ServiceRequest.id)
+                .where(RepairOrder.created_at >= since)
+                .group_by(ServiceRequest.customer_id)
+            )
+            for customer_id, count in repairs.tuples():
+                metrics[customer_id]["service_cost"] += 2.0 * float(count)
+            csat = await session.execute(
+                select(Survey.customer_id, func.avg(Survey.score))
+                .where(Survey.score.is_not(None), Survey.answered_at >= since)
+                .group_by(Survey.customer_id)
+            )
+            for customer_id, average in csat.tuples():
+                metrics[customer_id]["csat"] = float(average)
+            scores = self._value_model.score(metrics)
+            tiers = self._value_model.tiers(scores)
+            counts: dict[str, int] = {}
+            for customer in customers:
+                new_tier = tiers[customer.id].value
+                counts[new_tier] = counts.get(new_tier, 0) + 1
+                customer.value_score = scores[customer.id]
+                if new_tier != customer.tier:
+                    uow.emit(
+                        CustomerTierChanged(
+                            aggregate_id=customer.id, actor_id=actor.user_id, old_tier=customer.tier,
+                            new_tier=new_tier, score=scores[customer.id],
+                        )
+                    )
+                    customer.previous_tier, customer.tier = customer.tier, new_tier
+            await uow.commit()
+            return counts
+
+
+def _contact_out(contact: Contact, customer_code: str) -> ContactOut:
+    return ContactOut(
+        id=contact.id, customer_code=customer_code, name=contact.name, title=contact.title,
+        phone=contact.phone, email=contact.email, lang=contact.lang,
+    )
+
+
+__all__: Sequence[str] = ("CustomerService", "customer_out", "visible_customer")

@@ -1,0 +1,388 @@
+"""Sales: visits and follow-up tasks, leads, opportunities with a full change history."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import date, datetime
+from decimal import Decimal
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from core.auth import Actor, customer_scope, require_role, sales_scope_owner
+from core.db.models import Customer, Lead, Opportunity, OpportunityChange, Task, User, Visit
+from core.domain.enums import (
+    DEFAULT_STAGE_PROBABILITY,
+    LeadStatus,
+    OpportunityStage,
+    Role,
+    TaskKind,
+    TaskStatus,
+)
+from core.domain.events import (
+    OpportunityAmountChanged,
+    OpportunityCreated,
+    OpportunityStageChanged,
+    TaskCreated,
+    VisitLogged,
+)
+from core.errors import InvalidTransition, NotFound, PermissionDenied, ValidationFailed
+from core.schemas import (
+    OpportunityChangeOut,
+    OpportunityDetail,
+    OpportunityIn,
+    OpportunityOut,
+    OpportunityPatch,
+    Page,
+    TaskOut,
+    VisitIn,
+    VisitOut,
+)
+from core.services.base import Service, parse_ref, ref, user_by_username, usernames
+from core.services.customers import visible_customer
+
+SALES_ROLES = (Role.REP, Role.MANAGER)
+CLOSED_STAGES = frozenset({OpportunityStage.CLOSED_WON.value, OpportunityStage.CLOSED_LOST.value})
+
+
+class SalesService(Service):
+    """Everything a rep records, scoped to their own and their team's customers."""
+
+    # --- visits and tasks -----------------------------------------------------------------------
+
+    async def log_visit(self, actor: Actor, data: VisitIn) -> VisitOut:
+        """Record a visit; a next step with a due date becomes a follow-up task for the rep."""
+        require_role(actor, *SALES_ROLES, doing="log visits")
+        if data.visited_on > self.today():
+            raise ValidationFailed("A visit cannot be logged for a future date.", field="visited_on")
+        if data.next_step_due is not None and data.next_step_due < self._clock.now():
+            raise ValidationFailed("The next step's due date is in the past.", field="next_step_due")
+        if data.next_step_due is not None and not data.next_step.strip():
+            raise ValidationFailed("Say what the next step is.", field="next_step")
+        async with self._uow() as uow:
+            session = uow.session
+            customer = await visible_customer(session, actor, data.customer_code)
+            if actor.user_id is None:
+                raise PermissionDenied("Visits are logged by a person.")
+            now = self._clock.now()
+            visit = Visit(
+                customer_id=customer.id, rep_id=actor.user_id, visited_on=data.visited_on, kind=data.kind,
+                contacts_met=list(data.contacts_met), summary=data.summary, outcome=data.outcome,
+                next_step=data.next_step, created_at=now,
+            )
+            session.add(visit)
+            await session.flush()
+            uow.emit(VisitLogged(aggregate_id=visit.id, actor_id=actor.user_id, customer_id=customer.id,
+                                 rep_id=actor.user_id))
+            task_id = None
+            if data.next_step.strip():
+                task = Task(
+                    title=data.next_step.strip()[:300], kind=TaskKind.FOLLOW_UP.value, status=TaskStatus.OPEN.value,
+                    due_at=data.next_step_due, assignee_id=actor.user_id, customer_id=customer.id,
+                    visit_id=visit.id, created_at=now,
+                )
+                session.add(task)
+                await session.flush()
+                task_id = task.id
+                uow.emit(TaskCreated(aggregate_id=task.id, actor_id=actor.user_id, assignee_id=actor.user_id,
+                                     due_at=data.next_step_due, kind=task.kind))
+            await uow.commit()
+            return _visit_out(visit, customer, actor.username, task_id)
+
+    async def visits(
+        self, actor: Actor, *, rep: str | None = None, customer_code: str | None = None,
+        since: date | None = None, until: date | None = None, limit: int = 50, offset: int = 0,
+    ) -> Page[VisitOut]:
+        """Visits by the actor and their team, newest first."""
+        require_role(actor, *SALES_ROLES, doing="see visits")
+        conditions = [sales_scope_owner(actor, Visit.rep_id)]
+        if since:
+            conditions.append(Visit.visited_on >= since)
+        if until:
+            conditions.append(Visit.visited_on <= until)
+        async with self._uow() as uow:
+            session = uow.session
+            if rep:
+                conditions.append(Visit.rep_id == (await user_by_username(session, rep)).id)
+            if customer_code:
+                conditions.append(Visit.customer_id == (await visible_customer(session, actor, customer_code)).id)
+            total = (await session.execute(select(func.count()).select_from(Visit).where(*conditions))).scalar_one()
+            rows = (
+                await session.execute(
+                    select(Visit, Customer, User.username)
+                    .join(Customer, Customer.id == Visit.customer_id)
+                    .join(User, User.id == Visit.rep_id)
+                    .where(*conditions)
+                    .order_by(Visit.visited_on.desc(), Visit.id.desc())
+                    .limit(limit)
+                    .offset(offset)
+                )
+            ).tuples().all()
+            return Page[VisitOut](
+                items=[_visit_out(visit, customer, username, None) for visit, customer, username in rows],
+                total=total, limit=limit, offset=offset,
+            )
+
+    async def tasks(self, actor: Actor, *, status: str | None = "open", due_before: datetime | None = None) -> list[TaskOut]:
+        """The actor's own tasks (managers: their team's too)."""
+        require_role(actor, Role.REP, Role.MANAGER, Role.AGENT, Role.TECHNICIAN, doing="see tasks")
+        team = actor.team_ids or frozenset({actor.user_id or 0})
+        conditions = [] if actor.is_admin else [Task.assignee_id.in_(team)]
+        if status:
+            conditions.append(Task.status == status)
+        if due_before:
+            conditions.append(Task.due_at < due_before)
+        async with self._uow() as uow:
+            session = uow.session
+            rows = (
+                await session.execute(
+                    select(Task).where(*conditions).order_by(Task.due_at.is_(None), Task.due_at, Task.id).limit(200)
+                )
+            ).scalars().all()
+            names = await usernames(session, {task.assignee_id for task in rows})
+            codes = dict(
+                (await session.execute(
+                    select(Customer.id, Customer.code).where(Customer.id.in_({t.customer_id for t in rows if t.customer_id}))
+                )).tuples().all()
+            )
+            return [_task_out(task, names, codes) for task in rows]
+
+    async def complete_task(self, actor: Actor, task_id: int) -> TaskOut:
+        """Mark one of the actor's tasks done."""
+        async with self._uow() as uow:
+            session = uow.session
+            task = await session.get(Task, task_id)
+            team = actor.team_ids or frozenset({actor.user_id or 0})
+            if task is None or (not actor.is_admin and task.assignee_id not in team):
+                raise NotFound(f"No task {task_id} found.")
+            if task.status != TaskStatus.OPEN:
+                raise InvalidTransition(f"Task {task_id} is already {task.status}.")
+            task.status, task.completed_at = TaskStatus.DONE.value, self._clock.now()
+            await uow.commit()
+            names = await usernames(session, {task.assignee_id})
+            codes = {task.customer_id: (await session.get(Customer, task.customer_id)).code} if task.customer_id else {}  # type: ignore[union-attr]
+            return _task_out(task, names, codes)
+
+    # --- leads ----------------------------------------------------------------------------------
+
+    async def add_lead(self, actor: Actor, *, name: str, company: str = "", source: str = "",
+                       phone: str | None = None, email: str | None = None) -> int:
+        """Record a lead owned by the actor."""
+        require_role(actor, *SALES_ROLES, doing="add leads")
+        if not name.strip():
+            raise ValidationFailed("A lead needs a name.", field="name")
+        async with self._uow() as uow:
+            lead = Lead(name=name.strip()[:200], company=company.strip()[:200], source=source[:64],
+                        status=LeadStatus.NEW.value, owner_id=actor.user_id, phone=phone, email=email,
+                        created_at=self._clock.now())
+            uow.session.add(lead)
+            await uow.session.flush()
+            await uow.commit()
+            return lead.id
+
+    # --- opportunities --------------------------------------------------------------------------
+
+    async def create_opportunity(self, actor: Actor, data: OpportunityIn) -> OpportunityOut:
+        """Open a deal for a customer in scope; probability defaults by stage."""
+        require_role(actor, *SALES_ROLES, doing="create deals")
+        async with self._uow() as uow:
+            session = uow.session
+            customer = await visible_customer(session, actor, data.customer_code)
+            owner = await self._owner(session, actor, data.owner)
+            now = self._clock.now()
+            stage = data.stage.value
+            opportunity = Opportunity(
+                customer_id=customer.id, owner_id=owner.id, name=data.name, stage=stage, amount=data.amount,
+                currency="CNY",
+                probability=data.probability if data.probability is not None else DEFAULT_STAGE_PROBABILITY[data.stage],
+                expected_close=data.expected_close, created_at=now, updated_at=now, stage_changed_at=now,
+                closed_at=now if stage in CLOSED_STAGES else None,
+            )
+            session.add(opportunity)
+            await session.flush()
+            session.add(OpportunityChange(opportunity_id=opportunity.id, actor_id=actor.user_id, at=now,
+                                          field="created", old_value=None, new_value=f"{stage} {data.amount}"))
+            uow.emit(OpportunityCreated(aggregate_id=opportunity.id, actor_id=actor.user_id, customer_id=customer.id,
+                                        owner_id=owner.id, stage=stage, amount=data.amount))
+            await uow.commit()
+            return _opportunity_out(opportunity, customer, owner.username)
+
+    async def update_opportunity(self, actor: Actor, reference: str | int, patch: OpportunityPatch) -> OpportunityDetail:
+        """Change a deal; each changed field is recorded; won/lost close it; lost needs a reason."""
+        require_role(actor, *SALES_ROLES, doing="change deals")
+        async with self._uow() as uow:
+            session = uow.session
+            opportunity = await self._visible_opportunity(session, actor, reference)
+            changes = patch.model_dump(exclude_unset=True)
+            if not changes:
+                raise ValidationFailed("Nothing to change.")
+            now = self._clock.now()
+            old_stage, old_amount = opportunity.stage, opportunity.amount
+            if opportunity.stage in CLOSED_STAGES and changes.get("stage") is None and set(changes) - {"lost_reason", "competitor"}:
+                raise InvalidTransition(f"{ref('OP', opportunity.id)} is closed ({opportunity.stage}); reopen it by moving its stage.")
+            new_stage = changes.get("stage")
+            if new_stage is not None:
+                new_stage = OpportunityStage(new_stage).value
+                if new_stage == OpportunityStage.CLOSED_LOST and not (patch.lost_reason or opportunity.lost_reason):
+                    raise ValidationFailed("Marking a deal lost needs the reason (and the competitor, if any).",
+                                           field="lost_reason")
+                changes["stage"] = new_stage
+                if "probability" not in changes:
+                    changes["probability"] = DEFAULT_STAGE_PROBABILITY[OpportunityStage(new_stage)]
+            if "owner" in changes:
+                owner = await self._owner(session, actor, changes.pop("owner"))
+                changes["owner_id"] = owner.id
+            for field_name, value in changes.items():
+                if value is None and field_name in ("stage", "amount", "name", "probability", "owner_id"):
+                    raise ValidationFailed(f"{field_name} cannot be empty.", field=field_name)
+                old = getattr(opportunity, field_name)
+                if old == value:
+                    continue
+                session.add(OpportunityChange(opportunity_id=opportunity.id, actor_id=actor.user_id, at=now,
+                                              field=field_name, old_value=_text(old), new_value=_text(value)))
+                setattr(opportunity, field_name, value)
+            opportunity.updated_at = now
+            if opportunity.stage != old_stage:
+                opportunity.stage_changed_at = now
+                opportunity.closed_at = now if opportunity.stage in CLOSED_STAGES else None
+                uow.emit(OpportunityStageChanged(
+                    aggregate_id=opportunity.id, actor_id=actor.user_id, customer_id=opportunity.customer_id,
+                    owner_id=opportunity.owner_id, from_stage=old_stage, to_stage=opportunity.stage,
+                    amount=opportunity.amount))
+            if opportunity.amount != old_amount:
+                uow.emit(OpportunityAmountChanged(
+                    aggregate_id=opportunity.id, actor_id=actor.user_id, customer_id=opportunity.customer_id,
+                    owner_id=opportunity.owner_id, old_amount=old_amount, new_amount=opportunity.amount))
+            await uow.commit()
+        return await self.get_opportunity(actor, opportunity.id)
+
+    async def get_opportunity(self, actor: Actor, reference: str | int) -> OpportunityDetail:
+        """A deal with its history."""
+        require_role(actor, *SALES_ROLES, doing="see deals")
+        async with self._uow() as uow:
+            session = uow.session
+            opportunity = await self._visible_opportunity(session, actor, reference)
+            customer = await session.get(Customer, opportunity.customer_id)
+            assert customer is not None
+            changes = (
+                await session.execute(
+                    select(OpportunityChange).where(OpportunityChange.opportunity_id == opportunity.id)
+                    .order_by(OpportunityChange.id)
+                )
+            ).scalars().all()
+            names = await usernames(session, {opportunity.owner_id} | {change.actor_id for change in changes})
+            summary = _opportunity_out(opportunity, customer, names.get(opportunity.owner_id, ""))
+            return OpportunityDetail(
+                **summary.model_dump(),
+                history=[
+                    OpportunityChangeOut(at=change.at, actor=names.get(change.actor_id) if change.actor_id else "system",
+                                         field=change.field, old_value=change.old_value, new_value=change.new_value)
+                    for change in changes
+                ],
+            )
+
+    async def list_opportunities(
+        self, actor: Actor, *, stage: str | None = None, owner: str | None = None, customer_code: str | None = None,
+        open_only: bool = False, closing_before: date | None = None, limit: int = 50, offset: int = 0,
+    ) -> Page[OpportunityOut]:
+        """Deals in scope, by expected close date."""
+        require_role(actor, *SALES_ROLES, doing="see deals")
+        conditions = [sales_scope_owner(actor, Opportunity.owner_id)]
+        if stage:
+            conditions.append(Opportunity.stage == stage)
+        if open_only:
+            conditions.append(Opportunity.stage.not_in(CLOSED_STAGES))
+        if closing_before:
+            conditions.append(Opportunity.expected_close < closing_before)
+        async with self._uow() as uow:
+            session = uow.session
+            if owner:
+                conditions.append(Opportunity.owner_id == (await user_by_username(session, owner)).id)
+            if customer_code:
+                conditions.append(Opportunity.customer_id == (await visible_customer(session, actor, customer_code)).id)
+            total = (await session.execute(select(func.count()).select_from(Opportunity).where(*conditions))).scalar_one()
+            rows = (
+                await session.execute(
+                    select(Opportunity, Customer, User.username)
+                    .join(Customer, Customer.id == Opportunity.customer_id)
+                    .join(User, User.id == Opportunity.owner_id)
+                    .where(*conditions)
+                    .order_by(Opportunity.expected_close.is_(None), Opportunity.expected_close, Opportunity.id)
+                    .limit(limit)
+                    .offset(offset)
+                )
+            ).tuples().all()
+            return Page[OpportunityOut](
+                items=[_opportunity_out(o, customer, username) for o, customer, username in rows],
+                total=total, limit=limit, offset=offset,
+            )
+
+    async def _visible_opportunity(self, session: AsyncSession, actor: Actor, reference: str | int) -> Opportunity:
+        number = parse_ref(reference, "OP")
+        opportunity = (
+            await session.execute(
+                select(Opportunity).where(Opportunity.id == number, sales_scope_owner(actor, Opportunity.owner_id))
+            )
+        ).scalar_one_or_none()
+        if opportunity is None:
+            raise NotFound(f"No deal {ref('OP', number)} found.", field="opportunity")
+        return opportunity
+
+    async def _owner(self, session: AsyncSession, actor: Actor, username: str | None) -> User:
+        if username is None:
+            if actor.user_id is None:
+                raise ValidationFailed("Say who owns the deal.", field="owner")
+            owner = await session.get(User, actor.user_id)
+            assert owner is not None
+            return owner
+        owner = await user_by_username(session, username)
+        if owner.role not in (Role.REP, Role.MANAGER):
+            raise ValidationFailed(f"{owner.username} is not a sales rep or manager.", field="owner")
+        if not actor.is_admin and owner.id not in actor.team_ids:
+            raise ValidationFailed("Deals can only be given to you or your team.", field="owner")
+        return owner
+
+
+async def customer_in_scope(session: AsyncSession, actor: Actor, customer_id: int) -> bool:
+    """Whether a customer id is within the actor's customer scope."""
+    found = await session.execute(select(Customer.id).where(Customer.id == customer_id, customer_scope(actor)))
+    return found.first() is not None
+
+
+def _text(value: object) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, Decimal):
+        return f"{value:.2f}"
+    if isinstance(value, date):
+        return value.isoformat()
+    return str(value)
+
+
+def _visit_out(visit: Visit, customer: Customer, rep: str, task_id: int | None) -> VisitOut:
+    return VisitOut(
+        id=visit.id, customer_code=customer.code, customer_name=customer.name, rep=rep, visited_on=visit.visited_on,
+        kind=visit.kind, contacts_met=list(visit.contacts_met or []), summary=visit.summary, outcome=visit.outcome,
+        next_step=visit.next_step, follow_up_task_id=task_id,
+    )
+
+
+def _task_out(task: Task, names: dict[int, str], codes: dict[int, str]) -> TaskOut:
+    return TaskOut(
+        id=task.id, title=task.title, kind=task.kind, status=task.status, due_at=task.due_at,
+        assignee=names.get(task.assignee_id) if task.assignee_id else None,
+        customer_code=codes.get(task.customer_id) if task.customer_id else None,
+    )
+
+
+def _opportunity_out(opportunity: Opportunity, customer: Customer, owner: str) -> OpportunityOut:
+    return OpportunityOut(
+        id=opportunity.id, ref=ref("OP", opportunity.id), customer_code=customer.code, customer_name=customer.name,
+        owner=owner, name=opportunity.name, stage=opportunity.stage, amount=opportunity.amount,
+        currency=opportunity.currency, probability=opportunity.probability,
+        expected_close=opportunity.expected_close, lost_reason=opportunity.lost_reason,
+        competitor=opportunity.competitor, created_at=opportunity.created_at, updated_at=opportunity.updated_at,
+    )
+
+
+__all__: Sequence[str] = ("SalesService",)

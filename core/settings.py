@@ -1,0 +1,115 @@
+"""Configuration from the environment (prefix CRMBOT_) and an optional crmbot.toml."""
+
+from __future__ import annotations
+
+import secrets
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+
+class Settings(BaseSettings):
+    """Every knob crmbot reads; nothing else reads the environment."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="CRMBOT_",
+        toml_file="crmbot.toml",
+        extra="ignore",
+        case_sensitive=False,
+    )
+
+    database_url: str = "sqlite+aiosqlite:///./crmbot.db"
+    data_dir: Path = Path("./var")
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=1, le=65535)
+    api_token: SecretStr | None = None
+
+    telegram_token: SecretStr | None = None
+    telegram_api_url: str | None = None
+    telegram_webhook_url: str | None = None
+    telegram_webhook_secret: SecretStr | None = None
+
+    slack_bot_token: SecretStr | None = None
+    slack_signing_secret: SecretStr | None = None
+    slack_app_token: SecretStr | None = None
+    slack_api_url: str | None = None
+
+    smtp_host: str | None = None
+    smtp_port: int = 587
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_starttls: bool = True
+    mail_from: str = "crmbot <crmbot@localhost>"
+    mail_dir: Path | None = None
+
+    sms_provider: Literal["twilio", "http", "file"] = "file"
+    sms_dir: Path | None = None
+    sms_url: str | None = None
+    sms_account_sid: str | None = None
+    sms_auth_token: SecretStr | None = None
+    sms_from: str | None = None
+
+    nlu_backend: Literal["embedded", "rasa"] = "embedded"
+    rasa_url: str | None = None
+
+    timezone: str = "Asia/Shanghai"
+    default_lang: Literal["en", "zh"] = "en"
+    currency: str = "CNY"
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_timezone(cls, value: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown timezone {value!r}") from exc
+        return value
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Environment wins over crmbot.toml; explicit arguments win over both."""
+        return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls))
+
+    @property
+    def mail_directory(self) -> Path:
+        """Where mail goes as .eml files when no SMTP host is set."""
+        return self.mail_dir or self.data_dir / "mail"
+
+    @property
+    def sms_directory(self) -> Path:
+        """Where the file SMS provider writes messages."""
+        return self.sms_dir or self.data_dir / "sms"
+
+    def resolve_api_token(self) -> tuple[str, bool]:
+        """Return the admin API token, generating and keeping one in the data dir if unset.
+
+        The boolean tells whether the token was generated now (so the caller prints it once).
+        """
+        if self.api_token is not None and self.api_token.get_secret_value():
+            return self.api_token.get_secret_value(), False
+        token_file = self.data_dir / "api_token"
+        if token_file.exists():
+            stored = token_file.read_text(encoding="utf-8").strip()
+            if stored:
+                return stored, False
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        token = secrets.token_urlsafe(32)
+        token_file.write_text(token + "\n", encoding="utf-8")
+        token_file.chmod(0o600)
+        return token, True

@@ -1,0 +1,64 @@
+"""Unit of work: one transaction, and the domain events raised inside it written to the outbox."""
+
+from __future__ import annotations
+
+from types import TracebackType
+from typing import Self
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from core.clock import Clock
+from core.db.models import OutboxEvent
+from core.domain.events import DomainEvent
+
+
+class UnitOfWork:
+    """`async with uow:` opens a session; `commit()` writes pending events with the change, atomically."""
+
+    def __init__(self, session_factory: async_sessionmaker[AsyncSession], clock: Clock) -> None:
+        self._session_factory = session_factory
+        self._clock = clock
+        self._session: AsyncSession | None = None
+        self._events: list[DomainEvent] = []
+
+    @property
+    def session(self) -> AsyncSession:
+        """The open session (only inside `async with`)."""
+        if self._session is None:
+            raise RuntimeError("UnitOfWork used outside 'async with'")
+        return self._session
+
+    async def __aenter__(self) -> Self:
+        self._session = self._session_factory()
+        self._events = []
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        try:
+            await self.session.rollback()
+        finally:
+            await self.session.close()
+            self._session = None
+            self._events = []
+
+    def emit(self, event: DomainEvent) -> None:
+        """Queue an event; it is stored only if the transaction commits."""
+        self._events.append(event)
+
+    async def commit(self) -> None:
+        """Flush the change, append its events to the outbox, commit both together."""
+        occurred_at = self._clock.now()
+        for event in self._events:
+            self.session.add(
+                OutboxEvent(
+                    event_type=event.name,
+                    aggregate=event.aggregate,
+                    aggregate_id=event.aggregate_id,
+                    payload=event.payload(),
+                    occurred_at=occurred_at,
+                )
+            )
+        self._events = []
+        await self.session.commit()
