@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import heapq
 import math
+import operator
 import re
 import unicodedata
 from array import array
 from bisect import bisect_left
 from collections import Counter
 from collections.abc import Iterable, Mapping
+from itertools import compress, repeat
 from dataclasses import dataclass, field
 
 from rapidfuzz import fuzz
@@ -55,7 +58,8 @@ DEFAULT_SYNONYMS: dict[str, tuple[str, ...]] = {
     "drain": ("drainage", "standing water", "water left", "won't empty", "not emptying", "pump out"),
     "noise": ("noisy", "loud", "rattling", "banging", "grinding", "squeaking", "humming", "buzzing"),
     "cooling": ("cold", "cool", "chill", "chilling"),
-    "heating": ("heat", "hot", "warm up", "lukewarm"),
+    # "hot" is deliberately absent: "water too hot" is the opposite complaint of "not heating".
+    "heating": ("heat", "warm up", "lukewarm", "no hot water", "not hot"),
     "start": ("power on", "turn on", "switch on", "no power", "dead", "boot"),
     "error": ("fault", "alarm", "error code", "fault code"),
     "door": ("lid", "hatch"),
@@ -65,6 +69,13 @@ DEFAULT_SYNONYMS: dict[str, tuple[str, ...]] = {
     "vibration": ("vibrate", "shaking", "wobbling", "walking", "shake"),
     "filter": ("strainer", "mesh filter"),
     "thermostat": ("temperature control", "temp control"),
+    "light": ("lamp", "bulb", "led"),
+    "ignition": ("ignite", "igniter", "burner does not light", "pilot light"),
+    "dry": ("drying", "damp", "wet"),
+    "pressure": ("weak flow", "low flow", "trickle"),
+    "trip": ("tripping", "breaker", "fuse", "rcd"),
+    "airflow": ("air flow", "no air", "fan not blowing"),
+    "overheating": ("too hot", "scalding", "overheat"),
     # Chinese: appliances
     "冰箱": ("电冰箱", "雪柜"),
     "空调": ("空调器", "冷气机", "空调机"),
@@ -81,6 +92,7 @@ DEFAULT_SYNONYMS: dict[str, tuple[str, ...]] = {
     "结霜": ("结冰", "霜多"),
     "不启动": ("无法启动", "开不了机", "不通电", "开不了"),
     "震动": ("振动", "晃动", "抖动"),
+    "烘干效果差": ("不干", "烘不干", "干燥效果差"),
 }
 
 _CJK = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af"
@@ -109,6 +121,8 @@ _STOPWORDS = frozenset(
     can could would should will shall may might must just very too also still again any some
     there here get got gets keep keeps kept now then than ok okay yes really""".split()
 )
+_NEGATIONS = frozenset("not no dont doesnt didnt wont cant cannot isnt arent wasnt never".split())
+_NEG = "!"
 _ZH_STOP_BIGRAMS = frozenset(
     "怎么 么办 什么 为什 么回 回事 请问 我的 我家 一下 你好 谢谢 怎样 如何 办法 了怎 么了 是不 不是 "
     "可以 能不 一直 现在 的时 时候 我们 这个 那个 还是 就是 但是 因为 所以".split()
@@ -121,6 +135,7 @@ _MAX_CLAUSES = 40
 _MAX_FUZZY_WORDS = 8
 _FIELD_WEIGHTS = (3, 2, 1, 2, 2, 3)  # title, symptoms, solution, code, category, product code (half-units)
 _K1 = 1.2
+_EPSILON = 1e-9
 _SAT_CAP = 1.5
 # Term saturation by stored half-unit tf, normalised so one body mention (tf 1.0) scores exactly 1.
 _SAT = [min(_SAT_CAP, (n / 2) * (_K1 + 1) / (n / 2 + _K1)) for n in range(256)]
@@ -247,6 +262,27 @@ def _analyse(text: str) -> list[str]:
     return terms
 
 
+def _query_tokens(text: str) -> tuple[list[str], list[str], list[str]]:
+    """Split normalised text into error-code keys, Latin terms (negations as _NEG) and CJK runs."""
+    stripped, codes = _strip_codes(text)
+    words: list[str] = []
+    runs: list[str] = []
+    for m in _TOKEN_RE.finditer(stripped.lower()):
+        run = m.group("cjk")
+        if run is not None:
+            runs.append(run)
+            continue
+        raw = m.group("word").replace("'", "")
+        if raw in _NEGATIONS:
+            # Kept only to match synonym phrases such as "no hot water"; negations are never indexed.
+            words.append(_NEG)
+        else:
+            term = _word_term(raw)
+            if term is not None:
+                words.append(term)
+    return codes, words, runs
+
+
 def _trigrams(term: str) -> set[str]:
     """Padded character trigrams of a Latin term, used to find spelling neighbours."""
     padded = f"#{term}#"
@@ -270,7 +306,6 @@ class _Clause:
     is_cjk: bool = False
     weight: float = 0.0
     cost: int = 0
-    scores: dict[int, float] | None = None
 
 
 @dataclass(slots=True)
@@ -297,9 +332,11 @@ def _compile_synonyms(mapping: Mapping[str, Iterable[str]]) -> _Synonyms:
             if norm and all(_CJK_RE.match(ch) for ch in norm):
                 syn.cjk.setdefault(norm, set()).update(alternatives)
                 syn.cjk_max = max(syn.cjk_max, len(norm))
-            elif phrases[member] and not _CJK_RE.search(norm):
-                syn.latin.setdefault(phrases[member], set()).update(alternatives)
-                syn.latin_max = max(syn.latin_max, len(phrases[member]))
+            elif not _CJK_RE.search(norm):
+                key_words = tuple(_query_tokens(norm)[1])
+                if any(w != _NEG for w in key_words):
+                    syn.latin.setdefault(key_words, set()).update(alternatives)
+                    syn.latin_max = max(syn.latin_max, len(key_words))
     return syn
 
 
@@ -445,18 +482,8 @@ class KbIndex:
 
     def _plan(self, text: str) -> list[_Clause]:
         """Split a normalised query into weighted clauses with synonym and spelling alternatives."""
-        stripped, codes = _strip_codes(text)
+        codes, words, runs = _query_tokens(text)
         clauses: list[_Clause] = [_Clause({(_code_term(k),): 1.0}, is_code=True) for k in dict.fromkeys(codes)]
-        words: list[str] = []
-        runs: list[str] = []
-        for m in _TOKEN_RE.finditer(stripped.lower()):
-            run = m.group("cjk")
-            if run is not None:
-                runs.append(run)
-            else:
-                term = _word_term(m.group("word"))
-                if term is not None:
-                    words.append(term)
         clauses.extend(self._latin_clauses(words))
         for run in runs:
             clauses.extend(self._cjk_clauses(run))
@@ -475,7 +502,8 @@ class KbIndex:
             for size in range(min(syn.latin_max, len(words) - i), 0, -1):
                 phrase = tuple(words[i : i + size])
                 if phrase in syn.latin:
-                    alts = {phrase: 1.0}
+                    own = tuple(w for w in phrase if w != _NEG)
+                    alts = {own: 1.0} if own else {}
                     for alt in syn.latin[phrase]:
                         alts.setdefault(alt, sw)
                     clauses.append(_Clause(alts))
@@ -483,6 +511,9 @@ class KbIndex:
                     break
             else:
                 word = words[i]
+                i += 1
+                if word == _NEG:
+                    continue
                 alts = {(word,): 1.0}
                 if fuzzy_budget and _is_fuzzy_term(word) and self._df.get(word, 0) <= 2:
                     fuzzy_budget -= 1
@@ -491,7 +522,6 @@ class KbIndex:
                         for alt in syn.latin.get((near,), ()):
                             alts.setdefault(alt, 0.9 * sim * sw)
                 clauses.append(_Clause(alts))
-                i += 1
         return clauses
 
     def _cjk_clauses(self, run: str) -> list[_Clause]:
@@ -547,54 +577,8 @@ class KbIndex:
 
     # -- retrieval -----------------------------------------------------------------------------
 
-    def _term_scores(self, term: str, scale: float) -> dict[int, float]:
-        """Saturated tf score per slot for one term, scaled."""
-        entry = self._postings.get(term)
-        if entry is None:
-            return {}
-        table = [scale * v for v in _SAT]
-        return dict(zip(entry[0], map(table.__getitem__, entry[1]), strict=True))
-
-    def _phrase_scores(self, phrase: _Phrase, weight: float, require_all: bool) -> dict[int, float]:
-        """Score per slot for a phrase (mean over its terms), scaled by weight.
-
-        The customer's own words earn partial credit for partial matches; a synonym only counts when
-        all of it is present, otherwise "standing water" would reward every article saying "water".
-        """
-        scale = weight / len(phrase)
-        if len(phrase) == 1:
-            return self._term_scores(phrase[0], scale)
-        if require_all:
-            parts = sorted((self._term_scores(t, scale) for t in phrase), key=len)
-            scores = parts[0]
-            for other in parts[1:]:
-                scores = {s: v + other[s] for s, v in scores.items() if s in other}
-            return scores
-        scores = {}
-        get = scores.get
-        for term in phrase:
-            for slot, value in self._term_scores(term, scale).items():
-                scores[slot] = get(slot, 0.0) + value
-        return scores
-
-    def _clause_scores(self, clause: _Clause) -> dict[int, float]:
-        """Best alternative's score per slot for one clause."""
-        best: dict[int, float] | None = None
-        for phrase, weight in clause.alts.items():
-            scores = self._phrase_scores(phrase, weight, require_all=best is not None)
-            if best is None:
-                best = scores
-                continue
-            if len(scores) > len(best):
-                best, scores = scores, best
-            get = best.get
-            for slot, value in scores.items():
-                if value > get(slot, 0.0):
-                    best[slot] = value
-        return best or {}
-
     def _lookup(self, clause: _Clause, slot: int) -> float:
-        """Clause score for a single slot via binary search, for clauses too common to scan."""
+        """Exact clause score for one slot: best alternative, synonyms only when complete."""
         best = 0.0
         for index, (phrase, weight) in enumerate(clause.alts.items()):
             total = 0.0
@@ -608,51 +592,54 @@ class KbIndex:
                 if pos < len(slots) and slots[pos] == slot:
                     total += _SAT[entry[1][pos]]
                     found += 1
-            if index == 0 or found == len(phrase):  # same all-terms rule as _phrase_scores
+            if index == 0 or found == len(phrase):  # a synonym counts only when complete
                 best = max(best, weight * total / len(phrase))
         return best
 
-    def _retrieve(self, clauses: list[_Clause]) -> dict[int, float]:
-        """Accumulate lexical scores, scanning the rarest clauses first within the posting budget."""
-        acc: dict[int, float] = {}
+    def _retrieve(self, clauses: list[_Clause]) -> list[float]:
+        """Approximate lexical score per slot, scanning the rarest clauses first within a posting budget.
+
+        Alternatives are summed rather than maxed and partial synonym phrases count: this only picks
+        candidates, whose exact clause scores are computed afterwards by _lookup.
+        """
+        # A dense list beats a dict here: postings are slot-sorted, so the writes walk memory in order.
+        acc = [0.0] * len(self._docs)
+        postings = self._postings
         spent = 0
         for clause in sorted((c for c in clauses if c.weight), key=lambda c: c.cost):
-            if acc and spent + clause.cost > self.posting_budget:
-                continue  # left for per-candidate lookup; common clauses barely change the ranking
+            if spent and spent + clause.cost > self.posting_budget:
+                continue  # left out of recall; common clauses barely change which docs are candidates
             spent += clause.cost
-            scores = self._clause_scores(clause)
-            clause.scores = scores
-            w = clause.weight
-            if len(scores) > len(acc):
-                acc, scores, w_acc = {s: w * v for s, v in scores.items()}, acc, 1.0
-            else:
-                w_acc = w
-            get = acc.get
-            for slot, value in scores.items():
-                acc[slot] = get(slot, 0.0) + w_acc * value
+            for phrase, alt_weight in clause.alts.items():
+                scale = clause.weight * alt_weight / len(phrase)
+                table = [scale * v for v in _SAT]
+                for term in phrase:
+                    entry = postings.get(term)
+                    if entry is not None:
+                        for slot, value in zip(entry[0], map(table.__getitem__, entry[1]), strict=True):
+                            acc[slot] += value
         return acc
 
-    def _select(self, acc: dict[int, float], product_code: str | None) -> list[int]:
+    def _select(self, acc: list[float], product_code: str | None) -> list[int]:
         """Top lexical candidates, plus the best ones for the preferred product."""
-        docs = self._docs
-        if self._dead:
-            acc = {s: v for s, v in acc.items() if docs[s] is not None}
-        chosen = self._top(acc, acc.keys(), self.candidates)
+        n = self.candidates
+        # Dead slots still sit in postings, so over-fetch to keep n live ones.
+        best = heapq.nlargest(n + (n if self._dead else 0), acc)
+        threshold = best[-1] if best and best[-1] > 0.0 else _EPSILON
+        chosen = self._top(acc, compress(range(len(acc)), map(operator.ge, acc, repeat(threshold))), n)
         if product_code:
-            pslots = self._product_slots.get(product_code, set())
-            mine = [s for s in pslots if s in acc] if len(pslots) < len(acc) else [s for s in acc if s in pslots]
+            mine = [s for s in self._product_slots.get(product_code, ()) if acc[s] > 0.0]
             chosen_set = set(chosen)
             chosen.extend(s for s in self._top(acc, mine, self.product_candidates) if s not in chosen_set)
         return chosen
 
-    def _top(self, acc: dict[int, float], slots: Iterable[int], n: int) -> list[int]:
-        """The n best slots by lexical score, ties broken by document id."""
-        pool = list(slots)
-        if len(pool) > n:
-            values = sorted((acc[s] for s in pool), reverse=True)
-            threshold = values[n - 1]
-            pool = [s for s in pool if acc[s] >= threshold]
+    def _top(self, acc: list[float], slots: Iterable[int], n: int) -> list[int]:
+        """The n best live slots by lexical score, ties broken by document id."""
         docs = self._docs
+        pool = [s for s in slots if docs[s] is not None] if self._dead else list(slots)
+        if len(pool) > n:
+            threshold = heapq.nlargest(n, [acc[s] for s in pool])[-1]
+            pool = [s for s in pool if acc[s] >= threshold]
 
         def key(s: int) -> tuple[float, int]:
             doc = docs[s]
@@ -677,8 +664,6 @@ class KbIndex:
         if not denominator or not any(c.weight for c in clauses):
             return []
         acc = self._retrieve(clauses)
-        if not acc:
-            return []
         candidates = self._select(acc, product_code)
         has_code_clause = any(c.is_code for c in clauses)
         fuzzy_query = self._fuzzy_query(text)
@@ -692,7 +677,7 @@ class KbIndex:
             for clause in clauses:
                 if not clause.weight:
                     continue
-                value = clause.scores.get(slot, 0.0) if clause.scores is not None else self._lookup(clause, slot)
+                value = self._lookup(clause, slot)
                 if value > 0.0 and clause.is_code:
                     code_hit = True
                 coverage += clause.weight * min(1.0, value / _FULL_CREDIT)
@@ -731,7 +716,14 @@ class KbIndex:
     @staticmethod
     def _fuzzy_query(text: str) -> str:
         """Query text for rapidfuzz: stopwords removed so they do not dilute token ratios."""
-        kept = [w for w in text[:_MAX_FUZZY_QUERY_CHARS].split() if w.lower().replace("'", "") not in _STOPWORDS]
+        kept = []
+        for word in text[:_MAX_FUZZY_QUERY_CHARS].split():
+            bare = word.lower().replace("'", "")
+            # Negations stay: "not heating" and "heating element" differ only by them.
+            if bare in _NEGATIONS:
+                kept.append("not")
+            elif bare not in _STOPWORDS:
+                kept.append(word)
         return str(default_process(" ".join(kept)))
 
 

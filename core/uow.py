@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextvars import ContextVar
 from types import TracebackType
 from typing import Self
 
@@ -10,6 +11,11 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from core.clock import Clock
 from core.db.models import OutboxEvent
 from core.domain.events import DomainEvent
+
+
+# Set while a unit of work is open in this task. A second one opened inside it would wait on SQLite's
+# write lock held by the first (a 30-second hang, then "database is locked"): fail fast instead.
+_open_unit: ContextVar[bool] = ContextVar("crmbot_open_unit_of_work", default=False)
 
 
 class UnitOfWork:
@@ -29,6 +35,9 @@ class UnitOfWork:
         return self._session
 
     async def __aenter__(self) -> Self:
+        if _open_unit.get():
+            raise RuntimeError("a unit of work was opened inside another one; pass the session down instead")
+        self._token = _open_unit.set(True)
         self._session = self._session_factory()
         self._events = []
         return self
@@ -42,6 +51,7 @@ class UnitOfWork:
             await self.session.close()
             self._session = None
             self._events = []
+            _open_unit.reset(self._token)
 
     def emit(self, event: DomainEvent) -> None:
         """Queue an event; it is stored only if the transaction commits."""

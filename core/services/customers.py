@@ -13,7 +13,7 @@ from core.db.models import Contact, Customer, Opportunity, RepairOrder, ServiceR
 from core.domain.enums import OpportunityStage, Role
 from core.domain.events import CustomerCreated, CustomerTierChanged
 from core.domain.value import ValueModel
-from core.errors import Conflict, NotFound, ValidationFailed
+from core.errors import Conflict, NotFound, PermissionDenied, ValidationFailed
 from core.schemas import ContactIn, ContactOut, CustomerIn, CustomerOut, CustomerPatch, Page
 from core.services.base import Service, UowFactory, user_by_username
 from core.clock import Clock
@@ -65,7 +65,7 @@ class CustomerService(Service):
             if owner is None and actor.role in (Role.REP, Role.MANAGER):
                 owner = await user_by_username(session, actor.username)
             if owner is not None and not actor.is_admin and owner.id not in actor.team_ids:
-                raise ValidationFailed("You can only give customers to yourself or your team.", field="owner")
+                raise PermissionDenied("You can only give customers to yourself or your team.", field="owner")
             now = self._clock.now()
             customer = Customer(
                 code=data.code, name=data.name, type=data.type.value, segment=data.segment,
@@ -93,7 +93,7 @@ class CustomerService(Service):
                 else:
                     owner = await _valid_owner(session, owner_name)
                     if not actor.is_admin and owner.id not in actor.team_ids:
-                        raise ValidationFailed("You can only give customers to yourself or your team.", field="owner")
+                        raise PermissionDenied("You can only give customers to yourself or your team.", field="owner")
                     customer.owner_id = owner.id
             for field_name, value in changes.items():
                 if value is None and field_name in ("name", "type"):

@@ -84,7 +84,7 @@ class KnowledgeService(Service):
             await session.flush()
             await uow.commit()
             self._index.add(_document(article, "/".join(split_category(data.category)), data.product_code))
-            return await self.get(actor, data.code)
+        return await self.get(actor, data.code)
 
     async def get(self, actor: Actor, code: str) -> KbArticleOut:
         """One article by code (the knowledge base is readable by everyone)."""

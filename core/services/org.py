@@ -200,7 +200,7 @@ class OrgService(Service):
             ).first()
             if row is None:
                 return None
-            api_token, user = row.tuple()
+            api_token, user = row
             if not user.active:
                 return None
             api_token.last_used_at = self._clock.now()

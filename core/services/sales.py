@@ -339,7 +339,7 @@ class SalesService(Service):
         if owner.role not in (Role.REP, Role.MANAGER):
             raise ValidationFailed(f"{owner.username} is not a sales rep or manager.", field="owner")
         if not actor.is_admin and owner.id not in actor.team_ids:
-            raise ValidationFailed("Deals can only be given to you or your team.", field="owner")
+            raise PermissionDenied("Deals can only be given to you or your team.", field="owner")
         return owner
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.auth import Actor, customer_scope, require_role
 from core.db.models import Customer, RepairOrder, ServiceRequest, Survey
@@ -33,7 +34,7 @@ class SurveyService(Service):
                 raise InvalidTransition(f"{ref('SR', number)} is not resolved yet: no survey.")
             existing = (await session.execute(select(Survey).where(Survey.service_request_id == number))).scalar_one_or_none()
             if existing is not None:
-                return await self._out(existing)
+                return await self._out(session, existing)
             technician_id = (
                 await session.execute(
                     select(RepairOrder.technician_id).where(RepairOrder.service_request_id == number)
@@ -49,7 +50,7 @@ class SurveyService(Service):
             session.add(survey)
             await session.flush()
             await uow.commit()
-            return await self._out(survey)
+            return await self._out(session, survey)
 
     async def answer(self, actor: Actor, reference: str | int, score: int, comment: str | None = None) -> SurveyOut:
         """Record a customer's rating of their case (1–5)."""
@@ -78,7 +79,7 @@ class SurveyService(Service):
             uow.emit(SurveyAnswered(aggregate_id=survey.id, actor_id=actor.user_id, customer_id=survey.customer_id,
                                     score=score, service_request_id=number, technician_id=survey.technician_id))
             await uow.commit()
-            return await self._out(survey)
+            return await self._out(session, survey)
 
     async def list(self, actor: Actor, *, status: str | None = None, limit: int = 50, offset: int = 0) -> list[SurveyOut]:
         """Surveys of customers in scope (staff) or of the customer's own company."""
@@ -94,11 +95,10 @@ class SurveyService(Service):
             ).tuples().all()
             return [_survey_out(survey, code) for survey, code in rows]
 
-    async def _out(self, survey: Survey) -> SurveyOut:
-        async with self._uow() as uow:
-            customer = await uow.session.get(Customer, survey.customer_id)
-            assert customer is not None
-            return _survey_out(survey, customer.code)
+    async def _out(self, session: AsyncSession, survey: Survey) -> SurveyOut:
+        customer = await session.get(Customer, survey.customer_id)
+        assert customer is not None
+        return _survey_out(survey, customer.code)
 
 
 def _survey_out(survey: Survey, customer_code: str) -> SurveyOut:

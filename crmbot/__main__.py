@@ -1,0 +1,5 @@
+"""`python -m crmbot` runs the CLI."""
+
+from crmbot.cli import main
+
+main()

@@ -1,0 +1,295 @@
+"""The `crmbot` command line: run the assistant, manage the schema, data and users."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from collections.abc import Awaitable, Callable
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from core.auth import SYSTEM
+from core.container import Core, build_core
+from core.domain.enums import Role
+from core.errors import DomainError
+from core.settings import Settings
+
+app = typer.Typer(help="crmbot — a chat-first CRM assistant.", no_args_is_help=True, add_completion=False)
+db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
+users_app = typer.Typer(help="Users, roles and channel identities.", no_args_is_help=True)
+kb_app = typer.Typer(help="Knowledge base.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(users_app, name="users")
+app.add_typer(kb_app, name="kb")
+
+console = Console()
+err = Console(stderr=True)
+T = TypeVar("T")
+
+
+def load_settings() -> Settings:
+    """Settings from the environment, or a clear message and exit code 2."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        for error in exc.errors():
+            name = "CRMBOT_" + "_".join(str(part) for part in error["loc"]).upper()
+            err.print(f"[red]Configuration error:[/red] {name}: {error['msg']}")
+        raise typer.Exit(2) from None
+
+
+def with_core(work: Callable[[Core], Awaitable[T]], *, migrate: bool = True) -> T:
+    """Run `work` against a freshly built core (schema brought up to date first), turning domain
+    errors into a message and exit code 1."""
+
+    async def main() -> T:
+        settings = load_settings()
+        core = build_core(settings)
+        try:
+            if migrate:
+                from core.db.migrate import upgrade
+
+                await upgrade(core.engine)
+            return await work(core)
+        finally:
+            await core.close()
+
+    try:
+        return asyncio.run(main())
+    except DomainError as exc:
+        err.print(f"[red]Error:[/red] {exc.message}")
+        raise typer.Exit(1) from None
+    except OSError as exc:
+        err.print(f"[red]Error:[/red] cannot reach the database: {exc}")
+        raise typer.Exit(1) from None
+
+
+# --- run ----------------------------------------------------------------------------------------
+
+
+class RunRole(StrEnum):
+    """Which parts of crmbot this process runs."""
+
+    ALL = "all"
+    WEB = "web"
+
+
+@app.command()
+def run(
+    host: Annotated[str | None, typer.Option(help="Interface to listen on (CRMBOT_HOST).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port to listen on (CRMBOT_PORT).")] = None,
+    role: Annotated[RunRole, typer.Option(help="all: everything in one process; web: the HTTP server only.")] = RunRole.ALL,
+) -> None:
+    """Run the assistant: HTTP API (and, as they land, chat channels, notifier and scheduler)."""
+    import uvicorn
+
+    from crmbot.app import create_app
+
+    settings = load_settings()
+    token, generated = settings.resolve_api_token()
+    bind_host = host or settings.host
+    bind_port = port or settings.port
+
+    async def main() -> None:
+        core = build_core(settings)
+        try:
+            if role is RunRole.ALL:
+                from core.db.migrate import upgrade
+
+                await upgrade(core.engine)
+            server = uvicorn.Server(
+                uvicorn.Config(create_app(core, token), host=bind_host, port=bind_port, log_level="info",
+                               access_log=False)
+            )
+            console.print(f"crmbot on [bold]http://{bind_host}:{bind_port}[/bold]  (database: {_safe_url(settings)})")
+            if generated:
+                console.print(f"API token (generated, kept in {settings.data_dir / 'api_token'}): [bold]{token}[/bold]")
+            else:
+                console.print("API token: from CRMBOT_API_TOKEN or " + str(settings.data_dir / "api_token"))
+            await server.serve()
+        finally:
+            await core.close()
+
+    asyncio.run(main())
+
+
+def _safe_url(settings: Settings) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(settings.database_url).render_as_string(hide_password=True)
+
+
+# --- db -----------------------------------------------------------------------------------------
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Create or migrate the schema to the newest version."""
+    from core.db.migrate import current_revision, head_revision
+
+    async def work(core: Core) -> str | None:
+        return await current_revision(core.engine)
+
+    revision = with_core(work)
+    console.print(f"Database is at revision {revision} (newest: {head_revision()}).")
+
+
+# --- demo ---------------------------------------------------------------------------------------
+
+
+@app.command()
+def demo() -> None:
+    """Load the demo dataset (idempotent) so every journey can be tried."""
+    from core.demo import load_demo
+
+    report = with_core(load_demo)
+    if report.already_loaded:
+        console.print("The demo dataset is already loaded; nothing changed.")
+    else:
+        table = Table("what", "count", title="Demo dataset loaded")
+        for name, count in report.counts.items():
+            table.add_row(name, str(count))
+        console.print(table)
+    personas = Table("username", "role", "try", title="Demo personas")
+    for username, persona_role, hint in report.personas:
+        personas.add_row(username, persona_role, hint)
+    console.print(personas)
+
+
+# --- import -------------------------------------------------------------------------------------
+
+
+class ImportKind(StrEnum):
+    """What a CSV file holds."""
+
+    CUSTOMERS = "customers"
+    CONTACTS = "contacts"
+    PRODUCTS = "products"
+    KB = "kb"
+
+
+@app.command("import")
+def import_file(
+    kind: Annotated[ImportKind, typer.Argument(help="What the file holds.")],
+    file: Annotated[Path, typer.Argument(help="The CSV file (UTF-8; GBK-encoded Chinese is detected).")],
+) -> None:
+    """Import a CSV file, all or nothing: one bad row and nothing is written."""
+    from core.importers import ImportFailed, import_csv
+
+    try:
+        data = file.read_bytes()
+    except OSError as exc:
+        err.print(f"{file}: cannot read: {exc.strerror or exc}")
+        raise typer.Exit(1) from None
+
+    async def work(core: Core) -> Any:
+        with Progress(TextColumn(f"Importing {file.name}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                      console=err, transient=True, disable=len(data) < 200_000) as progress:
+            task = progress.add_task("import", total=None)
+
+            def advance(done: int, total: int) -> None:
+                progress.update(task, completed=done, total=total)
+
+            return await import_csv(core, kind.value, data, progress=advance)
+
+    try:
+        report = with_core(work)
+    except ImportFailed as failure:
+        for line in failure.format(str(file)):
+            err.print(line, markup=False, highlight=False)
+        err.print(f"Nothing was imported from {file}.", markup=False)
+        raise typer.Exit(1) from None
+    for notice in report.notices:
+        console.print(f"Note: {notice}", markup=False)
+    console.print(f"{file}: {report.created} {kind.value} created, {report.updated} updated.", markup=False)
+
+
+# --- users --------------------------------------------------------------------------------------
+
+
+@users_app.command("add")
+def users_add(
+    username: Annotated[str, typer.Argument(help="Login name (letters, digits, . _ -).")],
+    role: Annotated[Role, typer.Option(help="What the user is.")],
+    name: Annotated[str | None, typer.Option(help="Full name.")] = None,
+    email: Annotated[str | None, typer.Option()] = None,
+    phone: Annotated[str | None, typer.Option()] = None,
+    customer: Annotated[str | None, typer.Option(help="Customer code (customer users only).")] = None,
+    manager: Annotated[str | None, typer.Option(help="Username of their manager.")] = None,
+    department: Annotated[str | None, typer.Option(help="Department code.")] = None,
+    lang: Annotated[str, typer.Option(help="en or zh.")] = "en",
+    timezone: Annotated[str | None, typer.Option(help="IANA timezone, e.g. Asia/Shanghai.")] = None,
+    identity: Annotated[list[str] | None, typer.Option(help="CHANNEL:ID, e.g. telegram:12345; repeatable.")] = None,
+) -> None:
+    """Add a user (staff or a customer's person) and link their channel accounts."""
+    from core.schemas import UserIn
+
+    try:
+        data = UserIn(username=username, role=role, name=name, email=email, phone=phone, customer_code=customer,
+                      manager=manager, department=department, lang=lang, timezone=timezone,
+                      identities=identity or [])
+    except ValidationError as exc:
+        for error in exc.errors():
+            field = ".".join(str(part) for part in error["loc"])
+            err.print(f"Invalid {field}: {error['msg']}", markup=False)
+        raise typer.Exit(1) from None
+    user = with_core(lambda core: core.org.add_user(SYSTEM, data))
+    console.print(f"Added {user.role} {user.username} ({user.name})"
+                  + (f", linked {', '.join(user.identities)}" if user.identities else "") + ".", markup=False)
+
+
+@users_app.command("token")
+def users_token(
+    username: Annotated[str, typer.Argument()],
+    label: Annotated[str, typer.Option(help="What the token is for.")] = "",
+) -> None:
+    """Issue a personal API token (acts with that user's permissions); shown once."""
+    token = with_core(lambda core: core.org.issue_api_token(SYSTEM, username, label))
+    console.print(token, markup=False)
+
+
+@users_app.command("list")
+def users_list() -> None:
+    """List users with role and identities."""
+    users = with_core(lambda core: core.org.list_users(SYSTEM))
+    table = Table("username", "role", "name", "customer", "manager", "identities")
+    for user in users:
+        table.add_row(user.username, user.role, user.name, user.customer_code or "", user.manager or "",
+                      ", ".join(user.identities))
+    console.print(table)
+
+
+# --- kb -----------------------------------------------------------------------------------------
+
+
+@kb_app.command("search")
+def kb_search(
+    query: Annotated[str, typer.Argument(help="What to look for: symptoms, an error code, a question.")],
+    limit: Annotated[int, typer.Option(min=1, max=50)] = 5,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Search the knowledge base."""
+    hits = with_core(lambda core: core.knowledge.search(SYSTEM, query, limit=limit))
+    if as_json:
+        sys.stdout.write(json.dumps([hit.model_dump() for hit in hits], ensure_ascii=False, indent=2) + "\n")
+        return
+    if not hits:
+        console.print("No matching articles.")
+        return
+    table = Table("code", "title", "score", "lang")
+    for hit in hits:
+        table.add_row(hit.code, hit.title, f"{hit.score:.0f}", hit.lang)
+    console.print(table)
+
+
+def main() -> None:
+    """Entry point for `python -m crmbot`."""
+    app()
