@@ -9,7 +9,6 @@ import argparse
 import gc
 import random
 import resource
-import statistics
 import sys
 import time
 from collections import defaultdict
@@ -20,7 +19,7 @@ from pathlib import Path
 # Run as a plain script from the repo root, where `core` is not on sys.path.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from core.kb_index import KbDocument, KbIndex  # noqa: E402
+from core.kb_index import KbDocument, KbIndex
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,84 +61,195 @@ HEAT = Symptom("heat", "not heating", "no hot water", "不加热", "没有热水
 
 APPLIANCES = (
     Appliance(
-        "WM", "washing machine", "washer", "洗衣机", "washing-machine",
-        (LEAK, NOISE, SMELL, START, DRAIN,
-         Symptom("spin", "not spinning", "won't spin", "不脱水", "甩干不了"),
-         Symptom("vibration", "shaking violently", "vibrating badly", "震动厉害", "抖动厉害"),
-         Symptom("door", "door will not open", "door stuck shut", "门打不开", "门锁住了")),
-        (("from the door seal", "门封处"), ("from the bottom", "底部"), ("near the detergent drawer", "洗涤剂盒"),
-         ("at the back panel", "背板"), ("around the drain pump", "排水泵"), ("at the inlet hose", "进水管"),
-         ("inside the drum", "滚筒内"), ("at the control panel", "控制面板")),
+        "WM",
+        "washing machine",
+        "washer",
+        "洗衣机",
+        "washing-machine",
+        (
+            LEAK,
+            NOISE,
+            SMELL,
+            START,
+            DRAIN,
+            Symptom("spin", "not spinning", "won't spin", "不脱水", "甩干不了"),
+            Symptom("vibration", "shaking violently", "vibrating badly", "震动厉害", "抖动厉害"),
+            Symptom("door", "door will not open", "door stuck shut", "门打不开", "门锁住了"),
+        ),
+        (
+            ("from the door seal", "门封处"),
+            ("from the bottom", "底部"),
+            ("near the detergent drawer", "洗涤剂盒"),
+            ("at the back panel", "背板"),
+            ("around the drain pump", "排水泵"),
+            ("at the inlet hose", "进水管"),
+            ("inside the drum", "滚筒内"),
+            ("at the control panel", "控制面板"),
+        ),
         tuple(f"E{n}" for n in range(10, 36)) + tuple(f"F{n:02d}" for n in range(1, 13)),
     ),
     Appliance(
-        "DW", "dishwasher", "dish washer", "洗碗机", "dishwasher",
-        (LEAK, NOISE, SMELL, START, DRAIN,
-         Symptom("clean", "leaves dishes dirty", "does not clean dishes", "洗不干净", "餐具不干净"),
-         Symptom("dry", "not drying dishes", "dishes stay wet", "烘干效果差", "餐具不干"),
-         Symptom("fill", "not filling with water", "no water coming in", "不进水", "进水慢")),
-        (("at the spray arm", "喷淋臂"), ("under the door", "门下方"), ("in the sump", "集水槽"),
-         ("at the filter", "过滤网"), ("near the drain hose", "排水管"), ("at the inlet valve", "进水阀"),
-         ("in the base tray", "底盘"), ("at the detergent dispenser", "洗涤剂盒")),
-        tuple(f"E{n}" for n in range(1, 26)) + ("I20", "I30"),
+        "DW",
+        "dishwasher",
+        "dish washer",
+        "洗碗机",
+        "dishwasher",
+        (
+            LEAK,
+            NOISE,
+            SMELL,
+            START,
+            DRAIN,
+            Symptom("clean", "leaves dishes dirty", "does not clean dishes", "洗不干净", "餐具不干净"),
+            Symptom("dry", "not drying dishes", "dishes stay wet", "烘干效果差", "餐具不干"),
+            Symptom("fill", "not filling with water", "no water coming in", "不进水", "进水慢"),
+        ),
+        (
+            ("at the spray arm", "喷淋臂"),
+            ("under the door", "门下方"),
+            ("in the sump", "集水槽"),
+            ("at the filter", "过滤网"),
+            ("near the drain hose", "排水管"),
+            ("at the inlet valve", "进水阀"),
+            ("in the base tray", "底盘"),
+            ("at the detergent dispenser", "洗涤剂盒"),
+        ),
+        (*tuple(f"E{n}" for n in range(1, 26)), "I20", "I30"),
     ),
     Appliance(
-        "RF", "refrigerator", "fridge", "冰箱", "refrigerator",
-        (LEAK, NOISE, SMELL, START, COOL,
-         Symptom("frost", "ice buildup", "frost on the wall", "结霜严重", "结冰严重"),
-         Symptom("light", "light not working", "lamp stays off", "灯不亮", "照明灯不亮"),
-         Symptom("freezer", "freezer too warm", "freezer not freezing", "冷冻室不冷", "冷冻不结冰")),
-        (("in the fresh food compartment", "冷藏室"), ("in the freezer", "冷冻室"), ("at the door seal", "门封条"),
-         ("under the crisper drawer", "果蔬抽屉"), ("behind the back panel", "背板"), ("at the ice maker", "制冰机"),
-         ("near the compressor", "压缩机"), ("at the water dispenser", "饮水机")),
+        "RF",
+        "refrigerator",
+        "fridge",
+        "冰箱",
+        "refrigerator",
+        (
+            LEAK,
+            NOISE,
+            SMELL,
+            START,
+            COOL,
+            Symptom("frost", "ice buildup", "frost on the wall", "结霜严重", "结冰严重"),
+            Symptom("light", "light not working", "lamp stays off", "灯不亮", "照明灯不亮"),
+            Symptom("freezer", "freezer too warm", "freezer not freezing", "冷冻室不冷", "冷冻不结冰"),
+        ),
+        (
+            ("in the fresh food compartment", "冷藏室"),
+            ("in the freezer", "冷冻室"),
+            ("at the door seal", "门封条"),
+            ("under the crisper drawer", "果蔬抽屉"),
+            ("behind the back panel", "背板"),
+            ("at the ice maker", "制冰机"),
+            ("near the compressor", "压缩机"),
+            ("at the water dispenser", "饮水机"),
+        ),
         tuple(f"E{n}" for n in range(1, 10)) + tuple(f"F{n}" for n in range(1, 10)) + ("H1", "H2", "H3"),
     ),
     Appliance(
-        "AC", "air conditioner", "AC", "空调", "air-conditioner",
-        (LEAK, NOISE, SMELL, START, COOL, HEAT,
-         Symptom("remote", "remote not responding", "controller does nothing", "遥控器失灵", "遥控器没反应"),
-         Symptom("fan", "fan not blowing", "no airflow", "不出风", "出风很小")),
-        (("at the indoor unit", "室内机"), ("at the outdoor unit", "室外机"), ("at the air filter", "滤网"),
-         ("at the condensate pipe", "冷凝水管"), ("at the louvres", "导风板"), ("at the display", "显示屏"),
-         ("near the wall bracket", "支架"), ("at the refrigerant pipe", "冷媒管")),
+        "AC",
+        "air conditioner",
+        "AC",
+        "空调",
+        "air-conditioner",
+        (
+            LEAK,
+            NOISE,
+            SMELL,
+            START,
+            COOL,
+            HEAT,
+            Symptom(
+                "remote", "remote not responding", "controller does nothing", "遥控器失灵", "遥控器没反应"
+            ),
+            Symptom("fan", "fan not blowing", "no airflow", "不出风", "出风很小"),
+        ),
+        (
+            ("at the indoor unit", "室内机"),
+            ("at the outdoor unit", "室外机"),
+            ("at the air filter", "滤网"),
+            ("at the condensate pipe", "冷凝水管"),
+            ("at the louvres", "导风板"),
+            ("at the display", "显示屏"),
+            ("near the wall bracket", "支架"),
+            ("at the refrigerant pipe", "冷媒管"),
+        ),
         tuple(f"E{n}" for n in range(1, 10)) + tuple(f"P{n}" for n in range(0, 10)) + ("H6", "F1", "F2"),
     ),
     Appliance(
-        "WH", "water heater", "boiler", "热水器", "water-heater",
-        (LEAK, NOISE, START, HEAT,
-         Symptom("pressure", "low water pressure", "weak flow", "水压低", "出水小"),
-         Symptom("temperature", "water too hot", "scalding water", "水温过高", "水太烫"),
-         Symptom("ignite", "will not ignite", "burner does not light", "不点火", "打不着火"),
-         Symptom("trip", "trips the breaker", "keeps tripping", "跳闸", "漏电保护跳闸")),
-        (("at the safety valve", "安全阀"), ("at the tank bottom", "内胆底部"), ("at the heating element", "加热管"),
-         ("at the thermostat", "温控器"), ("at the gas valve", "燃气阀"), ("at the outlet pipe", "出水管"),
-         ("near the igniter", "点火器"), ("at the flue", "烟道")),
+        "WH",
+        "water heater",
+        "boiler",
+        "热水器",
+        "water-heater",
+        (
+            LEAK,
+            NOISE,
+            START,
+            HEAT,
+            Symptom("pressure", "low water pressure", "weak flow", "水压低", "出水小"),
+            Symptom("temperature", "water too hot", "scalding water", "水温过高", "水太烫"),
+            Symptom("ignite", "will not ignite", "burner does not light", "不点火", "打不着火"),
+            Symptom("trip", "trips the breaker", "keeps tripping", "跳闸", "漏电保护跳闸"),
+        ),
+        (
+            ("at the safety valve", "安全阀"),
+            ("at the tank bottom", "内胆底部"),
+            ("at the heating element", "加热管"),
+            ("at the thermostat", "温控器"),
+            ("at the gas valve", "燃气阀"),
+            ("at the outlet pipe", "出水管"),
+            ("near the igniter", "点火器"),
+            ("at the flue", "烟道"),
+        ),
         tuple(f"E{n}" for n in range(0, 10)) + tuple(f"C{n}" for n in range(0, 6)) + ("A1", "A2", "A3"),
     ),
 )
 
 CONDITIONS = (
-    ("during the spin cycle", "脱水时"), ("after a few minutes", "运行几分钟后"), ("on hot programmes", "高温时"),
-    ("at night", "夜间"), ("after moving house", "搬家后"), ("since a power cut", "停电后"),
+    ("during the spin cycle", "脱水时"),
+    ("after a few minutes", "运行几分钟后"),
+    ("on hot programmes", "高温时"),
+    ("at night", "夜间"),
+    ("after moving house", "搬家后"),
+    ("since a power cut", "停电后"),
 )
 MEANINGS = (
-    ("drain timeout", "排水超时"), ("water inlet fault", "进水故障"), ("door lock failure", "门锁故障"),
-    ("motor fault", "电机故障"), ("heating element failure", "加热故障"), ("temperature sensor failure", "温度传感器故障"),
-    ("communication error", "通讯故障"), ("water level sensor fault", "水位传感器故障"),
-    ("overheating protection", "过热保护"), ("ignition failure", "点火失败"), ("fan motor fault", "风机故障"),
-    ("low refrigerant", "冷媒不足"), ("leak detected", "漏水保护"),
+    ("drain timeout", "排水超时"),
+    ("water inlet fault", "进水故障"),
+    ("door lock failure", "门锁故障"),
+    ("motor fault", "电机故障"),
+    ("heating element failure", "加热故障"),
+    ("temperature sensor failure", "温度传感器故障"),
+    ("communication error", "通讯故障"),
+    ("water level sensor fault", "水位传感器故障"),
+    ("overheating protection", "过热保护"),
+    ("ignition failure", "点火失败"),
+    ("fan motor fault", "风机故障"),
+    ("low refrigerant", "冷媒不足"),
+    ("leak detected", "漏水保护"),
 )
 STEPS_EN = (
-    "Unplug the appliance for five minutes and restart it.", "Check the hoses for kinks or cracks.",
-    "Clean the filter and remove any debris.", "Make sure the appliance stands level.",
-    "Inspect the seal for tears and replace it if damaged.", "Check the wiring harness connectors.",
-    "Test the component with a multimeter.", "Book a technician visit if the problem remains.",
-    "Update the firmware from the service menu.", "Check the circuit breaker and the socket.",
+    "Unplug the appliance for five minutes and restart it.",
+    "Check the hoses for kinks or cracks.",
+    "Clean the filter and remove any debris.",
+    "Make sure the appliance stands level.",
+    "Inspect the seal for tears and replace it if damaged.",
+    "Check the wiring harness connectors.",
+    "Test the component with a multimeter.",
+    "Book a technician visit if the problem remains.",
+    "Update the firmware from the service menu.",
+    "Check the circuit breaker and the socket.",
 )
 STEPS_ZH = (
-    "断电五分钟后重新启动。", "检查管路是否弯折或破裂。", "清洗过滤网并清除杂物。", "确认机器放置水平。",
-    "检查密封圈是否破损，必要时更换。", "检查线束插头是否松动。", "用万用表检测相关部件。",
-    "问题仍未解决请预约上门维修。", "在服务菜单中升级固件。", "检查断路器和插座。",
+    "断电五分钟后重新启动。",
+    "检查管路是否弯折或破裂。",
+    "清洗过滤网并清除杂物。",
+    "确认机器放置水平。",
+    "检查密封圈是否破损，必要时更换。",
+    "检查线束插头是否松动。",
+    "用万用表检测相关部件。",
+    "问题仍未解决请预约上门维修。",
+    "在服务菜单中升级固件。",
+    "检查断路器和插座。",
 )
 TYPO_OPS = ("delete", "swap", "substitute", "double")
 
@@ -177,7 +287,9 @@ class Corpus:
         self.by_condition: dict[tuple[str, str, int, int, str], list[int]] = defaultdict(list)
         self.code_docs: list[tuple[Appliance, str, str, str]] = []
         self.symptom_docs: list[tuple[Appliance, str, Symptom, int, int, str]] = []
-        self.models = [(a, f"{a.prefix}{m}") for a in APPLIANCES for m in self.rng.sample(range(1000, 9999), 120)]
+        self.models = [
+            (a, f"{a.prefix}{m}") for a in APPLIANCES for m in self.rng.sample(range(1000, 9999), 120)
+        ]
         self._generate(n)
 
     def _add(self, **kwargs: object) -> int:
@@ -219,14 +331,22 @@ class Corpus:
         steps = self.rng.sample(STEPS_ZH if lang == "zh" else STEPS_EN, 3)
         if lang == "zh":
             return self._add(
-                code=f"KB-{model}-{code}-ZH", title=f"{model}{appliance.zh}显示{code}：{meaning_zh}",
-                symptoms=f"面板显示{code}，机器停止运行。", solution="".join(steps), lang="zh",
-                product_code=model, category=f"{appliance.slug}/error-codes",
+                code=f"KB-{model}-{code}-ZH",
+                title=f"{model}{appliance.zh}显示{code}：{meaning_zh}",
+                symptoms=f"面板显示{code}，机器停止运行。",
+                solution="".join(steps),
+                lang="zh",
+                product_code=model,
+                category=f"{appliance.slug}/error-codes",
             )
         return self._add(
-            code=f"KB-{model}-{code}", title=f"{model} {appliance.en} error {code}: {meaning_en}",
-            symptoms=f"The display shows {code} and the programme stops.", solution=" ".join(steps), lang="en",
-            product_code=model, category=f"{appliance.slug}/error-codes",
+            code=f"KB-{model}-{code}",
+            title=f"{model} {appliance.en} error {code}: {meaning_en}",
+            symptoms=f"The display shows {code} and the programme stops.",
+            solution=" ".join(steps),
+            lang="en",
+            product_code=model,
+            category=f"{appliance.slug}/error-codes",
         )
 
     def _symptom_article(
@@ -238,15 +358,21 @@ class Corpus:
         number = len(self.docs) + 1
         if lang == "zh":
             return self._add(
-                code=f"KB-{model}-{number}", title=f"{model}{appliance.zh}{d_zh}{symptom.zh}",
+                code=f"KB-{model}-{number}",
+                title=f"{model}{appliance.zh}{d_zh}{symptom.zh}",
                 symptoms=f"{c_zh}{appliance.zh}{d_zh}{symptom.zh}，用户反馈多次出现。",
-                solution="".join(rng.sample(STEPS_ZH, 4)), lang="zh", product_code=model,
+                solution="".join(rng.sample(STEPS_ZH, 4)),
+                lang="zh",
+                product_code=model,
                 category=f"{appliance.slug}/{symptom.key}",
             )
         return self._add(
-            code=f"KB-{model}-{number}", title=f"{model} {appliance.en} {symptom.en} {d_en}",
+            code=f"KB-{model}-{number}",
+            title=f"{model} {appliance.en} {symptom.en} {d_en}",
             symptoms=f"The {appliance.en} is {symptom.en} {d_en} {c_en}. Customers report it repeatedly.",
-            solution=" ".join(rng.sample(STEPS_EN, 4)), lang="en", product_code=model,
+            solution=" ".join(rng.sample(STEPS_EN, 4)),
+            lang="en",
+            product_code=model,
             category=f"{appliance.slug}/{symptom.key}",
         )
 
@@ -270,7 +396,9 @@ class Corpus:
                     made += 1
         return out
 
-    def _symptom_relevant(self, model: str, symptom: Symptom, detail: int, condition: int | None, lang: str) -> frozenset[int]:
+    def _symptom_relevant(
+        self, model: str, symptom: Symptom, detail: int, condition: int | None, lang: str
+    ) -> frozenset[int]:
         if condition is None:
             return frozenset(self.by_symptom[(model, symptom.key, detail, lang)])
         return frozenset(self.by_condition[(model, symptom.key, detail, condition, lang)])
@@ -281,8 +409,11 @@ class Corpus:
             return None
         spelled = code_variant(code, self.rng)
         text = self.rng.choice(
-            (f"error {spelled} on my {model} {appliance.en}", f"my {model} {appliance.en_syn} shows {spelled}",
-             f"{appliance.en} {model} code {spelled} what do i do")
+            (
+                f"error {spelled} on my {model} {appliance.en}",
+                f"my {model} {appliance.en_syn} shows {spelled}",
+                f"{appliance.en} {model} code {spelled} what do i do",
+            )
         )
         return Query("code", text, None, frozenset(self.by_code[(model, code, "en")]))
 
@@ -310,7 +441,7 @@ class Corpus:
         picked = self._pick_symptom("en")
         if picked is None:
             return None
-        appliance, model, symptom, detail, condition = picked
+        appliance, model, symptom, detail, _condition = picked
         text = f"my {appliance.en_syn} is {symptom.en_syn} {appliance.details[detail][0]}"
         return Query("synonym", text, model, self._symptom_relevant(model, symptom, detail, None, "en"))
 
@@ -318,7 +449,7 @@ class Corpus:
         picked = self._pick_symptom("zh")
         if picked is None:
             return None
-        appliance, model, symptom, detail, condition = picked
+        appliance, model, symptom, detail, _condition = picked
         phrase = symptom.zh_syn if self.rng.random() < 0.5 else symptom.zh
         text = f"{appliance.zh}{appliance.details[detail][1]}{phrase}怎么办"
         return Query("chinese", text, model, self._symptom_relevant(model, symptom, detail, None, "zh"))
@@ -328,8 +459,11 @@ class Corpus:
         if lang != "zh":
             return None
         text = self.rng.choice(
-            (f"我的{model}{appliance.zh}显示{code}", f"{model}{appliance.zh}报{code.lower()}怎么办",
-             f"{appliance.zh} {model} 故障码{code}")
+            (
+                f"我的{model}{appliance.zh}显示{code}",
+                f"{model}{appliance.zh}报{code.lower()}怎么办",
+                f"{appliance.zh} {model} 故障码{code}",
+            )
         )
         return Query("mixed", text, None, frozenset(self.by_code[(model, code, "zh")]))
 
@@ -345,7 +479,9 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--articles", type=int, default=100_000)
     parser.add_argument("--queries", type=int, default=300)
     parser.add_argument("--seed", type=int, default=42)
@@ -368,8 +504,10 @@ def main() -> None:
     zh = sum(d.lang == "zh" for d in corpus.docs)
     print(f"articles {len(index):,} ({zh:,} zh), generated in {gen_s:.1f}s")
     print(f"build {build_s:.1f}s ({build_s / max(1, len(index)) * 1e6:.0f} us/article)")
-    print(f"peak RSS: start {rss_start:.0f} MiB, with corpus {rss_corpus:.0f} MiB, with index {rss_index:.0f} MiB "
-          f"(index ~{rss_index - rss_corpus:.0f} MiB)")
+    print(
+        f"peak RSS: start {rss_start:.0f} MiB, with corpus {rss_corpus:.0f} MiB, "
+        f"with index {rss_index:.0f} MiB (index ~{rss_index - rss_corpus:.0f} MiB)"
+    )
 
     for query in queries[:10]:
         index.search(query.text, product_code=query.product_code)  # warm caches and the allocator
@@ -390,11 +528,16 @@ def main() -> None:
     everything: list[float] = []
     for kind, values in latencies.items():
         everything.extend(values)
-        print(f"{kind:<9}{len(values):>5}{percentile(values, 0.5):>9.1f}{percentile(values, 0.95):>9.1f}"
-              f"{percentile(values, 0.99):>9.1f}{max(values):>9.1f}{hits[kind] / len(values):>8.0%}")
+        print(
+            f"{kind:<9}{len(values):>5}{percentile(values, 0.5):>9.1f}{percentile(values, 0.95):>9.1f}"
+            f"{percentile(values, 0.99):>9.1f}{max(values):>9.1f}{hits[kind] / len(values):>8.0%}"
+        )
     total_hits = sum(hits.values())
-    print(f"{'all':<9}{len(everything):>5}{percentile(everything, 0.5):>9.1f}{percentile(everything, 0.95):>9.1f}"
-          f"{percentile(everything, 0.99):>9.1f}{max(everything):>9.1f}{total_hits / len(everything):>8.0%}")
+    print(
+        f"{'all':<9}{len(everything):>5}{percentile(everything, 0.5):>9.1f}"
+        f"{percentile(everything, 0.95):>9.1f}{percentile(everything, 0.99):>9.1f}"
+        f"{max(everything):>9.1f}{total_hits / len(everything):>8.0%}"
+    )
     for kind, texts in misses.items():
         print(f"missed {kind}: " + "; ".join(texts[:3]))
 

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 from sqlalchemy import ColumnElement, false, or_, select, true
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import InstrumentedAttribute
 
 from core.db.models import Customer, Department, RepairOrder, ServiceRequest, User
 from core.domain.enums import STAFF_ROLES, Role
@@ -71,12 +72,12 @@ def customer_scope(actor: Actor) -> ColumnElement[bool]:
     return Customer.owner_id.in_(actor.team_ids) if actor.team_ids else false()
 
 
-def sales_scope_owner(actor: Actor, owner_column: ColumnElement[int] | object) -> ColumnElement[bool]:
+def sales_scope_owner(actor: Actor, owner_column: InstrumentedAttribute[int]) -> ColumnElement[bool]:
     """Sales records (deals, visits) the actor may see: their own and their team's."""
     if actor.is_admin:
         return true()
     if actor.role in (Role.REP, Role.MANAGER) and actor.team_ids:
-        return owner_column.in_(actor.team_ids)  # type: ignore[attr-defined, no-any-return]
+        return owner_column.in_(actor.team_ids)
     return false()
 
 
@@ -87,12 +88,16 @@ def service_request_scope(actor: Actor) -> ColumnElement[bool]:
     if actor.is_customer:
         return ServiceRequest.customer_id == actor.customer_id if actor.customer_id is not None else false()
     if actor.role is Role.TECHNICIAN:
-        assigned_job = select(RepairOrder.service_request_id).where(RepairOrder.technician_id == actor.user_id)
+        assigned_job = select(RepairOrder.service_request_id).where(
+            RepairOrder.technician_id == actor.user_id
+        )
         return or_(ServiceRequest.assignee_id == actor.user_id, ServiceRequest.id.in_(assigned_job))
     if not actor.team_ids:
         return false()
     owned_customers = select(Customer.id).where(Customer.owner_id.in_(actor.team_ids))
-    return or_(ServiceRequest.assignee_id.in_(actor.team_ids), ServiceRequest.customer_id.in_(owned_customers))
+    return or_(
+        ServiceRequest.assignee_id.in_(actor.team_ids), ServiceRequest.customer_id.in_(owned_customers)
+    )
 
 
 def repair_order_scope(actor: Actor) -> ColumnElement[bool]:
@@ -129,7 +134,9 @@ async def load_actor(session: AsyncSession, user: User) -> Actor:
 async def _subordinates(session: AsyncSession, manager_id: int) -> set[int]:
     """Everyone below a manager, by manager chain and by departments headed (cycle-safe)."""
     rows = (await session.execute(select(User.id, User.manager_id, User.department_id))).all()
-    departments = (await session.execute(select(Department.id, Department.parent_id, Department.head_id))).all()
+    departments = (
+        await session.execute(select(Department.id, Department.parent_id, Department.head_id))
+    ).all()
     reports: dict[int, list[int]] = {}
     for user_id, boss_id, _department in rows:
         if boss_id is not None:

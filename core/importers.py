@@ -11,6 +11,7 @@ are rendered without a line number (``FILE: reason``).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
@@ -66,6 +67,7 @@ _LOOKUP_CHUNK = 500
 # A product added to the catalogue by an import gets the same default cover as one added by the API.
 _NEW_PRODUCT_WARRANTY_MONTHS = 12
 _OWNER_ROLES = (Role.REP.value, Role.MANAGER.value, Role.ADMIN.value)
+_CLASS_PREFIX_RE = re.compile(r"^<class '[\w.]+'>:\s*")
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -147,6 +149,8 @@ def _today(core: Core) -> date:
 def _database_reason(exc: SQLAlchemyError) -> str:
     """A one-line, trace-free explanation of a database failure."""
     detail = str(exc.orig if isinstance(exc, DBAPIError) and exc.orig is not None else exc)
+    # asyncpg's adapted errors read "<class 'asyncpg.exceptions.UniqueViolationError'>: duplicate key ...".
+    detail = _CLASS_PREFIX_RE.sub("", detail)
     detail = " ".join(detail.split("\n", 1)[0].split())[:200]
     return (
         f"the database refused the import ({detail}); nothing was imported. If someone changed the same "
@@ -238,7 +242,7 @@ async def _customer_ids(session: AsyncSession, codes: Iterable[str]) -> dict[str
     ids: dict[str, int] = {}
     for chunk in _chunks(sorted(set(codes)), _LOOKUP_CHUNK):
         rows = await session.execute(select(Customer.code, Customer.id).where(Customer.code.in_(chunk)))
-        ids.update(rows.tuples())
+        ids.update(rows.tuples().all())
     return ids
 
 
@@ -503,11 +507,6 @@ class _UnitRow:
 
 def _parse_unit(row: CsvRow) -> _UnitRow:
     cell = _Cells()
-    months = (
-        cell(parse_int, row, "warranty_months", min_value=0, max_value=240)
-        if row.values["warranty_months"]
-        else None
-    )
     parsed = _UnitRow(
         line=row.line,
         serial=cell(_parse_serial, row),
@@ -515,7 +514,12 @@ def _parse_unit(row: CsvRow) -> _UnitRow:
         product_name=cell(optional, row, "product_name"),
         customer_code=cell(parse_code, row, "customer_code"),
         sold_on=cell(_parse_sold_on, row),
-        warranty_months=months,
+        # Empty means the catalogue model's default cover, as with the API.
+        warranty_months=(
+            cell(parse_int, row, "warranty_months", min_value=0, max_value=240)
+            if row.values["warranty_months"]
+            else None
+        ),
         warranty_type=cell(
             parse_choice,
             row,
@@ -681,7 +685,7 @@ async def _import_articles(context: _Context, table: CsvTable) -> tuple[int, int
     codes = sorted({r.product_code for r in rows if r.product_code})
     for chunk in _chunks(codes, _LOOKUP_CHUNK):
         result = await session.execute(select(Product.code, Product.id).where(Product.code.in_(chunk)))
-        product_ids.update(result.tuples())
+        product_ids.update(result.tuples().all())
     for r in rows:
         if r.product_code and r.product_code not in product_ids:
             errors.append(
@@ -692,7 +696,7 @@ async def _import_articles(context: _Context, table: CsvTable) -> tuple[int, int
 
     # The tree is small: knowing all of it up front leaves ensure_category to insert only what is new.
     tree = await session.execute(select(KbCategory.path, KbCategory.id))
-    categories: dict[str, int] = dict(tree.tuples())
+    categories: dict[str, int] = dict(tree.tuples().all())
     pending: list[KbArticle] = []
     created = updated = 0
     for done, r in enumerate(rows, start=1):

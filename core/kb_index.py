@@ -11,8 +11,8 @@ from array import array
 from bisect import bisect_left
 from collections import Counter
 from collections.abc import Iterable, Mapping
-from itertools import compress, repeat
 from dataclasses import dataclass, field
+from itertools import compress, repeat
 
 from rapidfuzz import fuzz
 from rapidfuzz.utils import default_process
@@ -112,20 +112,26 @@ _CODE_CONTEXT_RE = re.compile(
 # Letter pairs that follow a digit in ordinary prose ("2nd", "4K", "5G") rather than in error codes.
 _NOT_DIGIT_CODES = frozenset({"D", "K", "G", "X", "ST", "ND", "RD", "TH", "AM", "PM", "KG", "CM", "MM", "KW"})
 
-_STOPWORDS = frozenset(
-    """a an the my me mine i im ive id is are was were be been being am it its this that these those
-    to of in on at for with and or but if so as by from into onto out up down about over under
-    not no nor do does did dont doesnt didnt wont cant cannot isnt arent wasnt werent couldnt wouldnt
-    shouldnt havent hasnt hadnt have has had having what how why when where which who whom whose
-    please help hi hello hey thanks thank you your yours our we they he she them his her their
-    can could would should will shall may might must just very too also still again any some
-    there here get got gets keep keeps kept now then than ok okay yes really""".split()
+
+def _word_set(text: str) -> frozenset[str]:
+    """Whitespace-separated word list as a set, to keep long vocabularies readable."""
+    return frozenset(text.split())
+
+
+_STOPWORDS = _word_set(
+    "a an the my me mine i im ive id is are was were be been being am it its this that these "
+    "those to of in on at for with and or but if so as by from into onto out up down about over "
+    "under not no nor do does did dont doesnt didnt wont cant cannot isnt arent wasnt werent "
+    "couldnt wouldnt shouldnt havent hasnt hadnt have has had having what how why when where "
+    "which who whom whose please help hi hello hey thanks thank you your yours our we they he she "
+    "them his her their can could would should will shall may might must just very too also still "
+    "again any some there here get got gets keep keeps kept now then than ok okay yes really"
 )
-_NEGATIONS = frozenset("not no dont doesnt didnt wont cant cannot isnt arent wasnt never".split())
+_NEGATIONS = _word_set("not no dont doesnt didnt wont cant cannot isnt arent wasnt never")
 _NEG = "!"
-_ZH_STOP_BIGRAMS = frozenset(
-    "怎么 么办 什么 为什 么回 回事 请问 我的 我家 一下 你好 谢谢 怎样 如何 办法 了怎 么了 是不 不是 "
-    "可以 能不 一直 现在 的时 时候 我们 这个 那个 还是 就是 但是 因为 所以".split()
+_ZH_STOP_BIGRAMS = _word_set(
+    "怎么 么办 什么 为什 么回 回事 请问 我的 我家 一下 你好 谢谢 怎样 如何 办法 了怎 么了 "
+    "是不 不是 可以 能不 一直 现在 的时 时候 我们 这个 那个 还是 就是 但是 因为 所以"
 )
 _VOWELS = frozenset("aeiouy")
 
@@ -164,8 +170,10 @@ def _code_spans(text: str) -> list[tuple[int, int, str]]:
             sep = m.group("sep") or ""
             if len(letters) == 2 and len(digits) == 3:
                 continue  # two letters and three digits is a model number ("DW450"), not a code
-            if sep.isspace() and not in_context and not (
-                len(letters) == 1 and letters.isupper() and letters not in "IA"
+            if (
+                sep.isspace()
+                and not in_context
+                and not (len(letters) == 1 and letters.isupper() and letters not in "IA")
             ):
                 continue  # "a 3 year old" must not read as code A3
             code = letters.upper() + digits
@@ -192,9 +200,7 @@ def _stem(word: str) -> str:
         return word
     if word.endswith("ies") and len(word) > 4:
         word = word[:-3] + "y"
-    elif word.endswith("sses"):
-        word = word[:-2]
-    elif word.endswith(("ches", "shes", "xes", "zes")):
+    elif word.endswith("sses") or word.endswith(("ches", "shes", "xes", "zes")):
         word = word[:-2]
     elif word.endswith("s") and not word.endswith(("ss", "us", "is")):
         word = word[:-1]
@@ -248,17 +254,12 @@ def _code_term(key: str) -> str:
 
 
 def _analyse(text: str) -> list[str]:
-    """Turn article text into index terms: stemmed words, CJK bigrams and error codes."""
-    stripped, codes = _strip_codes(_normalise(text))
+    """Turn article text into index terms: error codes, stemmed words and CJK bigrams."""
+    codes, words, runs = _query_tokens(_normalise(text))
     terms = [_code_term(k) for k in codes]
-    for m in _TOKEN_RE.finditer(stripped.lower()):
-        run = m.group("cjk")
-        if run is not None:
-            terms.extend(_cjk_terms(run))
-        else:
-            term = _word_term(m.group("word"))
-            if term is not None:
-                terms.append(term)
+    terms.extend(w for w in words if w != _NEG)
+    for run in runs:
+        terms.extend(_cjk_terms(run))
     return terms
 
 
@@ -435,18 +436,28 @@ class KbIndex:
         return tf
 
     def _compact(self) -> None:
-        """Purge dead slots from postings and forget terms no live document uses."""
-        docs = self._docs
-        for term in list(self._postings):
-            slots, tfs = self._postings[term]
-            if term not in self._df:
-                del self._postings[term]
-                continue
-            keep = [i for i, s in enumerate(slots) if docs[s] is not None]
-            if len(keep) != len(slots):
-                self._postings[term] = (array("i", [slots[i] for i in keep]), array("B", [tfs[i] for i in keep]))
+        """Renumber live documents densely, dropping dead slots and terms no live document uses."""
+        # Query cost scales with the slot count, so churn must not let dead slots pile up.
+        new_slot = array("i", [-1]) * len(self._docs)
+        live: list[KbDocument | None] = []
+        for old, doc in enumerate(self._docs):
+            if doc is not None:
+                new_slot[old] = len(live)
+                live.append(doc)
+        postings: dict[str, tuple[array[int], array[int]]] = {}
+        for term, (slots, tfs) in self._postings.items():
+            if term in self._df:
+                pairs = [(new_slot[s], tf) for s, tf in zip(slots, tfs, strict=True) if new_slot[s] >= 0]
+                postings[term] = (array("i", [p[0] for p in pairs]), array("B", [p[1] for p in pairs]))
+        self._postings = postings
+        self._docs = live
+        self._slot_of = {doc.id: slot for slot, doc in enumerate(live) if doc is not None}
+        self._product_slots = {}
+        for slot, doc in enumerate(live):
+            if doc is not None and doc.product_code:
+                self._product_slots.setdefault(doc.product_code, set()).add(slot)
         self._grams = {}
-        for term in self._postings:
+        for term in postings:
             if _is_fuzzy_term(term):
                 for gram in _trigrams(term):
                     self._grams.setdefault(gram, []).append(term)
@@ -483,7 +494,9 @@ class KbIndex:
     def _plan(self, text: str) -> list[_Clause]:
         """Split a normalised query into weighted clauses with synonym and spelling alternatives."""
         codes, words, runs = _query_tokens(text)
-        clauses: list[_Clause] = [_Clause({(_code_term(k),): 1.0}, is_code=True) for k in dict.fromkeys(codes)]
+        clauses: list[_Clause] = [
+            _Clause({(_code_term(k),): 1.0}, is_code=True) for k in dict.fromkeys(codes)
+        ]
         clauses.extend(self._latin_clauses(words))
         for run in runs:
             clauses.extend(self._cjk_clauses(run))
@@ -503,7 +516,7 @@ class KbIndex:
                 phrase = tuple(words[i : i + size])
                 if phrase in syn.latin:
                     own = tuple(w for w in phrase if w != _NEG)
-                    alts = {own: 1.0} if own else {}
+                    alts = {own: 1.0}
                     for alt in syn.latin[phrase]:
                         alts.setdefault(alt, sw)
                     clauses.append(_Clause(alts))
@@ -665,7 +678,8 @@ class KbIndex:
             return []
         acc = self._retrieve(clauses)
         candidates = self._select(acc, product_code)
-        has_code_clause = any(c.is_code for c in clauses)
+        # An error code that no article mentions cannot separate tiers, so it only costs coverage.
+        has_code_clause = any(c.is_code and c.weight for c in clauses)
         fuzzy_query = self._fuzzy_query(text)
         cjk_query = _CJK_RE.search(fuzzy_query) is not None
         ranked: list[tuple[float, int, str]] = []

@@ -12,7 +12,6 @@ from core.clock import Clock
 from core.db.models import OutboxEvent
 from core.domain.events import DomainEvent
 
-
 # Set while a unit of work is open in this task. A second one opened inside it would wait on SQLite's
 # write lock held by the first (a 30-second hang, then "database is locked"): fail fast instead.
 _open_unit: ContextVar[bool] = ContextVar("crmbot_open_unit_of_work", default=False)

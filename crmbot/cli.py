@@ -86,7 +86,9 @@ class RunRole(StrEnum):
 def run(
     host: Annotated[str | None, typer.Option(help="Interface to listen on (CRMBOT_HOST).")] = None,
     port: Annotated[int | None, typer.Option(help="Port to listen on (CRMBOT_PORT).")] = None,
-    role: Annotated[RunRole, typer.Option(help="all: everything in one process; web: the HTTP server only.")] = RunRole.ALL,
+    role: Annotated[
+        RunRole, typer.Option(help="all: everything in one process; web: the HTTP server only.")
+    ] = RunRole.ALL,
 ) -> None:
     """Run the assistant: HTTP API (and, as they land, chat channels, notifier and scheduler)."""
     import uvicorn
@@ -106,12 +108,21 @@ def run(
 
                 await upgrade(core.engine)
             server = uvicorn.Server(
-                uvicorn.Config(create_app(core, token), host=bind_host, port=bind_port, log_level="info",
-                               access_log=False)
+                uvicorn.Config(
+                    create_app(core, token),
+                    host=bind_host,
+                    port=bind_port,
+                    log_level="info",
+                    access_log=False,
+                )
             )
-            console.print(f"crmbot on [bold]http://{bind_host}:{bind_port}[/bold]  (database: {_safe_url(settings)})")
+            console.print(
+                f"crmbot on [bold]http://{bind_host}:{bind_port}[/bold]  (database: {_safe_url(settings)})"
+            )
             if generated:
-                console.print(f"API token (generated, kept in {settings.data_dir / 'api_token'}): [bold]{token}[/bold]")
+                console.print(
+                    f"API token (generated, kept in {settings.data_dir / 'api_token'}): [bold]{token}[/bold]"
+                )
             else:
                 console.print("API token: from CRMBOT_API_TOKEN or " + str(settings.data_dir / "api_token"))
             await server.serve()
@@ -191,8 +202,15 @@ def import_file(
         raise typer.Exit(1) from None
 
     async def work(core: Core) -> Any:
-        with Progress(TextColumn(f"Importing {file.name}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                      console=err, transient=True, disable=len(data) < 200_000) as progress:
+        with Progress(
+            TextColumn(f"Importing {file.name}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeRemainingColumn(),
+            console=err,
+            transient=True,
+            disable=len(data) < 200_000,
+        ) as progress:
             task = progress.add_task("import", total=None)
 
             def advance(done: int, total: int) -> None:
@@ -227,23 +245,39 @@ def users_add(
     department: Annotated[str | None, typer.Option(help="Department code.")] = None,
     lang: Annotated[str, typer.Option(help="en or zh.")] = "en",
     timezone: Annotated[str | None, typer.Option(help="IANA timezone, e.g. Asia/Shanghai.")] = None,
-    identity: Annotated[list[str] | None, typer.Option(help="CHANNEL:ID, e.g. telegram:12345; repeatable.")] = None,
+    identity: Annotated[
+        list[str] | None, typer.Option(help="CHANNEL:ID, e.g. telegram:12345; repeatable.")
+    ] = None,
 ) -> None:
     """Add a user (staff or a customer's person) and link their channel accounts."""
     from core.schemas import UserIn
 
     try:
-        data = UserIn(username=username, role=role, name=name, email=email, phone=phone, customer_code=customer,
-                      manager=manager, department=department, lang=lang, timezone=timezone,
-                      identities=identity or [])
+        data = UserIn(
+            username=username,
+            role=role,
+            name=name,
+            email=email,
+            phone=phone,
+            customer_code=customer,
+            manager=manager,
+            department=department,
+            lang=lang,
+            timezone=timezone,
+            identities=identity or [],
+        )
     except ValidationError as exc:
         for error in exc.errors():
             field = ".".join(str(part) for part in error["loc"])
             err.print(f"Invalid {field}: {error['msg']}", markup=False)
         raise typer.Exit(1) from None
     user = with_core(lambda core: core.org.add_user(SYSTEM, data))
-    console.print(f"Added {user.role} {user.username} ({user.name})"
-                  + (f", linked {', '.join(user.identities)}" if user.identities else "") + ".", markup=False)
+    console.print(
+        f"Added {user.role} {user.username} ({user.name})"
+        + (f", linked {', '.join(user.identities)}" if user.identities else "")
+        + ".",
+        markup=False,
+    )
 
 
 @users_app.command("token")
@@ -262,8 +296,14 @@ def users_list() -> None:
     users = with_core(lambda core: core.org.list_users(SYSTEM))
     table = Table("username", "role", "name", "customer", "manager", "identities")
     for user in users:
-        table.add_row(user.username, user.role, user.name, user.customer_code or "", user.manager or "",
-                      ", ".join(user.identities))
+        table.add_row(
+            user.username,
+            user.role,
+            user.name,
+            user.customer_code or "",
+            user.manager or "",
+            ", ".join(user.identities),
+        )
     console.print(table)
 
 

@@ -91,8 +91,11 @@ def clock() -> FrozenClock:
 def settings(tmp_path: Path, database_url: str) -> Settings:
     """Settings isolated in a temporary data directory."""
     return Settings(
-        database_url=database_url, data_dir=tmp_path / "var", api_token="test-admin-token",
-        timezone="Asia/Shanghai", _env_file=None,
+        database_url=database_url,
+        data_dir=tmp_path / "var",
+        api_token="test-admin-token",
+        timezone="Asia/Shanghai",
+        _env_file=None,
     )
 
 

@@ -42,13 +42,18 @@ class Acme:
 
 async def acme_records(core: Core, world: World) -> Acme:
     request = await core.service_desk.open_request(
-        world.acme_customer, ServiceRequestIn(subject="Acme secret leak", serial_number=world.acme_serial))
-    order = await core.service_desk.dispatch(world.agent, RepairOrderIn(service_request=request.ref,
-                                                                        technician="tech.north"))
-    deal = await core.sales.create_opportunity(world.rep_north, OpportunityIn(
-        customer_code="ACME", name="Acme renewal", amount=Decimal("50000")))
-    await core.sales.log_visit(world.rep_north, VisitIn(customer_code="ACME", visited_on=date(2026, 6, 14),
-                                                        summary="Acme secret plans"))
+        world.acme_customer, ServiceRequestIn(subject="Acme secret leak", serial_number=world.acme_serial)
+    )
+    order = await core.service_desk.dispatch(
+        world.agent, RepairOrderIn(service_request=request.ref, technician="tech.north")
+    )
+    deal = await core.sales.create_opportunity(
+        world.rep_north, OpportunityIn(customer_code="ACME", name="Acme renewal", amount=Decimal("50000"))
+    )
+    await core.sales.log_visit(
+        world.rep_north,
+        VisitIn(customer_code="ACME", visited_on=date(2026, 6, 14), summary="Acme secret plans"),
+    )
     return Acme(request_ref=request.ref, order_ref=order.ref, deal_ref=deal.ref)
 
 
@@ -59,29 +64,44 @@ OPERATIONS: dict[str, Operation] = {
     "customer.update": lambda c, a, r, w: c.customers.update(a, "ACME", CustomerPatch(name="Pwned")),
     "customer.contacts": lambda c, a, r, w: c.customers.contacts(a, "ACME"),
     "customer.add_contact": lambda c, a, r, w: c.customers.add_contact(a, "ACME", ContactIn(name="Mallory")),
-    "customer.create": lambda c, a, r, w: c.customers.create(a, CustomerIn(code="NEW1", name="N", type=CustomerType.END,
-                                                                             owner="rep.north")),
+    "customer.create": lambda c, a, r, w: c.customers.create(
+        a, CustomerIn(code="NEW1", name="N", type=CustomerType.END, owner="rep.north")
+    ),
     "warranty": lambda c, a, r, w: c.installed.warranty(a, w.acme_serial),
-    "installed.register": lambda c, a, r, w: c.installed.register(a, InstalledProductIn(
-        serial_number="ZZ-1", product_code="WM-2023", customer_code="ACME", sold_on=date(2026, 1, 1))),
+    "installed.register": lambda c, a, r, w: c.installed.register(
+        a,
+        InstalledProductIn(
+            serial_number="ZZ-1", product_code="WM-2023", customer_code="ACME", sold_on=date(2026, 1, 1)
+        ),
+    ),
     "request.get": lambda c, a, r, w: c.service_desk.get_request(a, r.request_ref),
-    "request.open_for_acme": lambda c, a, r, w: c.service_desk.open_request(a, ServiceRequestIn(
-        customer_code="ACME", subject="x", serial_number=w.acme_serial)),
-    "request.transition": lambda c, a, r, w: c.service_desk.transition(a, r.request_ref, TransitionIn(action="escalate")),
+    "request.open_for_acme": lambda c, a, r, w: c.service_desk.open_request(
+        a, ServiceRequestIn(customer_code="ACME", subject="x", serial_number=w.acme_serial)
+    ),
+    "request.transition": lambda c, a, r, w: c.service_desk.transition(
+        a, r.request_ref, TransitionIn(action="escalate")
+    ),
     "request.comment": lambda c, a, r, w: c.service_desk.add_comment(a, r.request_ref, "hello"),
     "repair.get": lambda c, a, r, w: c.service_desk.get_repair_order(a, r.order_ref),
-    "repair.accept": lambda c, a, r, w: c.service_desk.act_on_repair(a, r.order_ref, RepairActionIn(action="accept")),
-    "repair.cancel": lambda c, a, r, w: c.service_desk.act_on_repair(a, r.order_ref, RepairActionIn(action="cancel",
-                                                                                                    comment="x")),
-    "repair.dispatch": lambda c, a, r, w: c.service_desk.dispatch(a, RepairOrderIn(service_request=r.request_ref,
-                                                                                   technician="tech.south")),
+    "repair.accept": lambda c, a, r, w: c.service_desk.act_on_repair(
+        a, r.order_ref, RepairActionIn(action="accept")
+    ),
+    "repair.cancel": lambda c, a, r, w: c.service_desk.act_on_repair(
+        a, r.order_ref, RepairActionIn(action="cancel", comment="x")
+    ),
+    "repair.dispatch": lambda c, a, r, w: c.service_desk.dispatch(
+        a, RepairOrderIn(service_request=r.request_ref, technician="tech.south")
+    ),
     "deal.get": lambda c, a, r, w: c.sales.get_opportunity(a, r.deal_ref),
-    "deal.update": lambda c, a, r, w: c.sales.update_opportunity(a, r.deal_ref, OpportunityPatch(
-        stage=OpportunityStage.NEGOTIATION)),
-    "deal.create_for_acme": lambda c, a, r, w: c.sales.create_opportunity(a, OpportunityIn(
-        customer_code="ACME", name="steal", amount=Decimal("1"))),
-    "visit.log_for_acme": lambda c, a, r, w: c.sales.log_visit(a, VisitIn(customer_code="ACME",
-                                                                         visited_on=date(2026, 6, 14))),
+    "deal.update": lambda c, a, r, w: c.sales.update_opportunity(
+        a, r.deal_ref, OpportunityPatch(stage=OpportunityStage.NEGOTIATION)
+    ),
+    "deal.create_for_acme": lambda c, a, r, w: c.sales.create_opportunity(
+        a, OpportunityIn(customer_code="ACME", name="steal", amount=Decimal("1"))
+    ),
+    "visit.log_for_acme": lambda c, a, r, w: c.sales.log_visit(
+        a, VisitIn(customer_code="ACME", visited_on=date(2026, 6, 14))
+    ),
     "survey.answer": lambda c, a, r, w: c.surveys.answer(a, r.request_ref, 1),
     "org.add_user": lambda c, a, r, w: c.org.issue_api_token(a, "admin"),
 }
@@ -109,7 +129,9 @@ async def snapshot(core: Core) -> dict[str, int]:
 
 @pytest.mark.parametrize("outsider", OUTSIDERS)
 @pytest.mark.parametrize("operation", sorted(OPERATIONS))
-async def test_outsiders_are_refused_and_nothing_changes(core: Core, world: World, outsider: str, operation: str) -> None:
+async def test_outsiders_are_refused_and_nothing_changes(
+    core: Core, world: World, outsider: str, operation: str
+) -> None:
     records = await acme_records(core, world)
     actor: Actor = getattr(world, outsider)
     before = await snapshot(core)
@@ -126,19 +148,44 @@ async def test_outsiders_are_refused_and_nothing_changes(core: Core, world: Worl
 
 INSIDERS: dict[str, list[str]] = {
     "acme_customer": ["customer.get", "warranty", "request.get", "repair.get", "request.open_for_acme"],
-    "rep_north": ["customer.get", "customer.update", "customer.contacts", "customer.add_contact", "deal.get",
-                  "deal.update", "deal.create_for_acme", "visit.log_for_acme", "request.get", "request.transition",
-                  "warranty"],
-    "north_manager": ["customer.get", "deal.get", "deal.update", "request.get", "repair.get", "repair.cancel"],
+    "rep_north": [
+        "customer.get",
+        "customer.update",
+        "customer.contacts",
+        "customer.add_contact",
+        "deal.get",
+        "deal.update",
+        "deal.create_for_acme",
+        "visit.log_for_acme",
+        "request.get",
+        "request.transition",
+        "warranty",
+    ],
+    "north_manager": [
+        "customer.get",
+        "deal.get",
+        "deal.update",
+        "request.get",
+        "repair.get",
+        "repair.cancel",
+    ],
     "director": ["customer.get", "deal.get", "deal.create_for_acme"],
     "tech_north": ["repair.get", "repair.accept", "request.get", "warranty"],
-    "agent": ["request.get", "request.transition", "request.comment", "repair.get", "repair.cancel",
-              "installed.register"],
+    "agent": [
+        "request.get",
+        "request.transition",
+        "request.comment",
+        "repair.get",
+        "repair.cancel",
+        "installed.register",
+    ],
 }
 
 
-@pytest.mark.parametrize(("insider", "operation"),
-                         [(insider, operation) for insider, operations in INSIDERS.items() for operation in operations])
+@pytest.mark.parametrize(
+    ("insider", "operation"),
+    [(insider, operation) for insider, operations in INSIDERS.items() for operation in operations],
+)
 async def test_the_right_people_can(core: Core, world: World, insider: str, operation: str) -> None:
     records = await acme_records(core, world)
     result = await OPERATIONS[operation](core, getattr(world, insider), records, world)
@@ -147,7 +194,9 @@ async def test_the_right_people_can(core: Core, world: World, insider: str, oper
 
 async def test_lists_return_only_what_the_actor_may_see(core: Core, world: World) -> None:
     await acme_records(core, world)
-    globex = await core.service_desk.open_request(world.globex_customer, ServiceRequestIn(subject="Globex thing"))
+    globex = await core.service_desk.open_request(
+        world.globex_customer, ServiceRequestIn(subject="Globex thing")
+    )
     mine = await core.service_desk.list_requests(world.globex_customer)
     assert [item.ref for item in mine.items] == [globex.ref] and mine.total == 1
     assert (await core.service_desk.list_requests(world.tech_south)).total == 0
@@ -159,7 +208,9 @@ async def test_lists_return_only_what_the_actor_may_see(core: Core, world: World
     assert (await core.sales.list_opportunities(world.rep_south)).total == 0
     assert (await core.sales.list_opportunities(world.north_manager)).total == 1
     assert (await core.sales.visits(world.rep_south)).total == 0
-    assert [unit.serial_number for unit in (await core.installed.list(world.globex_customer)).items] == ["AB12345"]
+    assert [unit.serial_number for unit in (await core.installed.list(world.globex_customer)).items] == [
+        "AB12345"
+    ]
     with pytest.raises(PermissionDenied):
         await core.customers.list(world.globex_customer)
     with pytest.raises(PermissionDenied):
@@ -168,8 +219,9 @@ async def test_lists_return_only_what_the_actor_may_see(core: Core, world: World
 
 async def test_a_manager_sees_the_team_below_but_not_another_branch(core: Core, world: World) -> None:
     await acme_records(core, world)
-    await core.sales.create_opportunity(world.rep_south, OpportunityIn(customer_code="GLOBEX", name="Globex deal",
-                                                                       amount=Decimal("900")))
+    await core.sales.create_opportunity(
+        world.rep_south, OpportunityIn(customer_code="GLOBEX", name="Globex deal", amount=Decimal("900"))
+    )
     north = await core.sales.list_opportunities(world.north_manager)
     south = await core.sales.list_opportunities(world.south_manager)
     everyone = await core.sales.list_opportunities(world.director)
@@ -187,5 +239,7 @@ async def test_unlinked_customer_user_and_bad_references(core: Core, world: Worl
     with pytest.raises(NotFound) as unknown:
         await core.service_desk.get_request(world.globex_customer, "SR-99999")
     # Someone else's request and a request that does not exist read exactly alike.
-    assert missing.value.message.replace(records.request_ref, "SR-?") == unknown.value.message.replace("SR-99999", "SR-?")
+    assert missing.value.message.replace(records.request_ref, "SR-?") == unknown.value.message.replace(
+        "SR-99999", "SR-?"
+    )
     assert (await core.installed.warranty(world.agent, world.acme_serial)).days_left > 0

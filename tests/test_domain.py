@@ -23,7 +23,7 @@ from core.services.base import parse_ref
     ("sold_on", "months", "ends_on"),
     [
         (date(2024, 3, 15), 12, date(2025, 3, 14)),
-        (date(2024, 1, 31), 1, date(2024, 2, 29)),   # leap February absorbs the missing 31st
+        (date(2024, 1, 31), 1, date(2024, 2, 29)),  # leap February absorbs the missing 31st
         (date(2023, 1, 31), 1, date(2023, 2, 28)),
         (date(2024, 2, 29), 12, date(2025, 2, 28)),  # leap day sale, non-leap anniversary
         (date(2024, 2, 29), 48, date(2028, 2, 28)),  # four years on, the 29th exists: day before it
@@ -31,7 +31,7 @@ from core.services.base import parse_ref
         (date(2024, 1, 1), 24, date(2025, 12, 31)),
         (date(2024, 5, 31), 1, date(2024, 6, 30)),
         (date(2024, 6, 30), 1, date(2024, 7, 29)),
-        (date(2024, 6, 1), 0, date(2024, 5, 31)),    # no warranty at all
+        (date(2024, 6, 1), 0, date(2024, 5, 31)),  # no warranty at all
     ],
 )
 def test_warranty_end(sold_on: date, months: int, ends_on: date) -> None:
@@ -49,12 +49,17 @@ def test_warranty_status_is_inclusive_of_the_last_day() -> None:
     assert none.in_warranty is False
 
 
-@given(st.dates(min_value=date(1990, 1, 1), max_value=date(2090, 12, 31)), st.integers(min_value=1, max_value=240))
+@given(
+    st.dates(min_value=date(1990, 1, 1), max_value=date(2090, 12, 31)),
+    st.integers(min_value=1, max_value=240),
+)
 def test_warranty_end_properties(sold_on: date, months: int) -> None:
     end = warranty_end(sold_on, months)
     # Cover ends inside the last month of the period, never before the sale, and grows with the months.
     month_index = sold_on.month - 1 + months
-    assert (end + timedelta(days=1)).year * 12 + (end + timedelta(days=1)).month - 1 >= sold_on.year * 12 + month_index
+    assert (end + timedelta(days=1)).year * 12 + (
+        end + timedelta(days=1)
+    ).month - 1 >= sold_on.year * 12 + month_index
     assert end >= sold_on
     assert warranty_end(sold_on, months + 1) > end
     assert WarrantyStatus.on(sold_on, months, end).in_warranty
@@ -73,9 +78,16 @@ def test_add_months_and_maintenance() -> None:
 
 def test_request_state_machine_happy_path() -> None:
     status: str = RequestStatus.NEW
-    for action, expected in [("assign", "assigned"), ("start", "in_progress"), ("hold", "on_hold"),
-                             ("start", "in_progress"), ("escalate", "escalated"), ("resolve", "resolved"),
-                             ("close", "closed"), ("reopen", "in_progress")]:
+    for action, expected in [
+        ("assign", "assigned"),
+        ("start", "in_progress"),
+        ("hold", "on_hold"),
+        ("start", "in_progress"),
+        ("escalate", "escalated"),
+        ("resolve", "resolved"),
+        ("close", "closed"),
+        ("reopen", "in_progress"),
+    ]:
         status = request_move(action, status)
         assert status == expected
 
@@ -114,13 +126,20 @@ def test_repair_state_machine() -> None:
 
 def test_charge_free_in_warranty_unless_excluded() -> None:
     parts = [PartLine(quantity=2, unit_price=Decimal("180.00"))]
-    prices = PriceList(labour_rate_per_hour=Decimal("120"), call_out_fee=Decimal("50"), minimum_labour_minutes=30)
+    prices = PriceList(
+        labour_rate_per_hour=Decimal("120"), call_out_fee=Decimal("50"), minimum_labour_minutes=30
+    )
     free = compute_charge(in_warranty=True, parts=parts, labour_minutes=90, price_list=prices)
     assert (free.total, free.in_warranty) == (Decimal("0.00"), True)
     billed = compute_charge(in_warranty=False, parts=parts, labour_minutes=90, price_list=prices)
-    assert (billed.parts, billed.labour, billed.total) == (Decimal("360.00"), Decimal("230.00"), Decimal("590.00"))
-    excluded = compute_charge(in_warranty=True, parts=parts, labour_minutes=10, price_list=prices,
-                              warranty_excluded=True)
+    assert (billed.parts, billed.labour, billed.total) == (
+        Decimal("360.00"),
+        Decimal("230.00"),
+        Decimal("590.00"),
+    )
+    excluded = compute_charge(
+        in_warranty=True, parts=parts, labour_minutes=10, price_list=prices, warranty_excluded=True
+    )
     assert excluded.labour == Decimal("110.00")  # minimum 30 minutes + call-out
     assert excluded.total == Decimal("470.00")
 
@@ -138,8 +157,12 @@ def test_sla_complaints_are_stricter() -> None:
 def test_value_model_ranks_and_tiers_as_a_pyramid() -> None:
     model = ValueModel()
     metrics = {
-        customer_id: {"revenue": float(customer_id * 1000), "order_frequency": float(customer_id % 5),
-                      "service_cost": float(10 - customer_id % 10), "csat": 3.0 + (customer_id % 3) * 0.5}
+        customer_id: {
+            "revenue": float(customer_id * 1000),
+            "order_frequency": float(customer_id % 5),
+            "service_cost": float(10 - customer_id % 10),
+            "csat": 3.0 + (customer_id % 3) * 0.5,
+        }
         for customer_id in range(1, 101)
     }
     scores = model.score(metrics)
@@ -163,7 +186,9 @@ def test_value_model_configuration_is_checked() -> None:
     assert revenue_only.score({1: {"revenue": 5.0}, 2: {"revenue": 1.0}}) == {1: 100.0, 2: 0.0}
 
 
-@pytest.mark.parametrize(("text", "number"), [("SR-12", 12), ("sr12", 12), ("SR 7", 7), ("#15", 15), ("42", 42)])
+@pytest.mark.parametrize(
+    ("text", "number"), [("SR-12", 12), ("sr12", 12), ("SR 7", 7), ("#15", 15), ("42", 42)]
+)
 def test_parse_ref_accepts_what_people_type(text: str, number: int) -> None:
     assert parse_ref(text, "SR") == number
 

@@ -306,7 +306,8 @@ async def test_database_error_while_writing_rolls_back_and_reports_without_a_lin
     assert error.line == 0
     [line] = info.value.format("f.csv")
     assert line.startswith("f.csv: the database refused the import (")
-    assert "serial_number" in line and "nothing was imported" in line and "Traceback" not in line
+    assert "serial_number" in line and "nothing was imported" in line
+    assert "Traceback" not in line and "<class" not in line
     assert (await count(core, InstalledProduct), await outbox(core)) == (units, events)
 
 

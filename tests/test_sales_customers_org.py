@@ -14,17 +14,35 @@ from core.container import Core
 from core.db.models import Customer, Opportunity, OutboxEvent, Survey
 from core.domain.enums import CustomerType, OpportunityStage, Role
 from core.errors import Conflict, InvalidTransition, NotFound, PermissionDenied, ValidationFailed
-from core.schemas import CustomerIn, OpportunityIn, OpportunityPatch, ServiceRequestIn, TransitionIn, UserIn, VisitIn
+from core.schemas import (
+    CustomerIn,
+    OpportunityIn,
+    OpportunityPatch,
+    ServiceRequestIn,
+    TransitionIn,
+    UserIn,
+    VisitIn,
+)
 from tests.world import World
 
 
 async def test_deal_changes_are_all_in_history(core: Core, world: World, clock: FrozenClock) -> None:
-    deal = await core.sales.create_opportunity(world.rep_north, OpportunityIn(
-        customer_code="ACME", name="Acme renewal", amount=Decimal("30000"), expected_close=date(2026, 6, 30)))
+    deal = await core.sales.create_opportunity(
+        world.rep_north,
+        OpportunityIn(
+            customer_code="ACME",
+            name="Acme renewal",
+            amount=Decimal("30000"),
+            expected_close=date(2026, 6, 30),
+        ),
+    )
     assert (deal.stage, deal.probability) == ("qualification", 10)
     clock.advance(timedelta(hours=1))
-    updated = await core.sales.update_opportunity(world.rep_north, deal.ref, OpportunityPatch(
-        stage=OpportunityStage.NEGOTIATION, amount=Decimal("50000")))
+    updated = await core.sales.update_opportunity(
+        world.rep_north,
+        deal.ref,
+        OpportunityPatch(stage=OpportunityStage.NEGOTIATION, amount=Decimal("50000")),
+    )
     assert (updated.stage, updated.amount, updated.probability) == ("negotiation", Decimal("50000.00"), 75)
     changes = [(change.field, change.old_value, change.new_value) for change in updated.history]
     assert changes == [
@@ -35,18 +53,33 @@ async def test_deal_changes_are_all_in_history(core: Core, world: World, clock: 
     ]
     assert all(change.actor == "rep.north" for change in updated.history)
     async with core.uow() as uow:
-        names = (await uow.session.execute(select(OutboxEvent.event_type).order_by(OutboxEvent.id))).scalars().all()
+        names = (
+            (await uow.session.execute(select(OutboxEvent.event_type).order_by(OutboxEvent.id)))
+            .scalars()
+            .all()
+        )
     assert names[-2:] == ["OpportunityStageChanged", "OpportunityAmountChanged"]
 
 
 async def test_lost_needs_a_reason_and_closed_deals_stay_closed(core: Core, world: World) -> None:
-    deal = await core.sales.create_opportunity(world.rep_north, OpportunityIn(
-        customer_code="ACME", name="Pumps", amount=Decimal("1000")))
+    deal = await core.sales.create_opportunity(
+        world.rep_north, OpportunityIn(customer_code="ACME", name="Pumps", amount=Decimal("1000"))
+    )
     with pytest.raises(ValidationFailed, match="reason"):
-        await core.sales.update_opportunity(world.rep_north, deal.ref, OpportunityPatch(stage=OpportunityStage.CLOSED_LOST))
-    lost = await core.sales.update_opportunity(world.rep_north, deal.ref, OpportunityPatch(
-        stage=OpportunityStage.CLOSED_LOST, lost_reason="price", competitor="Midea"))
-    assert (lost.stage, lost.probability, lost.lost_reason, lost.competitor) == ("closed_lost", 0, "price", "Midea")
+        await core.sales.update_opportunity(
+            world.rep_north, deal.ref, OpportunityPatch(stage=OpportunityStage.CLOSED_LOST)
+        )
+    lost = await core.sales.update_opportunity(
+        world.rep_north,
+        deal.ref,
+        OpportunityPatch(stage=OpportunityStage.CLOSED_LOST, lost_reason="price", competitor="Midea"),
+    )
+    assert (lost.stage, lost.probability, lost.lost_reason, lost.competitor) == (
+        "closed_lost",
+        0,
+        "price",
+        "Midea",
+    )
     with pytest.raises(InvalidTransition):
         await core.sales.update_opportunity(world.rep_north, deal.ref, OpportunityPatch(amount=Decimal("5")))
     async with core.uow() as uow:
@@ -54,21 +87,40 @@ async def test_lost_needs_a_reason_and_closed_deals_stay_closed(core: Core, worl
         assert row is not None and row.closed_at is not None and row.amount == Decimal("1000.00")
 
 
-async def test_visit_with_next_step_creates_a_follow_up_task(core: Core, world: World, clock: FrozenClock) -> None:
+async def test_visit_with_next_step_creates_a_follow_up_task(
+    core: Core, world: World, clock: FrozenClock
+) -> None:
     due = clock.now() + timedelta(days=4)
-    visit = await core.sales.log_visit(world.rep_north, VisitIn(
-        customer_code="ACME", visited_on=date(2026, 6, 15), contacts_met=["Li"], summary="discussed renewal",
-        next_step="send quote", next_step_due=due))
+    visit = await core.sales.log_visit(
+        world.rep_north,
+        VisitIn(
+            customer_code="ACME",
+            visited_on=date(2026, 6, 15),
+            contacts_met=["Li"],
+            summary="discussed renewal",
+            next_step="send quote",
+            next_step_due=due,
+        ),
+    )
     assert visit.follow_up_task_id is not None
     tasks = await core.sales.tasks(world.rep_north)
     assert [(task.title, task.due_at, task.customer_code) for task in tasks] == [("send quote", due, "ACME")]
     assert [task.id for task in await core.sales.tasks(world.north_manager)] == [visit.follow_up_task_id]
     assert await core.sales.tasks(world.rep_south) == []
     with pytest.raises(ValidationFailed, match="future"):
-        await core.sales.log_visit(world.rep_north, VisitIn(customer_code="ACME", visited_on=date(2026, 6, 20)))
+        await core.sales.log_visit(
+            world.rep_north, VisitIn(customer_code="ACME", visited_on=date(2026, 6, 20))
+        )
     with pytest.raises(ValidationFailed, match="past"):
-        await core.sales.log_visit(world.rep_north, VisitIn(customer_code="ACME", visited_on=date(2026, 6, 15),
-                                                            next_step="call", next_step_due=clock.now() - timedelta(days=1)))
+        await core.sales.log_visit(
+            world.rep_north,
+            VisitIn(
+                customer_code="ACME",
+                visited_on=date(2026, 6, 15),
+                next_step="call",
+                next_step_due=clock.now() - timedelta(days=1),
+            ),
+        )
     done = await core.sales.complete_task(world.rep_north, visit.follow_up_task_id)
     assert done.status == "done"
     with pytest.raises(InvalidTransition):
@@ -79,29 +131,49 @@ async def test_customer_codes_are_unique_and_owners_are_sales_people(core: Core,
     with pytest.raises(Conflict):
         await core.customers.create(SYSTEM, CustomerIn(code="ACME", name="Again", type=CustomerType.END))
     with pytest.raises(ValidationFailed, match="not a sales rep"):
-        await core.customers.create(SYSTEM, CustomerIn(code="NEW", name="New", type=CustomerType.END, owner="tech.north"))
+        await core.customers.create(
+            SYSTEM, CustomerIn(code="NEW", name="New", type=CustomerType.END, owner="tech.north")
+        )
     with pytest.raises(NotFound):
-        await core.customers.create(SYSTEM, CustomerIn(code="NEW", name="New", type=CustomerType.END, owner="ghost"))
-    mine = await core.customers.create(world.rep_south, CustomerIn(code="NEW", name="New Co", type=CustomerType.PUBLIC))
+        await core.customers.create(
+            SYSTEM, CustomerIn(code="NEW", name="New", type=CustomerType.END, owner="ghost")
+        )
+    mine = await core.customers.create(
+        world.rep_south, CustomerIn(code="NEW", name="New Co", type=CustomerType.PUBLIC)
+    )
     assert mine.owner == "rep.south"
 
 
 async def test_value_model_recompute_tiers_and_emits_moves(core: Core, world: World) -> None:
     for index in range(10):
-        await core.customers.create(SYSTEM, CustomerIn(code=f"C{index}", name=f"Customer {index}",
-                                                       type=CustomerType.END, owner="rep.north"))
-    deal = await core.sales.create_opportunity(world.rep_north, OpportunityIn(
-        customer_code="C9", name="Big", amount=Decimal("900000")))
-    await core.sales.update_opportunity(world.rep_north, deal.ref, OpportunityPatch(stage=OpportunityStage.CLOSED_WON))
+        await core.customers.create(
+            SYSTEM,
+            CustomerIn(code=f"C{index}", name=f"Customer {index}", type=CustomerType.END, owner="rep.north"),
+        )
+    deal = await core.sales.create_opportunity(
+        world.rep_north, OpportunityIn(customer_code="C9", name="Big", amount=Decimal("900000"))
+    )
+    await core.sales.update_opportunity(
+        world.rep_north, deal.ref, OpportunityPatch(stage=OpportunityStage.CLOSED_WON)
+    )
     counts = await core.customers.recompute_values(SYSTEM)
     assert sum(counts.values()) == 12
     top = await core.customers.get(SYSTEM, "C9")
     assert top.tier == "key" and top.value_score > 50
     async with core.uow() as uow:
-        moves = (await uow.session.execute(
-            select(OutboxEvent.payload).where(OutboxEvent.event_type == "CustomerTierChanged"))).scalars().all()
+        moves = (
+            (
+                await uow.session.execute(
+                    select(OutboxEvent.payload).where(OutboxEvent.event_type == "CustomerTierChanged")
+                )
+            )
+            .scalars()
+            .all()
+        )
         assert any(move["new_tier"] == "key" for move in moves)
-        assert (await uow.session.execute(select(Customer.tier).where(Customer.code == "C9"))).scalar_one() == "key"
+        assert (
+            await uow.session.execute(select(Customer.tier).where(Customer.code == "C9"))
+        ).scalar_one() == "key"
     with pytest.raises(PermissionDenied):
         await core.customers.recompute_values(world.rep_north)
 
@@ -115,7 +187,11 @@ async def test_identities_tokens_and_users(core: Core, world: World) -> None:
     with pytest.raises(ValidationFailed, match="needs --customer"):
         await core.org.add_user(SYSTEM, UserIn(username="cust", role=Role.CUSTOMER))
     buyer = await core.org.actor_for_identity("rest", "acme-buyer")
-    assert buyer is not None and buyer.username == "acme.buyer" and buyer.customer_id == world.acme_customer.customer_id
+    assert (
+        buyer is not None
+        and buyer.username == "acme.buyer"
+        and buyer.customer_id == world.acme_customer.customer_id
+    )
     token = await core.org.issue_api_token(SYSTEM, "rep.north")
     actor = await core.org.actor_for_token(token)
     assert actor is not None and actor.username == "rep.north"
@@ -131,8 +207,12 @@ async def test_survey_once_per_case_and_rating_range(core: Core, world: World) -
     request = await core.service_desk.open_request(world.acme_customer, ServiceRequestIn(subject="Fix"))
     with pytest.raises(InvalidTransition):
         await core.surveys.create_for_request(SYSTEM, request.ref)
-    await core.service_desk.transition(world.agent, request.ref, TransitionIn(action="assign", assignee="agent"))
-    await core.service_desk.transition(world.agent, request.ref, TransitionIn(action="resolve", resolution="done"))
+    await core.service_desk.transition(
+        world.agent, request.ref, TransitionIn(action="assign", assignee="agent")
+    )
+    await core.service_desk.transition(
+        world.agent, request.ref, TransitionIn(action="resolve", resolution="done")
+    )
     first = await core.surveys.create_for_request(SYSTEM, request.ref)
     again = await core.surveys.create_for_request(SYSTEM, request.ref)
     assert first.id == again.id

@@ -20,7 +20,9 @@ from tests.world import World
 
 async def outbox(core: Core) -> list[tuple[str, int]]:
     async with core.uow() as uow:
-        rows = await uow.session.execute(select(OutboxEvent.event_type, OutboxEvent.aggregate_id).order_by(OutboxEvent.id))
+        rows = await uow.session.execute(
+            select(OutboxEvent.event_type, OutboxEvent.aggregate_id).order_by(OutboxEvent.id)
+        )
         return list(rows.tuples())
 
 
@@ -29,11 +31,17 @@ async def count(core: Core, model: type) -> int:
         return (await uow.session.execute(select(func.count()).select_from(model))).scalar_one()
 
 
-async def test_customer_opens_request_for_own_serial_with_sla(core: Core, world: World, clock: FrozenClock) -> None:
+async def test_customer_opens_request_for_own_serial_with_sla(
+    core: Core, world: World, clock: FrozenClock
+) -> None:
     opened = await core.service_desk.open_request(
         world.acme_customer,
-        ServiceRequestIn(subject="Washing machine leaking", serial_number="wm2023-00917 ", channel="rest",
-                         severity=Severity.HIGH),
+        ServiceRequestIn(
+            subject="Washing machine leaking",
+            serial_number="wm2023-00917 ",
+            channel="rest",
+            severity=Severity.HIGH,
+        ),
     )
     assert opened.ref == f"SR-{opened.id}"
     assert (opened.customer_code, opened.serial_number, opened.status) == ("ACME", "WM2023-00917", "new")
@@ -58,7 +66,9 @@ async def test_customer_cannot_use_another_customers_serial(core: Core, world: W
 
 async def test_full_lifecycle_is_recorded_in_order(core: Core, world: World, clock: FrozenClock) -> None:
     desk = core.service_desk
-    request = await desk.open_request(world.agent, ServiceRequestIn(customer_code="ACME", subject="Noisy drum"))
+    request = await desk.open_request(
+        world.agent, ServiceRequestIn(customer_code="ACME", subject="Noisy drum")
+    )
     steps = [
         TransitionIn(action="assign", assignee="agent"),
         TransitionIn(action="start", comment="calling the customer"),
@@ -71,16 +81,34 @@ async def test_full_lifecycle_is_recorded_in_order(core: Core, world: World, clo
         clock.advance(timedelta(minutes=5))
         detail = await desk.transition(world.agent, request.ref, step)
     assert detail.status == "closed"
-    assert [entry.action for entry in detail.history] == ["open", "assign", "start", "hold", "start", "resolve", "close"]
+    assert [entry.action for entry in detail.history] == [
+        "open",
+        "assign",
+        "start",
+        "hold",
+        "start",
+        "resolve",
+        "close",
+    ]
     assert [entry.to_status for entry in detail.history][-3:] == ["in_progress", "resolved", "closed"]
     assert all(entry.actor == "agent" for entry in detail.history)
     times = [entry.at for entry in detail.history]
     assert times == sorted(times) and times[0] < times[-1]
     assert detail.history[2].comment == "calling the customer"
-    events = [name for name, aggregate in await outbox(core) if aggregate == request.id and name.startswith("Service")]
-    assert events == ["ServiceRequestOpened", "ServiceRequestAssigned", "ServiceRequestStatusChanged",
-                      "ServiceRequestStatusChanged", "ServiceRequestStatusChanged", "ServiceRequestResolved",
-                      "ServiceRequestClosed"]
+    events = [
+        name
+        for name, aggregate in await outbox(core)
+        if aggregate == request.id and name.startswith("Service")
+    ]
+    assert events == [
+        "ServiceRequestOpened",
+        "ServiceRequestAssigned",
+        "ServiceRequestStatusChanged",
+        "ServiceRequestStatusChanged",
+        "ServiceRequestStatusChanged",
+        "ServiceRequestResolved",
+        "ServiceRequestClosed",
+    ]
 
 
 async def test_illegal_transitions_change_nothing(core: Core, world: World) -> None:
@@ -105,11 +133,16 @@ async def test_customer_confirms_or_reopens_but_cannot_assign(core: Core, world:
     desk = core.service_desk
     request = await desk.open_request(world.acme_customer, ServiceRequestIn(subject="Door seal torn"))
     with pytest.raises(PermissionDenied):
-        await desk.transition(world.acme_customer, request.ref, TransitionIn(action="assign", assignee="agent"))
+        await desk.transition(
+            world.acme_customer, request.ref, TransitionIn(action="assign", assignee="agent")
+        )
     await desk.transition(world.agent, request.ref, TransitionIn(action="assign", assignee="agent"))
-    await desk.transition(world.agent, request.ref, TransitionIn(action="resolve", resolution="Seal replaced"))
-    reopened = await desk.transition(world.acme_customer, request.ref, TransitionIn(action="reopen",
-                                                                                    comment="still leaking"))
+    await desk.transition(
+        world.agent, request.ref, TransitionIn(action="resolve", resolution="Seal replaced")
+    )
+    reopened = await desk.transition(
+        world.acme_customer, request.ref, TransitionIn(action="reopen", comment="still leaking")
+    )
     assert reopened.status == "in_progress"
     # Customers see that staff acted, not the staff's internal account names.
     assert {entry.actor for entry in reopened.history} == {"acme.buyer", "staff"}
@@ -119,36 +152,58 @@ async def test_escalation_goes_to_the_assignees_manager(core: Core, world: World
     desk = core.service_desk
     complaint = await desk.open_request(
         world.acme_customer,
-        ServiceRequestIn(subject="Technician was rude and late", kind=RequestKind.COMPLAINT, severity=Severity.HIGH),
+        ServiceRequestIn(
+            subject="Technician was rude and late", kind=RequestKind.COMPLAINT, severity=Severity.HIGH
+        ),
     )
     await desk.transition(world.agent, complaint.ref, TransitionIn(action="assign", assignee="agent"))
     escalated = await desk.transition(world.agent, complaint.ref, TransitionIn(action="escalate"))
     assert (escalated.status, escalated.escalation_level) == ("escalated", 1)
     assert escalated.history[-1].comment == "escalated to north.manager"
     async with core.uow() as uow:
-        payload = (await uow.session.execute(
-            select(OutboxEvent.payload).where(OutboxEvent.event_type == "ServiceRequestEscalated"))).scalar_one()
+        payload = (
+            await uow.session.execute(
+                select(OutboxEvent.payload).where(OutboxEvent.event_type == "ServiceRequestEscalated")
+            )
+        ).scalar_one()
     assert payload["escalated_to_id"] == world.north_manager.user_id
     assert payload["level"] == 1
 
 
-async def test_dispatch_accept_complete_in_warranty_is_free_and_deducts_stock(core: Core, world: World) -> None:
+async def test_dispatch_accept_complete_in_warranty_is_free_and_deducts_stock(
+    core: Core, world: World
+) -> None:
     desk = core.service_desk
-    request = await desk.open_request(world.acme_customer, ServiceRequestIn(subject="Leak", serial_number=world.acme_serial))
-    order = await desk.dispatch(world.agent, RepairOrderIn(service_request=request.ref, technician="tech.north",
-                                                           scheduled_at=core.clock.now() + timedelta(days=1)))
+    request = await desk.open_request(
+        world.acme_customer, ServiceRequestIn(subject="Leak", serial_number=world.acme_serial)
+    )
+    order = await desk.dispatch(
+        world.agent,
+        RepairOrderIn(
+            service_request=request.ref,
+            technician="tech.north",
+            scheduled_at=core.clock.now() + timedelta(days=1),
+        ),
+    )
     assert (order.status, order.technician, order.station_code) == ("dispatched", "tech.north", "ST-N")
     assert (await desk.get_request(world.agent, request.ref)).status == "assigned"
     with pytest.raises(NotFound):  # another technician's job does not exist for them
         await desk.act_on_repair(world.tech_south, order.ref, RepairActionIn(action="accept"))
     await desk.act_on_repair(world.tech_north, order.ref, RepairActionIn(action="accept"))
     done = await desk.act_on_repair(
-        world.tech_north, order.ref,
-        RepairActionIn(action="complete", work_summary="Replaced pump", labour_minutes=45,
-                       parts=[PartUsedIn(part_code="P-100", quantity=1)]),
+        world.tech_north,
+        order.ref,
+        RepairActionIn(
+            action="complete",
+            work_summary="Replaced pump",
+            labour_minutes=45,
+            parts=[PartUsedIn(part_code="P-100", quantity=1)],
+        ),
     )
     assert (done.status, done.in_warranty, done.total_charge) == ("completed", True, Decimal("0.00"))
-    assert [(part.part_code, part.quantity, part.unit_price) for part in done.parts] == [("P-100", 1, Decimal("180.00"))]
+    assert [(part.part_code, part.quantity, part.unit_price) for part in done.parts] == [
+        ("P-100", 1, Decimal("180.00"))
+    ]
     assert await desk.stock_level(SYSTEM, "ST-N", "P-100") == 2
     resolved = await desk.get_request(world.acme_customer, request.ref)
     assert (resolved.status, resolved.resolution) == ("resolved", "Replaced pump")
@@ -159,32 +214,55 @@ async def test_dispatch_accept_complete_in_warranty_is_free_and_deducts_stock(co
 
 async def test_out_of_warranty_repair_is_charged(core: Core, world: World) -> None:
     desk = core.service_desk
-    request = await desk.open_request(world.agent, ServiceRequestIn(subject="Old dishwasher",
-                                                                    serial_number=world.acme_old_serial))
-    order = await desk.dispatch(world.agent, RepairOrderIn(service_request=request.ref, technician="tech.north"))
+    request = await desk.open_request(
+        world.agent, ServiceRequestIn(subject="Old dishwasher", serial_number=world.acme_old_serial)
+    )
+    order = await desk.dispatch(
+        world.agent, RepairOrderIn(service_request=request.ref, technician="tech.north")
+    )
     await desk.act_on_repair(world.tech_north, order.ref, RepairActionIn(action="accept"))
     await desk.act_on_repair(world.tech_north, order.ref, RepairActionIn(action="start"))
     done = await desk.act_on_repair(
-        world.tech_north, order.ref,
-        RepairActionIn(action="complete", work_summary="New pump", labour_minutes=60,
-                       parts=[PartUsedIn(part_code="P-100", quantity=2)]),
+        world.tech_north,
+        order.ref,
+        RepairActionIn(
+            action="complete",
+            work_summary="New pump",
+            labour_minutes=60,
+            parts=[PartUsedIn(part_code="P-100", quantity=2)],
+        ),
     )
     assert done.in_warranty is False
     assert (done.parts_charge, done.labour_charge, done.total_charge) == (
-        Decimal("360.00"), Decimal("170.00"), Decimal("530.00"))
+        Decimal("360.00"),
+        Decimal("170.00"),
+        Decimal("530.00"),
+    )
 
 
 async def test_short_stock_refuses_completion_and_changes_nothing(core: Core, world: World) -> None:
     desk = core.service_desk
     request = await desk.open_request(world.agent, ServiceRequestIn(customer_code="GLOBEX", subject="Pump"))
-    order = await desk.dispatch(world.agent, RepairOrderIn(service_request=request.ref, technician="tech.south"))
+    order = await desk.dispatch(
+        world.agent, RepairOrderIn(service_request=request.ref, technician="tech.south")
+    )
     await desk.act_on_repair(world.tech_south, order.ref, RepairActionIn(action="accept"))
     with pytest.raises(InsufficientStock, match="Only 1 of part P-100"):
-        await desk.act_on_repair(world.tech_south, order.ref, RepairActionIn(
-            action="complete", work_summary="pump", parts=[PartUsedIn(part_code="P-100", quantity=2)]))
+        await desk.act_on_repair(
+            world.tech_south,
+            order.ref,
+            RepairActionIn(
+                action="complete", work_summary="pump", parts=[PartUsedIn(part_code="P-100", quantity=2)]
+            ),
+        )
     with pytest.raises(NotFound, match="No part"):
-        await desk.act_on_repair(world.tech_south, order.ref, RepairActionIn(
-            action="complete", work_summary="pump", parts=[PartUsedIn(part_code="P-999", quantity=1)]))
+        await desk.act_on_repair(
+            world.tech_south,
+            order.ref,
+            RepairActionIn(
+                action="complete", work_summary="pump", parts=[PartUsedIn(part_code="P-999", quantity=1)]
+            ),
+        )
     assert await desk.stock_level(SYSTEM, "ST-S", "P-100") == 1
     assert (await desk.get_repair_order(world.tech_south, order.ref)).status == "accepted"
     assert (await desk.get_request(world.agent, request.ref)).status == "assigned"
@@ -193,10 +271,14 @@ async def test_short_stock_refuses_completion_and_changes_nothing(core: Core, wo
 async def test_cancelled_job_cannot_be_accepted_and_decline_needs_reason(core: Core, world: World) -> None:
     desk = core.service_desk
     request = await desk.open_request(world.agent, ServiceRequestIn(customer_code="ACME", subject="x"))
-    order = await desk.dispatch(world.agent, RepairOrderIn(service_request=request.ref, technician="tech.north"))
+    order = await desk.dispatch(
+        world.agent, RepairOrderIn(service_request=request.ref, technician="tech.north")
+    )
     with pytest.raises(ValidationFailed, match="why"):
         await desk.act_on_repair(world.tech_north, order.ref, RepairActionIn(action="decline"))
-    await desk.act_on_repair(world.agent, order.ref, RepairActionIn(action="cancel", comment="customer cancelled"))
+    await desk.act_on_repair(
+        world.agent, order.ref, RepairActionIn(action="cancel", comment="customer cancelled")
+    )
     with pytest.raises(InvalidTransition, match="Cannot accept a job that is cancelled"):
         await desk.act_on_repair(world.tech_north, order.ref, RepairActionIn(action="accept"))
 
@@ -205,9 +287,17 @@ async def test_dispatch_in_the_past_or_to_a_non_technician_is_refused(core: Core
     desk = core.service_desk
     request = await desk.open_request(world.agent, ServiceRequestIn(customer_code="ACME", subject="x"))
     with pytest.raises(ValidationFailed, match="past"):
-        await desk.dispatch(world.agent, RepairOrderIn(service_request=request.ref, technician="tech.north",
-                                                       scheduled_at=core.clock.now() - timedelta(hours=1)))
+        await desk.dispatch(
+            world.agent,
+            RepairOrderIn(
+                service_request=request.ref,
+                technician="tech.north",
+                scheduled_at=core.clock.now() - timedelta(hours=1),
+            ),
+        )
     with pytest.raises(ValidationFailed, match="not an active technician"):
         await desk.dispatch(world.agent, RepairOrderIn(service_request=request.ref, technician="agent"))
     with pytest.raises(PermissionDenied):
-        await desk.dispatch(world.tech_north, RepairOrderIn(service_request=request.ref, technician="tech.north"))
+        await desk.dispatch(
+            world.tech_north, RepairOrderIn(service_request=request.ref, technician="tech.north")
+        )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import date, datetime, time
 from decimal import Decimal
-from typing import Any
+from typing import Any, ClassVar
 
 from sqlalchemy import (
     JSON,
@@ -38,7 +38,11 @@ class Base(DeclarativeBase):
     """Declarative base with stable constraint names (Alembic needs them on SQLite)."""
 
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
-    type_annotation_map = {datetime: UTCDateTime(), Decimal: Money(), dict[str, Any]: JSON()}
+    type_annotation_map: ClassVar[dict[Any, Any]] = {
+        datetime: UTCDateTime(),
+        Decimal: Money(),
+        dict[str, Any]: JSON(),
+    }
 
 
 # --- organisation -------------------------------------------------------------------------------
@@ -88,7 +92,9 @@ class ChannelIdentity(Base):
     """A user's account on one channel (telegram:123, slack:U01, rest:alice)."""
 
     __tablename__ = "channel_identities"
-    __table_args__ = (UniqueConstraint("channel", "external_id", name="uq_channel_identities_channel_external"),)
+    __table_args__ = (
+        UniqueConstraint("channel", "external_id", name="uq_channel_identities_channel_external"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
@@ -212,7 +218,9 @@ class OpportunityChange(Base):
     __tablename__ = "opportunity_history"
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    opportunity_id: Mapped[int] = mapped_column(ForeignKey("opportunities.id", ondelete="CASCADE"), index=True)
+    opportunity_id: Mapped[int] = mapped_column(
+        ForeignKey("opportunities.id", ondelete="CASCADE"), index=True
+    )
     actor_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
     at: Mapped[datetime]
     field: Mapped[str] = mapped_column(String(32))
@@ -411,7 +419,9 @@ class RepairOrderChange(Base):
     __tablename__ = "repair_order_history"
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    repair_order_id: Mapped[int] = mapped_column(ForeignKey("repair_orders.id", ondelete="CASCADE"), index=True)
+    repair_order_id: Mapped[int] = mapped_column(
+        ForeignKey("repair_orders.id", ondelete="CASCADE"), index=True
+    )
     actor_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
     at: Mapped[datetime]
     action: Mapped[str] = mapped_column(String(32))
@@ -426,7 +436,9 @@ class RepairPart(Base):
     __tablename__ = "repair_parts"
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    repair_order_id: Mapped[int] = mapped_column(ForeignKey("repair_orders.id", ondelete="CASCADE"), index=True)
+    repair_order_id: Mapped[int] = mapped_column(
+        ForeignKey("repair_orders.id", ondelete="CASCADE"), index=True
+    )
     part_id: Mapped[int] = mapped_column(ForeignKey("parts.id"))
     quantity: Mapped[int] = mapped_column(Integer)
     unit_price: Mapped[Decimal]

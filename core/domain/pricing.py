@@ -36,7 +36,11 @@ class RepairCharge:
 
 
 def compute_charge(
-    *, in_warranty: bool, parts: list[PartLine], labour_minutes: int, price_list: PriceList,
+    *,
+    in_warranty: bool,
+    parts: list[PartLine],
+    labour_minutes: int,
+    price_list: PriceList,
     warranty_excluded: bool = False,
 ) -> RepairCharge:
     """In warranty and not excluded (misuse, wear parts) → free; otherwise parts + labour + call-out."""

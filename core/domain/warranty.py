@@ -60,7 +60,9 @@ class WarrantyStatus:
         return cls(starts_on=sold_on, ends_on=ends_on, in_warranty=covered, days_left=days_left)
 
 
-def next_maintenance(sold_on: date, last_maintenance_on: date | None, interval_months: int | None) -> date | None:
+def next_maintenance(
+    sold_on: date, last_maintenance_on: date | None, interval_months: int | None
+) -> date | None:
     """When the next periodic maintenance falls due, if the product has an interval."""
     if not interval_months:
         return None

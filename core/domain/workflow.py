@@ -41,7 +41,8 @@ def request_move(action: str, current: str) -> str:
     if current not in move.sources:
         if action == "close" and current in REQUEST_OPEN_STATES:
             raise InvalidTransition(
-                f"A request that is {current.replace('_', ' ')} cannot be closed: resolve it first, with a resolution."
+                f"A request that is {current.replace('_', ' ')} cannot be closed: "
+                "resolve it first, with a resolution."
             )
         possible = [name for name, candidate in REQUEST_ACTIONS.items() if current in candidate.sources]
         raise InvalidTransition(
@@ -51,19 +52,19 @@ def request_move(action: str, current: str) -> str:
     return move.target
 
 
-O = RepairStatus
+Job = RepairStatus
 
 REPAIR_ACTIONS: dict[str, Move] = {
-    "dispatch": Move(frozenset({O.OPEN}), O.DISPATCHED),
-    "accept": Move(frozenset({O.DISPATCHED}), O.ACCEPTED),
-    "decline": Move(frozenset({O.DISPATCHED}), O.OPEN),
-    "start": Move(frozenset({O.ACCEPTED}), O.IN_PROGRESS),
-    "complete": Move(frozenset({O.ACCEPTED, O.IN_PROGRESS}), O.COMPLETED),
-    "settle": Move(frozenset({O.COMPLETED}), O.SETTLED),
-    "cancel": Move(frozenset({O.OPEN, O.DISPATCHED, O.ACCEPTED, O.IN_PROGRESS}), O.CANCELLED),
+    "dispatch": Move(frozenset({Job.OPEN}), Job.DISPATCHED),
+    "accept": Move(frozenset({Job.DISPATCHED}), Job.ACCEPTED),
+    "decline": Move(frozenset({Job.DISPATCHED}), Job.OPEN),
+    "start": Move(frozenset({Job.ACCEPTED}), Job.IN_PROGRESS),
+    "complete": Move(frozenset({Job.ACCEPTED, Job.IN_PROGRESS}), Job.COMPLETED),
+    "settle": Move(frozenset({Job.COMPLETED}), Job.SETTLED),
+    "cancel": Move(frozenset({Job.OPEN, Job.DISPATCHED, Job.ACCEPTED, Job.IN_PROGRESS}), Job.CANCELLED),
 }
 
-REPAIR_ACTIVE_STATES = frozenset({O.OPEN, O.DISPATCHED, O.ACCEPTED, O.IN_PROGRESS})
+REPAIR_ACTIVE_STATES = frozenset({Job.OPEN, Job.DISPATCHED, Job.ACCEPTED, Job.IN_PROGRESS})
 
 
 def repair_move(action: str, current: str) -> str:

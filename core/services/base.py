@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from datetime import date
 from zoneinfo import ZoneInfo
-from collections.abc import Callable
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -60,7 +60,9 @@ async def user_by_username(session: AsyncSession, username: str) -> User:
 
 async def customer_by_code(session: AsyncSession, code: str) -> Customer:
     """A customer by code, unscoped: callers check visibility themselves."""
-    customer = (await session.execute(select(Customer).where(Customer.code == code.strip()))).scalar_one_or_none()
+    customer = (
+        await session.execute(select(Customer).where(Customer.code == code.strip()))
+    ).scalar_one_or_none()
     if customer is None:
         raise NotFound(f"No customer with code '{code[:64]}'.", field="customer_code")
     return customer

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Sequence
 from datetime import timedelta
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import ColumnElement, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.auth import Actor, customer_scope, require_role, require_staff
+from core.clock import Clock
 from core.db.models import Contact, Customer, Opportunity, RepairOrder, ServiceRequest, Survey, User
 from core.domain.enums import OpportunityStage, Role
 from core.domain.events import CustomerCreated, CustomerTierChanged
@@ -16,15 +18,23 @@ from core.domain.value import ValueModel
 from core.errors import Conflict, NotFound, PermissionDenied, ValidationFailed
 from core.schemas import ContactIn, ContactOut, CustomerIn, CustomerOut, CustomerPatch, Page
 from core.services.base import Service, UowFactory, user_by_username
-from core.clock import Clock
 
 
 def customer_out(customer: Customer, owner: str | None) -> CustomerOut:
     """Shape a customer row for callers."""
     return CustomerOut(
-        id=customer.id, code=customer.code, name=customer.name, type=customer.type, segment=customer.segment,
-        lifecycle_stage=customer.lifecycle_stage, owner=owner, phone=customer.phone, email=customer.email,
-        address=customer.address, value_score=customer.value_score, tier=customer.tier,
+        id=customer.id,
+        code=customer.code,
+        name=customer.name,
+        type=customer.type,
+        segment=customer.segment,
+        lifecycle_stage=customer.lifecycle_stage,
+        owner=owner,
+        phone=customer.phone,
+        email=customer.email,
+        address=customer.address,
+        value_score=customer.value_score,
+        tier=customer.tier,
     )
 
 
@@ -68,10 +78,19 @@ class CustomerService(Service):
                 raise PermissionDenied("You can only give customers to yourself or your team.", field="owner")
             now = self._clock.now()
             customer = Customer(
-                code=data.code, name=data.name, type=data.type.value, segment=data.segment,
-                lifecycle_stage=data.lifecycle_stage.value, owner_id=owner.id if owner else None,
-                phone=data.phone, email=str(data.email) if data.email else None, address=data.address,
-                value_score=0.0, tier="regular", created_at=now, updated_at=now,
+                code=data.code,
+                name=data.name,
+                type=data.type.value,
+                segment=data.segment,
+                lifecycle_stage=data.lifecycle_stage.value,
+                owner_id=owner.id if owner else None,
+                phone=data.phone,
+                email=str(data.email) if data.email else None,
+                address=data.address,
+                value_score=0.0,
+                tier="regular",
+                created_at=now,
+                updated_at=now,
             )
             session.add(customer)
             await session.flush()
@@ -93,7 +112,9 @@ class CustomerService(Service):
                 else:
                     owner = await _valid_owner(session, owner_name)
                     if not actor.is_admin and owner.id not in actor.team_ids:
-                        raise PermissionDenied("You can only give customers to yourself or your team.", field="owner")
+                        raise PermissionDenied(
+                            "You can only give customers to yourself or your team.", field="owner"
+                        )
                     customer.owner_id = owner.id
             for field_name, value in changes.items():
                 if value is None and field_name in ("name", "type"):
@@ -103,8 +124,8 @@ class CustomerService(Service):
                 customer.email = str(patch.email)
             customer.updated_at = self._clock.now()
             await uow.commit()
-            owner_username = (await session.get(User, customer.owner_id)).username if customer.owner_id else None  # type: ignore[union-attr]
-            return customer_out(customer, owner_username)
+            owner = await session.get(User, customer.owner_id) if customer.owner_id else None
+            return customer_out(customer, owner.username if owner else None)
 
     async def get(self, actor: Actor, code: str) -> CustomerOut:
         """One customer, if visible."""
@@ -114,12 +135,19 @@ class CustomerService(Service):
             return customer_out(customer, owner.username if owner else None)
 
     async def list(
-        self, actor: Actor, *, query: str | None = None, type: str | None = None, tier: str | None = None,
-        owner: str | None = None, limit: int = 50, offset: int = 0,
+        self,
+        actor: Actor,
+        *,
+        query: str | None = None,
+        type: str | None = None,
+        tier: str | None = None,
+        owner: str | None = None,
+        limit: int = 50,
+        offset: int = 0,
     ) -> Page[CustomerOut]:
         """Customers in scope, filtered and paged, by name."""
         require_staff(actor, doing="list customers")
-        conditions = [customer_scope(actor)]
+        conditions: list[ColumnElement[bool]] = [customer_scope(actor)]
         if query:
             pattern = f"%{query.strip()[:100]}%"
             conditions.append(or_(Customer.name.ilike(pattern), Customer.code.ilike(pattern)))
@@ -131,20 +159,28 @@ class CustomerService(Service):
             session = uow.session
             if owner:
                 conditions.append(Customer.owner_id == (await user_by_username(session, owner)).id)
-            total = (await session.execute(select(func.count()).select_from(Customer).where(*conditions))).scalar_one()
+            total = (
+                await session.execute(select(func.count()).select_from(Customer).where(*conditions))
+            ).scalar_one()
             rows = (
-                await session.execute(
-                    select(Customer, User.username)
-                    .outerjoin(User, User.id == Customer.owner_id)
-                    .where(*conditions)
-                    .order_by(Customer.name, Customer.id)
-                    .limit(limit)
-                    .offset(offset)
+                (
+                    await session.execute(
+                        select(Customer, User.username)
+                        .outerjoin(User, User.id == Customer.owner_id)
+                        .where(*conditions)
+                        .order_by(Customer.name, Customer.id)
+                        .limit(limit)
+                        .offset(offset)
+                    )
                 )
-            ).tuples().all()
+                .tuples()
+                .all()
+            )
             return Page[CustomerOut](
                 items=[customer_out(customer, username) for customer, username in rows],
-                total=total, limit=limit, offset=offset,
+                total=total,
+                limit=limit,
+                offset=offset,
             )
 
     async def add_contact(self, actor: Actor, customer_code: str, data: ContactIn) -> ContactOut:
@@ -153,20 +189,26 @@ class CustomerService(Service):
         async with self._uow() as uow:
             customer = await visible_customer(uow.session, actor, customer_code)
             contact = Contact(
-                customer_id=customer.id, name=data.name, title=data.title, phone=data.phone,
-                email=str(data.email) if data.email else None, lang=data.lang,
+                customer_id=customer.id,
+                name=data.name,
+                title=data.title,
+                phone=data.phone,
+                email=str(data.email) if data.email else None,
+                lang=data.lang,
             )
             uow.session.add(contact)
             await uow.session.flush()
             await uow.commit()
             return _contact_out(contact, customer.code)
 
-    async def contacts(self, actor: Actor, customer_code: str) -> list[ContactOut]:
+    async def contacts(self, actor: Actor, customer_code: str) -> builtins.list[ContactOut]:
         """Contacts of a customer in scope."""
         async with self._uow() as uow:
             customer = await visible_customer(uow.session, actor, customer_code)
             rows = (
-                await uow.session.execute(select(Contact).where(Contact.customer_id == customer.id).order_by(Contact.id))
+                await uow.session.execute(
+                    select(Contact).where(Contact.customer_id == customer.id).order_by(Contact.id)
+                )
             ).scalars()
             return [_contact_out(contact, customer.code) for contact in rows]
 
@@ -224,8 +266,11 @@ class CustomerService(Service):
                 if new_tier != customer.tier:
                     uow.emit(
                         CustomerTierChanged(
-                            aggregate_id=customer.id, actor_id=actor.user_id, old_tier=customer.tier,
-                            new_tier=new_tier, score=scores[customer.id],
+                            aggregate_id=customer.id,
+                            actor_id=actor.user_id,
+                            old_tier=customer.tier,
+                            new_tier=new_tier,
+                            score=scores[customer.id],
                         )
                     )
                     customer.previous_tier, customer.tier = customer.tier, new_tier
@@ -235,8 +280,13 @@ class CustomerService(Service):
 
 def _contact_out(contact: Contact, customer_code: str) -> ContactOut:
     return ContactOut(
-        id=contact.id, customer_code=customer_code, name=contact.name, title=contact.title,
-        phone=contact.phone, email=contact.email, lang=contact.lang,
+        id=contact.id,
+        customer_code=customer_code,
+        name=contact.name,
+        title=contact.title,
+        phone=contact.phone,
+        email=contact.email,
+        lang=contact.lang,
     )
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import func, select
+from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.auth import Actor, customer_scope, require_role
@@ -27,7 +27,9 @@ class InstalledBaseService(Service):
         """Create or update a catalogue model by code."""
         require_role(actor, Role.MANAGER, doing="change the product catalogue")
         async with self._uow() as uow:
-            product = (await uow.session.execute(select(Product).where(Product.code == data.code))).scalar_one_or_none()
+            product = (
+                await uow.session.execute(select(Product).where(Product.code == data.code))
+            ).scalar_one_or_none()
             if product is None:
                 product = Product(code=data.code)
                 uow.session.add(product)
@@ -51,30 +53,49 @@ class InstalledBaseService(Service):
         serial = normalise_serial(data.serial_number)
         async with self._uow() as uow:
             session = uow.session
-            if (await session.execute(select(InstalledProduct.id).where(InstalledProduct.serial_number == serial))).first():
+            if (
+                await session.execute(
+                    select(InstalledProduct.id).where(InstalledProduct.serial_number == serial)
+                )
+            ).first():
                 raise Conflict(f"Serial number {serial} is already registered.", field="serial_number")
             customer = await customer_by_code(session, data.customer_code)
-            product = (await session.execute(select(Product).where(Product.code == data.product_code))).scalar_one_or_none()
+            product = (
+                await session.execute(select(Product).where(Product.code == data.product_code))
+            ).scalar_one_or_none()
             if product is None:
                 if not data.product_name:
                     raise NotFound(
-                        f"No product with code '{data.product_code}'; give product_name to add it.", field="product_code"
+                        f"No product with code '{data.product_code}'; give product_name to add it.",
+                        field="product_code",
                     )
-                product = Product(code=data.product_code, name=data.product_name, category="", default_warranty_months=12)
+                product = Product(
+                    code=data.product_code, name=data.product_name, category="", default_warranty_months=12
+                )
                 session.add(product)
                 await session.flush()
-            months = data.warranty_months if data.warranty_months is not None else product.default_warranty_months
+            months = (
+                data.warranty_months if data.warranty_months is not None else product.default_warranty_months
+            )
             unit = InstalledProduct(
-                serial_number=serial, product_id=product.id, customer_id=customer.id, sold_on=data.sold_on,
-                warranty_months=months, warranty_type=data.warranty_type.value,
+                serial_number=serial,
+                product_id=product.id,
+                customer_id=customer.id,
+                sold_on=data.sold_on,
+                warranty_months=months,
+                warranty_type=data.warranty_type.value,
                 warranty_ends_on=warranty_end(data.sold_on, months),
-                maintenance_interval_months=product.maintenance_interval_months, created_at=self._clock.now(),
+                maintenance_interval_months=product.maintenance_interval_months,
+                created_at=self._clock.now(),
             )
             session.add(unit)
             await session.flush()
             uow.emit(
                 InstalledProductRegistered(
-                    aggregate_id=unit.id, actor_id=actor.user_id, serial_number=serial, customer_id=customer.id,
+                    aggregate_id=unit.id,
+                    actor_id=actor.user_id,
+                    serial_number=serial,
+                    customer_id=customer.id,
                     warranty_ends_on=unit.warranty_ends_on,
                 )
             )
@@ -93,16 +114,21 @@ class InstalledBaseService(Service):
             unit, product, customer = await self.find(uow.session, actor, serial)
             status = WarrantyStatus.on(unit.sold_on, unit.warranty_months, self.today())
             return WarrantyOut(
-                serial_number=unit.serial_number, product=product.name, customer=customer.name,
-                warranty_type=unit.warranty_type, starts_on=status.starts_on, ends_on=status.ends_on,
-                in_warranty=status.in_warranty, days_left=status.days_left,
+                serial_number=unit.serial_number,
+                product=product.name,
+                customer=customer.name,
+                warranty_type=unit.warranty_type,
+                starts_on=status.starts_on,
+                ends_on=status.ends_on,
+                in_warranty=status.in_warranty,
+                days_left=status.days_left,
             )
 
     async def list(
         self, actor: Actor, *, customer_code: str | None = None, limit: int = 50, offset: int = 0
     ) -> Page[InstalledProductOut]:
         """Units of customers in scope."""
-        conditions = [customer_scope(actor)]
+        conditions: list[ColumnElement[bool]] = [customer_scope(actor)]
         async with self._uow() as uow:
             session = uow.session
             if customer_code:
@@ -115,11 +141,19 @@ class InstalledBaseService(Service):
             )
             total = (await session.execute(select(func.count()).select_from(base.subquery()))).scalar_one()
             rows = (
-                await session.execute(base.order_by(InstalledProduct.serial_number).limit(limit).offset(offset))
-            ).tuples().all()
+                (
+                    await session.execute(
+                        base.order_by(InstalledProduct.serial_number).limit(limit).offset(offset)
+                    )
+                )
+                .tuples()
+                .all()
+            )
             return Page[InstalledProductOut](
                 items=[self._out(unit, product, customer) for unit, product, customer in rows],
-                total=total, limit=limit, offset=offset,
+                total=total,
+                limit=limit,
+                offset=offset,
             )
 
     async def find(
@@ -136,16 +170,26 @@ class InstalledBaseService(Service):
             query = query.where(customer_scope(actor))
         row = (await session.execute(query)).tuples().first()
         if row is None:
-            raise NotFound(f"No product with serial number '{serial.strip()[:64]}' found.", field="serial_number")
+            raise NotFound(
+                f"No product with serial number '{serial.strip()[:64]}' found.", field="serial_number"
+            )
         return row
 
     def _out(self, unit: InstalledProduct, product: Product, customer: Customer) -> InstalledProductOut:
         status = WarrantyStatus.on(unit.sold_on, unit.warranty_months, self.today())
         return InstalledProductOut(
-            id=unit.id, serial_number=unit.serial_number, product_code=product.code, product_name=product.name,
-            customer_code=customer.code, customer_name=customer.name, sold_on=unit.sold_on,
-            warranty_months=unit.warranty_months, warranty_type=unit.warranty_type,
-            warranty_ends_on=unit.warranty_ends_on, in_warranty=status.in_warranty, days_left=status.days_left,
+            id=unit.id,
+            serial_number=unit.serial_number,
+            product_code=product.code,
+            product_name=product.name,
+            customer_code=customer.code,
+            customer_name=customer.name,
+            sold_on=unit.sold_on,
+            warranty_months=unit.warranty_months,
+            warranty_type=unit.warranty_type,
+            warranty_ends_on=unit.warranty_ends_on,
+            in_warranty=status.in_warranty,
+            days_left=status.days_left,
             next_maintenance_on=next_maintenance(
                 unit.sold_on, unit.last_maintenance_on, unit.maintenance_interval_months
             ),

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import builtins
 from datetime import datetime
 
-from sqlalchemy import func, select
+from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.auth import Actor, require_role
@@ -26,11 +27,15 @@ def split_category(path: str) -> tuple[str, ...]:
     if any(not part for part in parts):
         raise ValidationFailed(f"Category '{path[:80]}' has an empty level.", field="category")
     if len(parts) > MAX_CATEGORY_DEPTH:
-        raise ValidationFailed(f"Category '{path[:80]}' is deeper than {MAX_CATEGORY_DEPTH} levels.", field="category")
+        raise ValidationFailed(
+            f"Category '{path[:80]}' is deeper than {MAX_CATEGORY_DEPTH} levels.", field="category"
+        )
     return parts
 
 
-async def ensure_category(session: AsyncSession, parts: tuple[str, ...], cache: dict[str, int] | None = None) -> int | None:
+async def ensure_category(
+    session: AsyncSession, parts: tuple[str, ...], cache: dict[str, int] | None = None
+) -> int | None:
     """Create the category path level by level (idempotent) and return the leaf's id."""
     parent_id: int | None = None
     for depth in range(1, len(parts) + 1):
@@ -38,7 +43,9 @@ async def ensure_category(session: AsyncSession, parts: tuple[str, ...], cache: 
         if cache is not None and path in cache:
             parent_id = cache[path]
             continue
-        category = (await session.execute(select(KbCategory).where(KbCategory.path == path))).scalar_one_or_none()
+        category = (
+            await session.execute(select(KbCategory).where(KbCategory.path == path))
+        ).scalar_one_or_none()
         if category is None:
             category = KbCategory(path=path, name=parts[depth - 1], parent_id=parent_id)
             session.add(category)
@@ -73,13 +80,18 @@ class KnowledgeService(Service):
                 if product_id is None:
                     raise NotFound(f"No product with code '{data.product_code}'.", field="product_code")
             now = self._clock.now()
-            article = (await session.execute(select(KbArticle).where(KbArticle.code == data.code))).scalar_one_or_none()
+            article = (
+                await session.execute(select(KbArticle).where(KbArticle.code == data.code))
+            ).scalar_one_or_none()
             if article is None:
                 article = KbArticle(code=data.code, created_at=now, solved_count=0)
                 session.add(article)
             article.title, article.category_id, article.product_id = data.title, category_id, product_id
             article.symptoms, article.solution, article.lang, article.updated_at = (
-                data.symptoms, data.solution, data.lang, now,
+                data.symptoms,
+                data.solution,
+                data.lang,
+                now,
             )
             await session.flush()
             await uow.commit()
@@ -90,22 +102,34 @@ class KnowledgeService(Service):
         """One article by code (the knowledge base is readable by everyone)."""
         async with self._uow() as uow:
             row = (
-                await uow.session.execute(
-                    select(KbArticle, KbCategory.path, Product.code)
-                    .outerjoin(KbCategory, KbCategory.id == KbArticle.category_id)
-                    .outerjoin(Product, Product.id == KbArticle.product_id)
-                    .where(KbArticle.code == code.strip())
+                (
+                    await uow.session.execute(
+                        select(KbArticle, KbCategory.path, Product.code)
+                        .outerjoin(KbCategory, KbCategory.id == KbArticle.category_id)
+                        .outerjoin(Product, Product.id == KbArticle.product_id)
+                        .where(KbArticle.code == code.strip())
+                    )
                 )
-            ).tuples().first()
+                .tuples()
+                .first()
+            )
             if row is None:
                 raise NotFound(f"No knowledge article '{code[:64]}'.", field="code")
             article, path, product_code = row
             return _article_out(article, path, product_code)
 
-    async def list(self, actor: Actor, *, category: str | None = None, product_code: str | None = None,
-                   lang: str | None = None, limit: int = 50, offset: int = 0) -> Page[KbArticleOut]:
+    async def list(
+        self,
+        actor: Actor,
+        *,
+        category: str | None = None,
+        product_code: str | None = None,
+        lang: str | None = None,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> Page[KbArticleOut]:
         """Articles, optionally under a category path, for a product or in a language."""
-        conditions = []
+        conditions: list[ColumnElement[bool]] = []
         if category:
             prefix = "/".join(split_category(category))
             conditions.append((KbCategory.path == prefix) | KbCategory.path.startswith(prefix + "/"))
@@ -120,15 +144,30 @@ class KnowledgeService(Service):
             .where(*conditions)
         )
         async with self._uow() as uow:
-            total = (await uow.session.execute(select(func.count()).select_from(base.subquery()))).scalar_one()
-            rows = (await uow.session.execute(base.order_by(KbArticle.code).limit(limit).offset(offset))).tuples().all()
+            total = (
+                await uow.session.execute(select(func.count()).select_from(base.subquery()))
+            ).scalar_one()
+            rows = (
+                (await uow.session.execute(base.order_by(KbArticle.code).limit(limit).offset(offset)))
+                .tuples()
+                .all()
+            )
             return Page[KbArticleOut](
                 items=[_article_out(article, path, code) for article, path, code in rows],
-                total=total, limit=limit, offset=offset,
+                total=total,
+                limit=limit,
+                offset=offset,
             )
 
-    async def search(self, actor: Actor, query: str, *, limit: int = 5, product_code: str | None = None,
-                     lang: str | None = None) -> list[KbSearchHit]:
+    async def search(
+        self,
+        actor: Actor,
+        query: str,
+        *,
+        limit: int = 5,
+        product_code: str | None = None,
+        lang: str | None = None,
+    ) -> builtins.list[KbSearchHit]:
         """Best articles for a free-text question (typos, synonyms, error codes, Chinese)."""
         limit = max(1, min(limit, 50))
         await self._refresh()
@@ -137,20 +176,32 @@ class KnowledgeService(Service):
             return []
         async with self._uow() as uow:
             rows = (
-                await uow.session.execute(
-                    select(KbArticle, Product.code)
-                    .outerjoin(Product, Product.id == KbArticle.product_id)
-                    .where(KbArticle.id.in_([hit.id for hit in hits]))
+                (
+                    await uow.session.execute(
+                        select(KbArticle, Product.code)
+                        .outerjoin(Product, Product.id == KbArticle.product_id)
+                        .where(KbArticle.id.in_([hit.id for hit in hits]))
+                    )
                 )
-            ).tuples().all()
+                .tuples()
+                .all()
+            )
         by_id = {article.id: (article, code) for article, code in rows}
         results = []
         for hit in hits:
             if hit.id not in by_id:
                 continue
             article, code = by_id[hit.id]
-            results.append(KbSearchHit(code=article.code, title=article.title, score=round(hit.score, 1),
-                                       product_code=code, lang=article.lang, solution=article.solution))
+            results.append(
+                KbSearchHit(
+                    code=article.code,
+                    title=article.title,
+                    score=round(hit.score, 1),
+                    product_code=code,
+                    lang=article.lang,
+                    solution=article.solution,
+                )
+            )
         return results
 
     async def _refresh(self) -> None:
@@ -158,8 +209,10 @@ class KnowledgeService(Service):
         async with self._refresh_lock, self._uow() as uow:
             session = uow.session
             latest, count = (
-                await session.execute(select(func.max(KbArticle.updated_at), func.count(KbArticle.id)))
-            ).tuples().one()
+                (await session.execute(select(func.max(KbArticle.updated_at), func.count(KbArticle.id))))
+                .tuples()
+                .one()
+            )
             if latest == self._indexed_through and count == self._indexed_count:
                 return
             query = (
@@ -177,11 +230,26 @@ class KnowledgeService(Service):
 
 
 def _document(article: KbArticle, category: str, product_code: str | None) -> KbDocument:
-    return KbDocument(id=article.id, code=article.code, title=article.title, symptoms=article.symptoms,
-                      solution=article.solution, lang=article.lang, product_code=product_code, category=category)
+    return KbDocument(
+        id=article.id,
+        code=article.code,
+        title=article.title,
+        symptoms=article.symptoms,
+        solution=article.solution,
+        lang=article.lang,
+        product_code=product_code,
+        category=category,
+    )
 
 
 def _article_out(article: KbArticle, path: str | None, product_code: str | None) -> KbArticleOut:
-    return KbArticleOut(id=article.id, code=article.code, title=article.title, category=path or "",
-                        product_code=product_code, symptoms=article.symptoms, solution=article.solution,
-                        lang=article.lang)
+    return KbArticleOut(
+        id=article.id,
+        code=article.code,
+        title=article.title,
+        category=path or "",
+        product_code=product_code,
+        symptoms=article.symptoms,
+        solution=article.solution,
+        lang=article.lang,
+    )

@@ -27,7 +27,8 @@ def parse_identity(value: str) -> tuple[str, str]:
         raise ValidationFailed(f"Identity '{value[:80]}' must look like CHANNEL:ID, e.g. telegram:12345.")
     if channel not in IDENTITY_CHANNELS:
         raise ValidationFailed(
-            f"Unknown channel '{channel[:20]}' in identity; use one of {', '.join(sorted(IDENTITY_CHANNELS))}."
+            f"Unknown channel '{channel[:20]}' in identity; "
+            f"use one of {', '.join(sorted(IDENTITY_CHANNELS))}."
         )
     if len(external_id) > 128:
         raise ValidationFailed("Identity id is longer than 128 characters.")
@@ -43,7 +44,13 @@ class OrgService(Service):
     """Departments, users and who they are on each channel."""
 
     async def add_department(
-        self, actor: Actor, *, code: str, name: str, kind: DepartmentKind, parent_code: str | None = None,
+        self,
+        actor: Actor,
+        *,
+        code: str,
+        name: str,
+        kind: DepartmentKind,
+        parent_code: str | None = None,
         head_username: str | None = None,
     ) -> int:
         """Create a department under `parent_code` (or update it if the code exists)."""
@@ -63,7 +70,9 @@ class OrgService(Service):
                 await session.execute(select(Department).where(Department.code == code))
             ).scalar_one_or_none()
             if department is None:
-                department = Department(code=code, name=name, kind=kind.value, parent_id=parent_id, head_id=head_id)
+                department = Department(
+                    code=code, name=name, kind=kind.value, parent_id=parent_id, head_id=head_id
+                )
                 session.add(department)
             else:
                 department.name, department.kind, department.parent_id = name, kind.value, parent_id
@@ -76,7 +85,9 @@ class OrgService(Service):
         """Create a user with their identities; a customer user must name their customer."""
         require_role(actor, doing="add users")
         if data.role is Role.CUSTOMER and not data.customer_code:
-            raise ValidationFailed("A customer user needs --customer CODE (the company they belong to).", field="customer")
+            raise ValidationFailed(
+                "A customer user needs --customer CODE (the company they belong to).", field="customer"
+            )
         if data.role is not Role.CUSTOMER and data.customer_code:
             raise ValidationFailed("Only customer users belong to a customer.", field="customer")
         if data.timezone:
@@ -118,16 +129,26 @@ class OrgService(Service):
             session.add(user)
             await session.flush()
             for channel, external_id in identities:
-                session.add(ChannelIdentity(user_id=user.id, channel=channel, external_id=external_id, linked_at=now))
+                session.add(
+                    ChannelIdentity(user_id=user.id, channel=channel, external_id=external_id, linked_at=now)
+                )
             session.add(NotificationPreference(user_id=user.id, channel_order=[], muted_kinds=[]))
             try:
                 await session.flush()
             except IntegrityError as exc:
-                raise Conflict("One of those identities is already linked to another user.", field="identity") from exc
+                raise Conflict(
+                    "One of those identities is already linked to another user.", field="identity"
+                ) from exc
             await uow.commit()
             return UserOut(
-                id=user.id, username=user.username, name=user.name, role=user.role, email=user.email,
-                phone=user.phone, lang=user.lang, timezone=user.timezone,
+                id=user.id,
+                username=user.username,
+                name=user.name,
+                role=user.role,
+                email=user.email,
+                phone=user.phone,
+                lang=user.lang,
+                timezone=user.timezone,
                 customer_code=customer.code if customer else None,
                 manager=manager.username if manager else None,
                 identities=[f"{channel}:{external_id}" for channel, external_id in identities],
@@ -150,7 +171,9 @@ class OrgService(Service):
                 raise Conflict("That channel account is already linked to another user.", field="identity")
             if existing is None:
                 uow.session.add(
-                    ChannelIdentity(user_id=user.id, channel=channel, external_id=external_id, linked_at=self._clock.now())
+                    ChannelIdentity(
+                        user_id=user.id, channel=channel, external_id=external_id, linked_at=self._clock.now()
+                    )
                 )
             await uow.commit()
 
@@ -183,7 +206,12 @@ class OrgService(Service):
         async with self._uow() as uow:
             user = await user_by_username(uow.session, username)
             uow.session.add(
-                ApiToken(user_id=user.id, token_hash=hash_token(token), label=label[:100], created_at=self._clock.now())
+                ApiToken(
+                    user_id=user.id,
+                    token_hash=hash_token(token),
+                    label=label[:100],
+                    created_at=self._clock.now(),
+                )
             )
             await uow.commit()
         return token
@@ -213,17 +241,23 @@ class OrgService(Service):
         require_role(actor, doing="list users")
         async with self._uow() as uow:
             users = (await uow.session.execute(select(User).order_by(User.username))).scalars().all()
-            customers = dict(
-                (await uow.session.execute(select(Customer.id, Customer.code))).tuples().all()
-            )
+            customers = dict((await uow.session.execute(select(Customer.id, Customer.code))).tuples().all())
             names = {user.id: user.username for user in users}
             identities: dict[int, list[str]] = {}
             for identity in (await uow.session.execute(select(ChannelIdentity))).scalars():
-                identities.setdefault(identity.user_id, []).append(f"{identity.channel}:{identity.external_id}")
+                identities.setdefault(identity.user_id, []).append(
+                    f"{identity.channel}:{identity.external_id}"
+                )
             return [
                 UserOut(
-                    id=user.id, username=user.username, name=user.name, role=user.role, email=user.email,
-                    phone=user.phone, lang=user.lang, timezone=user.timezone,
+                    id=user.id,
+                    username=user.username,
+                    name=user.name,
+                    role=user.role,
+                    email=user.email,
+                    phone=user.phone,
+                    lang=user.lang,
+                    timezone=user.timezone,
                     customer_code=customers.get(user.customer_id) if user.customer_id else None,
                     manager=names.get(user.manager_id) if user.manager_id else None,
                     identities=identities.get(user.id, []),

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from datetime import date, datetime
 from decimal import Decimal
 
-from sqlalchemy import func, select
+from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.auth import Actor, customer_scope, require_role, sales_scope_owner
@@ -66,36 +66,67 @@ class SalesService(Service):
                 raise PermissionDenied("Visits are logged by a person.")
             now = self._clock.now()
             visit = Visit(
-                customer_id=customer.id, rep_id=actor.user_id, visited_on=data.visited_on, kind=data.kind,
-                contacts_met=list(data.contacts_met), summary=data.summary, outcome=data.outcome,
-                next_step=data.next_step, created_at=now,
+                customer_id=customer.id,
+                rep_id=actor.user_id,
+                visited_on=data.visited_on,
+                kind=data.kind,
+                contacts_met=list(data.contacts_met),
+                summary=data.summary,
+                outcome=data.outcome,
+                next_step=data.next_step,
+                created_at=now,
             )
             session.add(visit)
             await session.flush()
-            uow.emit(VisitLogged(aggregate_id=visit.id, actor_id=actor.user_id, customer_id=customer.id,
-                                 rep_id=actor.user_id))
+            uow.emit(
+                VisitLogged(
+                    aggregate_id=visit.id,
+                    actor_id=actor.user_id,
+                    customer_id=customer.id,
+                    rep_id=actor.user_id,
+                )
+            )
             task_id = None
             if data.next_step.strip():
                 task = Task(
-                    title=data.next_step.strip()[:300], kind=TaskKind.FOLLOW_UP.value, status=TaskStatus.OPEN.value,
-                    due_at=data.next_step_due, assignee_id=actor.user_id, customer_id=customer.id,
-                    visit_id=visit.id, created_at=now,
+                    title=data.next_step.strip()[:300],
+                    kind=TaskKind.FOLLOW_UP.value,
+                    status=TaskStatus.OPEN.value,
+                    due_at=data.next_step_due,
+                    assignee_id=actor.user_id,
+                    customer_id=customer.id,
+                    visit_id=visit.id,
+                    created_at=now,
                 )
                 session.add(task)
                 await session.flush()
                 task_id = task.id
-                uow.emit(TaskCreated(aggregate_id=task.id, actor_id=actor.user_id, assignee_id=actor.user_id,
-                                     due_at=data.next_step_due, kind=task.kind))
+                uow.emit(
+                    TaskCreated(
+                        aggregate_id=task.id,
+                        actor_id=actor.user_id,
+                        assignee_id=actor.user_id,
+                        due_at=data.next_step_due,
+                        kind=task.kind,
+                    )
+                )
             await uow.commit()
             return _visit_out(visit, customer, actor.username, task_id)
 
     async def visits(
-        self, actor: Actor, *, rep: str | None = None, customer_code: str | None = None,
-        since: date | None = None, until: date | None = None, limit: int = 50, offset: int = 0,
+        self,
+        actor: Actor,
+        *,
+        rep: str | None = None,
+        customer_code: str | None = None,
+        since: date | None = None,
+        until: date | None = None,
+        limit: int = 50,
+        offset: int = 0,
     ) -> Page[VisitOut]:
         """Visits by the actor and their team, newest first."""
         require_role(actor, *SALES_ROLES, doing="see visits")
-        conditions = [sales_scope_owner(actor, Visit.rep_id)]
+        conditions: list[ColumnElement[bool]] = [sales_scope_owner(actor, Visit.rep_id)]
         if since:
             conditions.append(Visit.visited_on >= since)
         if until:
@@ -105,29 +136,41 @@ class SalesService(Service):
             if rep:
                 conditions.append(Visit.rep_id == (await user_by_username(session, rep)).id)
             if customer_code:
-                conditions.append(Visit.customer_id == (await visible_customer(session, actor, customer_code)).id)
-            total = (await session.execute(select(func.count()).select_from(Visit).where(*conditions))).scalar_one()
-            rows = (
-                await session.execute(
-                    select(Visit, Customer, User.username)
-                    .join(Customer, Customer.id == Visit.customer_id)
-                    .join(User, User.id == Visit.rep_id)
-                    .where(*conditions)
-                    .order_by(Visit.visited_on.desc(), Visit.id.desc())
-                    .limit(limit)
-                    .offset(offset)
+                conditions.append(
+                    Visit.customer_id == (await visible_customer(session, actor, customer_code)).id
                 )
-            ).tuples().all()
+            total = (
+                await session.execute(select(func.count()).select_from(Visit).where(*conditions))
+            ).scalar_one()
+            rows = (
+                (
+                    await session.execute(
+                        select(Visit, Customer, User.username)
+                        .join(Customer, Customer.id == Visit.customer_id)
+                        .join(User, User.id == Visit.rep_id)
+                        .where(*conditions)
+                        .order_by(Visit.visited_on.desc(), Visit.id.desc())
+                        .limit(limit)
+                        .offset(offset)
+                    )
+                )
+                .tuples()
+                .all()
+            )
             return Page[VisitOut](
                 items=[_visit_out(visit, customer, username, None) for visit, customer, username in rows],
-                total=total, limit=limit, offset=offset,
+                total=total,
+                limit=limit,
+                offset=offset,
             )
 
-    async def tasks(self, actor: Actor, *, status: str | None = "open", due_before: datetime | None = None) -> list[TaskOut]:
+    async def tasks(
+        self, actor: Actor, *, status: str | None = "open", due_before: datetime | None = None
+    ) -> list[TaskOut]:
         """The actor's own tasks (managers: their team's too)."""
         require_role(actor, Role.REP, Role.MANAGER, Role.AGENT, Role.TECHNICIAN, doing="see tasks")
         team = actor.team_ids or frozenset({actor.user_id or 0})
-        conditions = [] if actor.is_admin else [Task.assignee_id.in_(team)]
+        conditions: list[ColumnElement[bool]] = [] if actor.is_admin else [Task.assignee_id.in_(team)]
         if status:
             conditions.append(Task.status == status)
         if due_before:
@@ -135,15 +178,28 @@ class SalesService(Service):
         async with self._uow() as uow:
             session = uow.session
             rows = (
-                await session.execute(
-                    select(Task).where(*conditions).order_by(Task.due_at.is_(None), Task.due_at, Task.id).limit(200)
+                (
+                    await session.execute(
+                        select(Task)
+                        .where(*conditions)
+                        .order_by(Task.due_at.is_(None), Task.due_at, Task.id)
+                        .limit(200)
+                    )
                 )
-            ).scalars().all()
+                .scalars()
+                .all()
+            )
             names = await usernames(session, {task.assignee_id for task in rows})
             codes = dict(
-                (await session.execute(
-                    select(Customer.id, Customer.code).where(Customer.id.in_({t.customer_id for t in rows if t.customer_id}))
-                )).tuples().all()
+                (
+                    await session.execute(
+                        select(Customer.id, Customer.code).where(
+                            Customer.id.in_({t.customer_id for t in rows if t.customer_id})
+                        )
+                    )
+                )
+                .tuples()
+                .all()
             )
             return [_task_out(task, names, codes) for task in rows]
 
@@ -160,21 +216,37 @@ class SalesService(Service):
             task.status, task.completed_at = TaskStatus.DONE.value, self._clock.now()
             await uow.commit()
             names = await usernames(session, {task.assignee_id})
-            codes = {task.customer_id: (await session.get(Customer, task.customer_id)).code} if task.customer_id else {}  # type: ignore[union-attr]
+            customer = await session.get(Customer, task.customer_id) if task.customer_id else None
+            codes = {customer.id: customer.code} if customer else {}
             return _task_out(task, names, codes)
 
     # --- leads ----------------------------------------------------------------------------------
 
-    async def add_lead(self, actor: Actor, *, name: str, company: str = "", source: str = "",
-                       phone: str | None = None, email: str | None = None) -> int:
+    async def add_lead(
+        self,
+        actor: Actor,
+        *,
+        name: str,
+        company: str = "",
+        source: str = "",
+        phone: str | None = None,
+        email: str | None = None,
+    ) -> int:
         """Record a lead owned by the actor."""
         require_role(actor, *SALES_ROLES, doing="add leads")
         if not name.strip():
             raise ValidationFailed("A lead needs a name.", field="name")
         async with self._uow() as uow:
-            lead = Lead(name=name.strip()[:200], company=company.strip()[:200], source=source[:64],
-                        status=LeadStatus.NEW.value, owner_id=actor.user_id, phone=phone, email=email,
-                        created_at=self._clock.now())
+            lead = Lead(
+                name=name.strip()[:200],
+                company=company.strip()[:200],
+                source=source[:64],
+                status=LeadStatus.NEW.value,
+                owner_id=actor.user_id,
+                phone=phone,
+                email=email,
+                created_at=self._clock.now(),
+            )
             uow.session.add(lead)
             await uow.session.flush()
             await uow.commit()
@@ -192,22 +264,49 @@ class SalesService(Service):
             now = self._clock.now()
             stage = data.stage.value
             opportunity = Opportunity(
-                customer_id=customer.id, owner_id=owner.id, name=data.name, stage=stage, amount=data.amount,
+                customer_id=customer.id,
+                owner_id=owner.id,
+                name=data.name,
+                stage=stage,
+                amount=data.amount,
                 currency="CNY",
-                probability=data.probability if data.probability is not None else DEFAULT_STAGE_PROBABILITY[data.stage],
-                expected_close=data.expected_close, created_at=now, updated_at=now, stage_changed_at=now,
+                probability=data.probability
+                if data.probability is not None
+                else DEFAULT_STAGE_PROBABILITY[data.stage],
+                expected_close=data.expected_close,
+                created_at=now,
+                updated_at=now,
+                stage_changed_at=now,
                 closed_at=now if stage in CLOSED_STAGES else None,
             )
             session.add(opportunity)
             await session.flush()
-            session.add(OpportunityChange(opportunity_id=opportunity.id, actor_id=actor.user_id, at=now,
-                                          field="created", old_value=None, new_value=f"{stage} {data.amount}"))
-            uow.emit(OpportunityCreated(aggregate_id=opportunity.id, actor_id=actor.user_id, customer_id=customer.id,
-                                        owner_id=owner.id, stage=stage, amount=data.amount))
+            session.add(
+                OpportunityChange(
+                    opportunity_id=opportunity.id,
+                    actor_id=actor.user_id,
+                    at=now,
+                    field="created",
+                    old_value=None,
+                    new_value=f"{stage} {data.amount}",
+                )
+            )
+            uow.emit(
+                OpportunityCreated(
+                    aggregate_id=opportunity.id,
+                    actor_id=actor.user_id,
+                    customer_id=customer.id,
+                    owner_id=owner.id,
+                    stage=stage,
+                    amount=data.amount,
+                )
+            )
             await uow.commit()
             return _opportunity_out(opportunity, customer, owner.username)
 
-    async def update_opportunity(self, actor: Actor, reference: str | int, patch: OpportunityPatch) -> OpportunityDetail:
+    async def update_opportunity(
+        self, actor: Actor, reference: str | int, patch: OpportunityPatch
+    ) -> OpportunityDetail:
         """Change a deal; each changed field is recorded; won/lost close it; lost needs a reason."""
         require_role(actor, *SALES_ROLES, doing="change deals")
         async with self._uow() as uow:
@@ -218,14 +317,25 @@ class SalesService(Service):
                 raise ValidationFailed("Nothing to change.")
             now = self._clock.now()
             old_stage, old_amount = opportunity.stage, opportunity.amount
-            if opportunity.stage in CLOSED_STAGES and changes.get("stage") is None and set(changes) - {"lost_reason", "competitor"}:
-                raise InvalidTransition(f"{ref('OP', opportunity.id)} is closed ({opportunity.stage}); reopen it by moving its stage.")
+            if (
+                opportunity.stage in CLOSED_STAGES
+                and changes.get("stage") is None
+                and set(changes) - {"lost_reason", "competitor"}
+            ):
+                raise InvalidTransition(
+                    f"{ref('OP', opportunity.id)} is closed ({opportunity.stage}); "
+                    "reopen it by moving its stage."
+                )
             new_stage = changes.get("stage")
             if new_stage is not None:
                 new_stage = OpportunityStage(new_stage).value
-                if new_stage == OpportunityStage.CLOSED_LOST and not (patch.lost_reason or opportunity.lost_reason):
-                    raise ValidationFailed("Marking a deal lost needs the reason (and the competitor, if any).",
-                                           field="lost_reason")
+                if new_stage == OpportunityStage.CLOSED_LOST and not (
+                    patch.lost_reason or opportunity.lost_reason
+                ):
+                    raise ValidationFailed(
+                        "Marking a deal lost needs the reason (and the competitor, if any).",
+                        field="lost_reason",
+                    )
                 changes["stage"] = new_stage
                 if "probability" not in changes:
                     changes["probability"] = DEFAULT_STAGE_PROBABILITY[OpportunityStage(new_stage)]
@@ -238,21 +348,43 @@ class SalesService(Service):
                 old = getattr(opportunity, field_name)
                 if old == value:
                     continue
-                session.add(OpportunityChange(opportunity_id=opportunity.id, actor_id=actor.user_id, at=now,
-                                              field=field_name, old_value=_text(old), new_value=_text(value)))
+                session.add(
+                    OpportunityChange(
+                        opportunity_id=opportunity.id,
+                        actor_id=actor.user_id,
+                        at=now,
+                        field=field_name,
+                        old_value=_text(old),
+                        new_value=_text(value),
+                    )
+                )
                 setattr(opportunity, field_name, value)
             opportunity.updated_at = now
             if opportunity.stage != old_stage:
                 opportunity.stage_changed_at = now
                 opportunity.closed_at = now if opportunity.stage in CLOSED_STAGES else None
-                uow.emit(OpportunityStageChanged(
-                    aggregate_id=opportunity.id, actor_id=actor.user_id, customer_id=opportunity.customer_id,
-                    owner_id=opportunity.owner_id, from_stage=old_stage, to_stage=opportunity.stage,
-                    amount=opportunity.amount))
+                uow.emit(
+                    OpportunityStageChanged(
+                        aggregate_id=opportunity.id,
+                        actor_id=actor.user_id,
+                        customer_id=opportunity.customer_id,
+                        owner_id=opportunity.owner_id,
+                        from_stage=old_stage,
+                        to_stage=opportunity.stage,
+                        amount=opportunity.amount,
+                    )
+                )
             if opportunity.amount != old_amount:
-                uow.emit(OpportunityAmountChanged(
-                    aggregate_id=opportunity.id, actor_id=actor.user_id, customer_id=opportunity.customer_id,
-                    owner_id=opportunity.owner_id, old_amount=old_amount, new_amount=opportunity.amount))
+                uow.emit(
+                    OpportunityAmountChanged(
+                        aggregate_id=opportunity.id,
+                        actor_id=actor.user_id,
+                        customer_id=opportunity.customer_id,
+                        owner_id=opportunity.owner_id,
+                        old_amount=old_amount,
+                        new_amount=opportunity.amount,
+                    )
+                )
             await uow.commit()
         return await self.get_opportunity(actor, opportunity.id)
 
@@ -265,29 +397,47 @@ class SalesService(Service):
             customer = await session.get(Customer, opportunity.customer_id)
             assert customer is not None
             changes = (
-                await session.execute(
-                    select(OpportunityChange).where(OpportunityChange.opportunity_id == opportunity.id)
-                    .order_by(OpportunityChange.id)
+                (
+                    await session.execute(
+                        select(OpportunityChange)
+                        .where(OpportunityChange.opportunity_id == opportunity.id)
+                        .order_by(OpportunityChange.id)
+                    )
                 )
-            ).scalars().all()
-            names = await usernames(session, {opportunity.owner_id} | {change.actor_id for change in changes})
+                .scalars()
+                .all()
+            )
+            names = await usernames(session, {opportunity.owner_id, *(change.actor_id for change in changes)})
             summary = _opportunity_out(opportunity, customer, names.get(opportunity.owner_id, ""))
             return OpportunityDetail(
                 **summary.model_dump(),
                 history=[
-                    OpportunityChangeOut(at=change.at, actor=names.get(change.actor_id) if change.actor_id else "system",
-                                         field=change.field, old_value=change.old_value, new_value=change.new_value)
+                    OpportunityChangeOut(
+                        at=change.at,
+                        actor=names.get(change.actor_id) if change.actor_id else "system",
+                        field=change.field,
+                        old_value=change.old_value,
+                        new_value=change.new_value,
+                    )
                     for change in changes
                 ],
             )
 
     async def list_opportunities(
-        self, actor: Actor, *, stage: str | None = None, owner: str | None = None, customer_code: str | None = None,
-        open_only: bool = False, closing_before: date | None = None, limit: int = 50, offset: int = 0,
+        self,
+        actor: Actor,
+        *,
+        stage: str | None = None,
+        owner: str | None = None,
+        customer_code: str | None = None,
+        open_only: bool = False,
+        closing_before: date | None = None,
+        limit: int = 50,
+        offset: int = 0,
     ) -> Page[OpportunityOut]:
         """Deals in scope, by expected close date."""
         require_role(actor, *SALES_ROLES, doing="see deals")
-        conditions = [sales_scope_owner(actor, Opportunity.owner_id)]
+        conditions: list[ColumnElement[bool]] = [sales_scope_owner(actor, Opportunity.owner_id)]
         if stage:
             conditions.append(Opportunity.stage == stage)
         if open_only:
@@ -299,29 +449,45 @@ class SalesService(Service):
             if owner:
                 conditions.append(Opportunity.owner_id == (await user_by_username(session, owner)).id)
             if customer_code:
-                conditions.append(Opportunity.customer_id == (await visible_customer(session, actor, customer_code)).id)
-            total = (await session.execute(select(func.count()).select_from(Opportunity).where(*conditions))).scalar_one()
-            rows = (
-                await session.execute(
-                    select(Opportunity, Customer, User.username)
-                    .join(Customer, Customer.id == Opportunity.customer_id)
-                    .join(User, User.id == Opportunity.owner_id)
-                    .where(*conditions)
-                    .order_by(Opportunity.expected_close.is_(None), Opportunity.expected_close, Opportunity.id)
-                    .limit(limit)
-                    .offset(offset)
+                conditions.append(
+                    Opportunity.customer_id == (await visible_customer(session, actor, customer_code)).id
                 )
-            ).tuples().all()
+            total = (
+                await session.execute(select(func.count()).select_from(Opportunity).where(*conditions))
+            ).scalar_one()
+            rows = (
+                (
+                    await session.execute(
+                        select(Opportunity, Customer, User.username)
+                        .join(Customer, Customer.id == Opportunity.customer_id)
+                        .join(User, User.id == Opportunity.owner_id)
+                        .where(*conditions)
+                        .order_by(
+                            Opportunity.expected_close.is_(None), Opportunity.expected_close, Opportunity.id
+                        )
+                        .limit(limit)
+                        .offset(offset)
+                    )
+                )
+                .tuples()
+                .all()
+            )
             return Page[OpportunityOut](
                 items=[_opportunity_out(o, customer, username) for o, customer, username in rows],
-                total=total, limit=limit, offset=offset,
+                total=total,
+                limit=limit,
+                offset=offset,
             )
 
-    async def _visible_opportunity(self, session: AsyncSession, actor: Actor, reference: str | int) -> Opportunity:
+    async def _visible_opportunity(
+        self, session: AsyncSession, actor: Actor, reference: str | int
+    ) -> Opportunity:
         number = parse_ref(reference, "OP")
         opportunity = (
             await session.execute(
-                select(Opportunity).where(Opportunity.id == number, sales_scope_owner(actor, Opportunity.owner_id))
+                select(Opportunity).where(
+                    Opportunity.id == number, sales_scope_owner(actor, Opportunity.owner_id)
+                )
             )
         ).scalar_one_or_none()
         if opportunity is None:
@@ -345,7 +511,9 @@ class SalesService(Service):
 
 async def customer_in_scope(session: AsyncSession, actor: Actor, customer_id: int) -> bool:
     """Whether a customer id is within the actor's customer scope."""
-    found = await session.execute(select(Customer.id).where(Customer.id == customer_id, customer_scope(actor)))
+    found = await session.execute(
+        select(Customer.id).where(Customer.id == customer_id, customer_scope(actor))
+    )
     return found.first() is not None
 
 
@@ -361,15 +529,27 @@ def _text(value: object) -> str | None:
 
 def _visit_out(visit: Visit, customer: Customer, rep: str, task_id: int | None) -> VisitOut:
     return VisitOut(
-        id=visit.id, customer_code=customer.code, customer_name=customer.name, rep=rep, visited_on=visit.visited_on,
-        kind=visit.kind, contacts_met=list(visit.contacts_met or []), summary=visit.summary, outcome=visit.outcome,
-        next_step=visit.next_step, follow_up_task_id=task_id,
+        id=visit.id,
+        customer_code=customer.code,
+        customer_name=customer.name,
+        rep=rep,
+        visited_on=visit.visited_on,
+        kind=visit.kind,
+        contacts_met=list(visit.contacts_met or []),
+        summary=visit.summary,
+        outcome=visit.outcome,
+        next_step=visit.next_step,
+        follow_up_task_id=task_id,
     )
 
 
 def _task_out(task: Task, names: dict[int, str], codes: dict[int, str]) -> TaskOut:
     return TaskOut(
-        id=task.id, title=task.title, kind=task.kind, status=task.status, due_at=task.due_at,
+        id=task.id,
+        title=task.title,
+        kind=task.kind,
+        status=task.status,
+        due_at=task.due_at,
         assignee=names.get(task.assignee_id) if task.assignee_id else None,
         customer_code=codes.get(task.customer_id) if task.customer_id else None,
     )
@@ -377,11 +557,21 @@ def _task_out(task: Task, names: dict[int, str], codes: dict[int, str]) -> TaskO
 
 def _opportunity_out(opportunity: Opportunity, customer: Customer, owner: str) -> OpportunityOut:
     return OpportunityOut(
-        id=opportunity.id, ref=ref("OP", opportunity.id), customer_code=customer.code, customer_name=customer.name,
-        owner=owner, name=opportunity.name, stage=opportunity.stage, amount=opportunity.amount,
-        currency=opportunity.currency, probability=opportunity.probability,
-        expected_close=opportunity.expected_close, lost_reason=opportunity.lost_reason,
-        competitor=opportunity.competitor, created_at=opportunity.created_at, updated_at=opportunity.updated_at,
+        id=opportunity.id,
+        ref=ref("OP", opportunity.id),
+        customer_code=customer.code,
+        customer_name=customer.name,
+        owner=owner,
+        name=opportunity.name,
+        stage=opportunity.stage,
+        amount=opportunity.amount,
+        currency=opportunity.currency,
+        probability=opportunity.probability,
+        expected_close=opportunity.expected_close,
+        lost_reason=opportunity.lost_reason,
+        competitor=opportunity.competitor,
+        created_at=opportunity.created_at,
+        updated_at=opportunity.updated_at,
     )
 
 

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from decimal import Decimal
 
-from sqlalchemy import func, select
+from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.auth import Actor, customer_scope, repair_order_scope, require_role, service_request_scope
@@ -45,7 +45,14 @@ from core.schemas import (
     ServiceRequestOut,
     TransitionIn,
 )
-from core.services.base import Service, UowFactory, customer_by_code, parse_ref, ref, user_by_username, usernames
+from core.services.base import (
+    Service,
+    UowFactory,
+    parse_ref,
+    ref,
+    user_by_username,
+    usernames,
+)
 from core.services.installed import normalise_serial
 from core.uow import UnitOfWork
 
@@ -94,12 +101,14 @@ class ServiceDesk(Service):
                 ).scalar_one_or_none()
                 if unit is None:
                     raise NotFound(
-                        f"No product with serial number '{data.serial_number[:64]}' found.", field="serial_number"
+                        f"No product with serial number '{data.serial_number[:64]}' found.",
+                        field="serial_number",
                     )
             customer = await self._requesting_customer(session, actor, data.customer_code, unit)
             if unit is not None and unit.customer_id != customer.id:
                 raise ValidationFailed(
-                    f"Serial {unit.serial_number} does not belong to customer {customer.code}.", field="serial_number"
+                    f"Serial {unit.serial_number} does not belong to customer {customer.code}.",
+                    field="serial_number",
                 )
             article_id = None
             if data.kb_article_code:
@@ -114,20 +123,35 @@ class ServiceDesk(Service):
                 raise ValidationFailed("The preferred visit time is in the past.", field="preferred_time")
             response_due, resolution_due = sla_due(data.kind.value, data.severity.value, now)
             request = ServiceRequest(
-                customer_id=customer.id, requester_id=actor.user_id, kind=data.kind.value,
-                severity=data.severity.value, channel=data.channel.value, status=RequestStatus.NEW.value,
-                subject=data.subject, description=data.description,
-                installed_product_id=unit.id if unit else None, kb_article_id=article_id,
-                preferred_time=data.preferred_time, response_due_at=response_due, resolution_due_at=resolution_due,
-                escalation_level=0, created_at=now, updated_at=now,
+                customer_id=customer.id,
+                requester_id=actor.user_id,
+                kind=data.kind.value,
+                severity=data.severity.value,
+                channel=data.channel.value,
+                status=RequestStatus.NEW.value,
+                subject=data.subject,
+                description=data.description,
+                installed_product_id=unit.id if unit else None,
+                kb_article_id=article_id,
+                preferred_time=data.preferred_time,
+                response_due_at=response_due,
+                resolution_due_at=resolution_due,
+                escalation_level=0,
+                created_at=now,
+                updated_at=now,
             )
             session.add(request)
             await session.flush()
             self._record(session, request, actor, "open", None, RequestStatus.NEW, data.subject)
             uow.emit(
                 events.ServiceRequestOpened(
-                    aggregate_id=request.id, actor_id=actor.user_id, customer_id=customer.id,
-                    requester_id=actor.user_id, kind=request.kind, severity=request.severity, channel=request.channel,
+                    aggregate_id=request.id,
+                    actor_id=actor.user_id,
+                    customer_id=customer.id,
+                    requester_id=actor.user_id,
+                    kind=request.kind,
+                    severity=request.severity,
+                    channel=request.channel,
                 )
             )
             await uow.commit()
@@ -140,12 +164,16 @@ class ServiceDesk(Service):
             request = await self._visible_request(session, actor, reference)
             summary = (await self._outs(session, [request]))[0]
             changes = (
-                await session.execute(
-                    select(ServiceRequestChange)
-                    .where(ServiceRequestChange.service_request_id == request.id)
-                    .order_by(ServiceRequestChange.id)
+                (
+                    await session.execute(
+                        select(ServiceRequestChange)
+                        .where(ServiceRequestChange.service_request_id == request.id)
+                        .order_by(ServiceRequestChange.id)
+                    )
                 )
-            ).scalars().all()
+                .scalars()
+                .all()
+            )
             names = await usernames(session, {change.actor_id for change in changes})
             orders_query = select(RepairOrder.id).where(RepairOrder.service_request_id == request.id)
             if actor.role is Role.TECHNICIAN:
@@ -155,8 +183,12 @@ class ServiceDesk(Service):
                 **summary.model_dump(),
                 history=[
                     HistoryEntryOut(
-                        at=change.at, actor=_actor_label(names, change.actor_id, actor), action=change.action,
-                        from_status=change.from_status, to_status=change.to_status, comment=change.comment,
+                        at=change.at,
+                        actor=_actor_label(names, change.actor_id, actor),
+                        action=change.action,
+                        from_status=change.from_status,
+                        to_status=change.to_status,
+                        comment=change.comment,
                     )
                     for change in changes
                 ],
@@ -164,12 +196,20 @@ class ServiceDesk(Service):
             )
 
     async def list_requests(
-        self, actor: Actor, *, status: str | None = None, kind: str | None = None, severity: str | None = None,
-        customer_code: str | None = None, assignee: str | None = None, open_only: bool = False,
-        limit: int = 50, offset: int = 0,
+        self,
+        actor: Actor,
+        *,
+        status: str | None = None,
+        kind: str | None = None,
+        severity: str | None = None,
+        customer_code: str | None = None,
+        assignee: str | None = None,
+        open_only: bool = False,
+        limit: int = 50,
+        offset: int = 0,
     ) -> Page[ServiceRequestOut]:
         """Requests in scope, newest first."""
-        conditions = [service_request_scope(actor)]
+        conditions: list[ColumnElement[bool]] = [service_request_scope(actor)]
         if status:
             conditions.append(ServiceRequest.status == status)
         if open_only:
@@ -185,24 +225,32 @@ class ServiceDesk(Service):
                     ServiceRequest.customer_id.in_(select(Customer.id).where(Customer.code == customer_code))
                 )
             if assignee:
-                conditions.append(ServiceRequest.assignee_id == (await user_by_username(session, assignee)).id)
+                conditions.append(
+                    ServiceRequest.assignee_id == (await user_by_username(session, assignee)).id
+                )
             total = (
                 await session.execute(select(func.count()).select_from(ServiceRequest).where(*conditions))
             ).scalar_one()
             rows = (
-                await session.execute(
-                    select(ServiceRequest)
-                    .where(*conditions)
-                    .order_by(ServiceRequest.created_at.desc(), ServiceRequest.id.desc())
-                    .limit(limit)
-                    .offset(offset)
+                (
+                    await session.execute(
+                        select(ServiceRequest)
+                        .where(*conditions)
+                        .order_by(ServiceRequest.created_at.desc(), ServiceRequest.id.desc())
+                        .limit(limit)
+                        .offset(offset)
+                    )
                 )
-            ).scalars().all()
+                .scalars()
+                .all()
+            )
             return Page[ServiceRequestOut](
                 items=await self._outs(session, list(rows)), total=total, limit=limit, offset=offset
             )
 
-    async def transition(self, actor: Actor, reference: str | int, data: TransitionIn) -> ServiceRequestDetail:
+    async def transition(
+        self, actor: Actor, reference: str | int, data: TransitionIn
+    ) -> ServiceRequestDetail:
         """Move a request through its lifecycle; every move is recorded with actor, time and comment."""
         action = data.action.strip().lower()
         allowed = REQUEST_ACTION_ROLES.get(action)
@@ -223,13 +271,17 @@ class ServiceDesk(Service):
                     raise ValidationFailed("Say who to assign it to.", field="assignee")
                 assignee = await user_by_username(session, data.assignee)
                 if assignee.role not in (Role.AGENT, Role.TECHNICIAN, Role.MANAGER) or not assignee.active:
-                    raise ValidationFailed(f"{assignee.username} cannot take service requests.", field="assignee")
+                    raise ValidationFailed(
+                        f"{assignee.username} cannot take service requests.", field="assignee"
+                    )
                 request.assignee_id = assignee.id
                 request.first_response_at = request.first_response_at or now
                 comment = comment or f"assigned to {assignee.username}"
                 uow.emit(
                     events.ServiceRequestAssigned(
-                        aggregate_id=request.id, actor_id=actor.user_id, assignee_id=assignee.id,
+                        aggregate_id=request.id,
+                        actor_id=actor.user_id,
+                        assignee_id=assignee.id,
                         customer_id=request.customer_id,
                     )
                 )
@@ -240,7 +292,9 @@ class ServiceDesk(Service):
                 request.resolution, request.resolved_at = resolution, now
                 uow.emit(
                     events.ServiceRequestResolved(
-                        aggregate_id=request.id, actor_id=actor.user_id, customer_id=request.customer_id,
+                        aggregate_id=request.id,
+                        actor_id=actor.user_id,
+                        customer_id=request.customer_id,
                         resolution=resolution,
                     )
                 )
@@ -260,8 +314,11 @@ class ServiceDesk(Service):
                     comment = comment or f"escalated to {target.username}"
                 uow.emit(
                     events.ServiceRequestEscalated(
-                        aggregate_id=request.id, actor_id=actor.user_id, customer_id=request.customer_id,
-                        level=request.escalation_level, escalated_to_id=target.id if target else None,
+                        aggregate_id=request.id,
+                        actor_id=actor.user_id,
+                        customer_id=request.customer_id,
+                        level=request.escalation_level,
+                        escalated_to_id=target.id if target else None,
                         reason=data.comment or "manual escalation",
                     )
                 )
@@ -272,8 +329,11 @@ class ServiceDesk(Service):
                     request.first_response_at = request.first_response_at or now
                 uow.emit(
                     events.ServiceRequestStatusChanged(
-                        aggregate_id=request.id, actor_id=actor.user_id, customer_id=request.customer_id,
-                        from_status=old_status, to_status=new_status,
+                        aggregate_id=request.id,
+                        actor_id=actor.user_id,
+                        customer_id=request.customer_id,
+                        from_status=old_status,
+                        to_status=new_status,
                     )
                 )
             request.status = new_status
@@ -289,7 +349,9 @@ class ServiceDesk(Service):
             raise ValidationFailed("The comment is empty.", field="comment")
         async with self._uow() as uow:
             request = await self._visible_request(uow.session, actor, reference)
-            self._record(uow.session, request, actor, "comment", request.status, request.status, text[:10_000])
+            self._record(
+                uow.session, request, actor, "comment", request.status, request.status, text[:10_000]
+            )
             request.updated_at = self._clock.now()
             await uow.commit()
 
@@ -302,46 +364,73 @@ class ServiceDesk(Service):
             session = uow.session
             request = await self._visible_request(session, actor, data.service_request)
             if request.status not in REQUEST_OPEN_STATES:
-                raise InvalidTransition(f"{ref('SR', request.id)} is {request.status}: reopen it before dispatching.")
+                raise InvalidTransition(
+                    f"{ref('SR', request.id)} is {request.status}: reopen it before dispatching."
+                )
             technician = await user_by_username(session, data.technician)
             if technician.role != Role.TECHNICIAN or not technician.active:
-                raise ValidationFailed(f"{technician.username} is not an active technician.", field="technician")
+                raise ValidationFailed(
+                    f"{technician.username} is not an active technician.", field="technician"
+                )
             now = self._clock.now()
             if data.scheduled_at is not None and data.scheduled_at < now:
                 raise ValidationFailed("The visit time is in the past.", field="scheduled_at")
             station_id = technician.station_id
             if data.station_code:
                 station = (
-                    await session.execute(select(ServiceStation).where(ServiceStation.code == data.station_code))
+                    await session.execute(
+                        select(ServiceStation).where(ServiceStation.code == data.station_code)
+                    )
                 ).scalar_one_or_none()
                 if station is None:
                     raise NotFound(f"No service station '{data.station_code}'.", field="station_code")
                 station_id = station.id
             order = RepairOrder(
-                service_request_id=request.id, technician_id=technician.id, station_id=station_id,
-                status=repair_move("dispatch", RepairStatus.OPEN), scheduled_at=data.scheduled_at,
-                work_summary="", labour_minutes=0, currency="CNY", created_at=now, updated_at=now,
+                service_request_id=request.id,
+                technician_id=technician.id,
+                station_id=station_id,
+                status=repair_move("dispatch", RepairStatus.OPEN),
+                scheduled_at=data.scheduled_at,
+                work_summary="",
+                labour_minutes=0,
+                currency="CNY",
+                created_at=now,
+                updated_at=now,
             )
             session.add(order)
             await session.flush()
-            self._record_repair(session, order, actor, "dispatch", RepairStatus.OPEN, order.status, technician.username)
+            self._record_repair(
+                session, order, actor, "dispatch", RepairStatus.OPEN, order.status, technician.username
+            )
             if request.status == RequestStatus.NEW:
                 request.assignee_id = request.assignee_id or technician.id
                 request.first_response_at = request.first_response_at or now
-                self._record(session, request, actor, "assign", request.status, RequestStatus.ASSIGNED,
-                             f"{ref('RO', order.id)} dispatched to {technician.username}")
+                self._record(
+                    session,
+                    request,
+                    actor,
+                    "assign",
+                    request.status,
+                    RequestStatus.ASSIGNED,
+                    f"{ref('RO', order.id)} dispatched to {technician.username}",
+                )
                 request.status = RequestStatus.ASSIGNED
                 uow.emit(
                     events.ServiceRequestAssigned(
-                        aggregate_id=request.id, actor_id=actor.user_id, assignee_id=request.assignee_id,
+                        aggregate_id=request.id,
+                        actor_id=actor.user_id,
+                        assignee_id=request.assignee_id,
                         customer_id=request.customer_id,
                     )
                 )
             request.updated_at = now
             uow.emit(
                 events.RepairDispatched(
-                    aggregate_id=order.id, actor_id=actor.user_id, service_request_id=request.id,
-                    technician_id=technician.id, scheduled_at=order.scheduled_at,
+                    aggregate_id=order.id,
+                    actor_id=actor.user_id,
+                    service_request_id=request.id,
+                    technician_id=technician.id,
+                    scheduled_at=order.scheduled_at,
                 )
             )
             await uow.commit()
@@ -359,7 +448,11 @@ class ServiceDesk(Service):
         async with self._uow() as uow:
             session = uow.session
             order = await self._visible_order(session, actor, reference)
-            if action in REPAIR_TECHNICIAN_ACTIONS and not actor.is_admin and order.technician_id != actor.user_id:
+            if (
+                action in REPAIR_TECHNICIAN_ACTIONS
+                and not actor.is_admin
+                and order.technician_id != actor.user_id
+            ):
                 raise PermissionDenied(f"{ref('RO', order.id)} is not assigned to you.")
             old_status = order.status
             new_status = repair_move(action, old_status)
@@ -370,25 +463,50 @@ class ServiceDesk(Service):
             technician_id = order.technician_id or 0
             if action == "accept":
                 order.accepted_at = now
-                uow.emit(events.RepairAccepted(aggregate_id=order.id, actor_id=actor.user_id,
-                                               service_request_id=request.id, technician_id=technician_id,
-                                               scheduled_at=order.scheduled_at))
+                uow.emit(
+                    events.RepairAccepted(
+                        aggregate_id=order.id,
+                        actor_id=actor.user_id,
+                        service_request_id=request.id,
+                        technician_id=technician_id,
+                        scheduled_at=order.scheduled_at,
+                    )
+                )
             elif action == "decline":
                 if not comment.strip():
                     raise ValidationFailed("Say why you decline the job.", field="comment")
                 order.decline_reason = comment
                 order.technician_id = None
-                uow.emit(events.RepairDeclined(aggregate_id=order.id, actor_id=actor.user_id,
-                                               service_request_id=request.id, technician_id=technician_id,
-                                               reason=comment))
+                uow.emit(
+                    events.RepairDeclined(
+                        aggregate_id=order.id,
+                        actor_id=actor.user_id,
+                        service_request_id=request.id,
+                        technician_id=technician_id,
+                        reason=comment,
+                    )
+                )
             elif action == "start":
                 order.started_at = now
                 if request.status in (RequestStatus.ASSIGNED, RequestStatus.ON_HOLD, RequestStatus.ESCALATED):
-                    self._record(session, request, actor, "start", request.status, RequestStatus.IN_PROGRESS,
-                                 f"{ref('RO', order.id)} started")
+                    self._record(
+                        session,
+                        request,
+                        actor,
+                        "start",
+                        request.status,
+                        RequestStatus.IN_PROGRESS,
+                        f"{ref('RO', order.id)} started",
+                    )
                     request.status = RequestStatus.IN_PROGRESS
-                uow.emit(events.RepairStarted(aggregate_id=order.id, actor_id=actor.user_id,
-                                              service_request_id=request.id, technician_id=technician_id))
+                uow.emit(
+                    events.RepairStarted(
+                        aggregate_id=order.id,
+                        actor_id=actor.user_id,
+                        service_request_id=request.id,
+                        technician_id=technician_id,
+                    )
+                )
             elif action == "complete":
                 await self._complete(session, uow, actor, order, request, data, now)
                 comment = comment or data.work_summary
@@ -397,8 +515,14 @@ class ServiceDesk(Service):
             elif action == "cancel":
                 if not comment.strip():
                     raise ValidationFailed("Say why the job is cancelled.", field="comment")
-                uow.emit(events.RepairCancelled(aggregate_id=order.id, actor_id=actor.user_id,
-                                                service_request_id=request.id, reason=comment))
+                uow.emit(
+                    events.RepairCancelled(
+                        aggregate_id=order.id,
+                        actor_id=actor.user_id,
+                        service_request_id=request.id,
+                        reason=comment,
+                    )
+                )
             order.status = new_status
             order.updated_at = request.updated_at = now
             self._record_repair(session, order, actor, action, old_status, new_status, comment)
@@ -406,22 +530,32 @@ class ServiceDesk(Service):
         return await self.get_repair_order(actor, order.id)
 
     async def _complete(
-        self, session: AsyncSession, uow: UnitOfWork, actor: Actor, order: RepairOrder, request: ServiceRequest,
-        data: RepairActionIn, now: datetime,
+        self,
+        session: AsyncSession,
+        uow: UnitOfWork,
+        actor: Actor,
+        order: RepairOrder,
+        request: ServiceRequest,
+        data: RepairActionIn,
+        now: datetime,
     ) -> None:
         """Deduct parts from the station, price the job by warranty status, resolve the request."""
         if not data.work_summary.strip():
             raise ValidationFailed("Say what was done.", field="work_summary")
         lines: list[PartLine] = []
         for used in data.parts:
-            part = (await session.execute(select(Part).where(Part.code == used.part_code))).scalar_one_or_none()
+            part = (
+                await session.execute(select(Part).where(Part.code == used.part_code))
+            ).scalar_one_or_none()
             if part is None:
                 raise NotFound(f"No part with code '{used.part_code}'.", field="parts")
             if order.station_id is None:
                 raise InsufficientStock(f"{ref('RO', order.id)} has no service station to take parts from.")
             stock = (
                 await session.execute(
-                    select(PartStock).where(PartStock.station_id == order.station_id, PartStock.part_id == part.id)
+                    select(PartStock).where(
+                        PartStock.station_id == order.station_id, PartStock.part_id == part.id
+                    )
                 )
             ).scalar_one_or_none()
             available = stock.quantity if stock else 0
@@ -431,36 +565,79 @@ class ServiceDesk(Service):
                 )
             stock.quantity -= used.quantity
             if stock.quantity <= stock.min_quantity:
-                uow.emit(events.PartStockLow(aggregate_id=stock.id, actor_id=actor.user_id,
-                                             station_id=stock.station_id, part_id=part.id,
-                                             quantity=stock.quantity, min_quantity=stock.min_quantity))
-            session.add(RepairPart(repair_order_id=order.id, part_id=part.id, quantity=used.quantity,
-                                   unit_price=part.unit_price, charged=True))
+                uow.emit(
+                    events.PartStockLow(
+                        aggregate_id=stock.id,
+                        actor_id=actor.user_id,
+                        station_id=stock.station_id,
+                        part_id=part.id,
+                        quantity=stock.quantity,
+                        min_quantity=stock.min_quantity,
+                    )
+                )
+            session.add(
+                RepairPart(
+                    repair_order_id=order.id,
+                    part_id=part.id,
+                    quantity=used.quantity,
+                    unit_price=part.unit_price,
+                    charged=True,
+                )
+            )
             lines.append(PartLine(quantity=used.quantity, unit_price=part.unit_price))
         in_warranty = False
         if request.installed_product_id is not None:
             unit = await session.get(InstalledProduct, request.installed_product_id)
             assert unit is not None
             in_warranty = WarrantyStatus.on(unit.sold_on, unit.warranty_months, self.today()).in_warranty
-        charge = compute_charge(in_warranty=in_warranty, parts=lines, labour_minutes=data.labour_minutes,
-                                price_list=self._price_list, warranty_excluded=data.warranty_excluded)
+        charge = compute_charge(
+            in_warranty=in_warranty,
+            parts=lines,
+            labour_minutes=data.labour_minutes,
+            price_list=self._price_list,
+            warranty_excluded=data.warranty_excluded,
+        )
         order.completed_at = now
         order.work_summary = data.work_summary.strip()
         order.labour_minutes = data.labour_minutes
         order.in_warranty = charge.in_warranty
-        order.parts_charge, order.labour_charge, order.total_charge = charge.parts, charge.labour, charge.total
+        order.parts_charge, order.labour_charge, order.total_charge = (
+            charge.parts,
+            charge.labour,
+            charge.total,
+        )
         if request.status in REQUEST_OPEN_STATES and request.status != RequestStatus.NEW:
-            self._record(session, request, actor, "resolve", request.status, RequestStatus.RESOLVED,
-                         f"{ref('RO', order.id)}: {order.work_summary}")
+            self._record(
+                session,
+                request,
+                actor,
+                "resolve",
+                request.status,
+                RequestStatus.RESOLVED,
+                f"{ref('RO', order.id)}: {order.work_summary}",
+            )
             request.status = RequestStatus.RESOLVED
             request.resolution = order.work_summary
             request.resolved_at = now
-            uow.emit(events.ServiceRequestResolved(aggregate_id=request.id, actor_id=actor.user_id,
-                                                   customer_id=request.customer_id, resolution=order.work_summary))
-        uow.emit(events.RepairCompleted(aggregate_id=order.id, actor_id=actor.user_id,
-                                        service_request_id=request.id, technician_id=order.technician_id or 0,
-                                        in_warranty=charge.in_warranty, total_charge=charge.total,
-                                        currency=order.currency))
+            uow.emit(
+                events.ServiceRequestResolved(
+                    aggregate_id=request.id,
+                    actor_id=actor.user_id,
+                    customer_id=request.customer_id,
+                    resolution=order.work_summary,
+                )
+            )
+        uow.emit(
+            events.RepairCompleted(
+                aggregate_id=order.id,
+                actor_id=actor.user_id,
+                service_request_id=request.id,
+                technician_id=order.technician_id or 0,
+                in_warranty=charge.in_warranty,
+                total_charge=charge.total,
+                currency=order.currency,
+            )
+        )
 
     async def get_repair_order(self, actor: Actor, reference: str | int) -> RepairOrderOut:
         """A repair order with parts and history, if visible."""
@@ -470,17 +647,26 @@ class ServiceDesk(Service):
             return (await self._order_outs(session, actor, [order]))[0]
 
     async def list_repair_orders(
-        self, actor: Actor, *, technician: str | None = None, status: str | None = None,
-        scheduled_from: datetime | None = None, scheduled_to: datetime | None = None,
-        active_only: bool = False, limit: int = 50, offset: int = 0,
+        self,
+        actor: Actor,
+        *,
+        technician: str | None = None,
+        status: str | None = None,
+        scheduled_from: datetime | None = None,
+        scheduled_to: datetime | None = None,
+        active_only: bool = False,
+        limit: int = 50,
+        offset: int = 0,
     ) -> Page[RepairOrderOut]:
         """Repair orders in scope, by scheduled time."""
-        conditions = [repair_order_scope(actor)]
+        conditions: list[ColumnElement[bool]] = [repair_order_scope(actor)]
         if status:
             conditions.append(RepairOrder.status == status)
         if active_only:
             conditions.append(
-                RepairOrder.status.in_([RepairStatus.DISPATCHED, RepairStatus.ACCEPTED, RepairStatus.IN_PROGRESS])
+                RepairOrder.status.in_(
+                    [RepairStatus.DISPATCHED, RepairStatus.ACCEPTED, RepairStatus.IN_PROGRESS]
+                )
             )
         if scheduled_from:
             conditions.append(RepairOrder.scheduled_at >= scheduled_from)
@@ -489,25 +675,39 @@ class ServiceDesk(Service):
         async with self._uow() as uow:
             session = uow.session
             if technician:
-                conditions.append(RepairOrder.technician_id == (await user_by_username(session, technician)).id)
-            total = (await session.execute(select(func.count()).select_from(RepairOrder).where(*conditions))).scalar_one()
-            rows = (
-                await session.execute(
-                    select(RepairOrder)
-                    .where(*conditions)
-                    .order_by(RepairOrder.scheduled_at.is_(None), RepairOrder.scheduled_at, RepairOrder.id)
-                    .limit(limit)
-                    .offset(offset)
+                conditions.append(
+                    RepairOrder.technician_id == (await user_by_username(session, technician)).id
                 )
-            ).scalars().all()
+            total = (
+                await session.execute(select(func.count()).select_from(RepairOrder).where(*conditions))
+            ).scalar_one()
+            rows = (
+                (
+                    await session.execute(
+                        select(RepairOrder)
+                        .where(*conditions)
+                        .order_by(
+                            RepairOrder.scheduled_at.is_(None), RepairOrder.scheduled_at, RepairOrder.id
+                        )
+                        .limit(limit)
+                        .offset(offset)
+                    )
+                )
+                .scalars()
+                .all()
+            )
             return Page[RepairOrderOut](
-                items=await self._order_outs(session, actor, list(rows)), total=total, limit=limit, offset=offset
+                items=await self._order_outs(session, actor, list(rows)),
+                total=total,
+                limit=limit,
+                offset=offset,
             )
 
     # --- stock ----------------------------------------------------------------------------------
 
-    async def upsert_station(self, actor: Actor, *, code: str, name: str, address: str = "",
-                             department_code: str | None = None) -> int:
+    async def upsert_station(
+        self, actor: Actor, *, code: str, name: str, address: str = "", department_code: str | None = None
+    ) -> int:
         """Create or update a service station."""
         require_role(actor, Role.MANAGER, doing="manage service stations")
         async with self._uow() as uow:
@@ -519,7 +719,9 @@ class ServiceDesk(Service):
                 ).scalar_one_or_none()
                 if department_id is None:
                     raise NotFound(f"No department '{department_code}'.", field="department")
-            station = (await session.execute(select(ServiceStation).where(ServiceStation.code == code))).scalar_one_or_none()
+            station = (
+                await session.execute(select(ServiceStation).where(ServiceStation.code == code))
+            ).scalar_one_or_none()
             if station is None:
                 station = ServiceStation(code=code, name=name)
                 session.add(station)
@@ -543,15 +745,18 @@ class ServiceDesk(Service):
             await uow.commit()
             return part.id
 
-    async def set_stock(self, actor: Actor, *, station_code: str, part_code: str, quantity: int,
-                        min_quantity: int = 0) -> None:
+    async def set_stock(
+        self, actor: Actor, *, station_code: str, part_code: str, quantity: int, min_quantity: int = 0
+    ) -> None:
         """Set the counted stock of a part at a station."""
         require_role(actor, Role.MANAGER, Role.AGENT, doing="change stock")
         if quantity < 0 or min_quantity < 0:
             raise ValidationFailed("Stock cannot be negative.", field="quantity")
         async with self._uow() as uow:
             session = uow.session
-            station = (await session.execute(select(ServiceStation).where(ServiceStation.code == station_code))).scalar_one_or_none()
+            station = (
+                await session.execute(select(ServiceStation).where(ServiceStation.code == station_code))
+            ).scalar_one_or_none()
             part = (await session.execute(select(Part).where(Part.code == part_code))).scalar_one_or_none()
             if station is None or part is None:
                 raise NotFound(f"Unknown station '{station_code}' or part '{part_code}'.")
@@ -595,7 +800,9 @@ class ServiceDesk(Service):
             return customer
         if customer_code:
             customer = (
-                await session.execute(select(Customer).where(Customer.code == customer_code, customer_scope(actor)))
+                await session.execute(
+                    select(Customer).where(Customer.code == customer_code, customer_scope(actor))
+                )
             ).scalar_one_or_none()
             if customer is None:
                 raise NotFound(f"No customer with code '{customer_code[:64]}'.", field="customer_code")
@@ -604,13 +811,18 @@ class ServiceDesk(Service):
             customer = await session.get(Customer, unit.customer_id)
             assert customer is not None
             return customer
-        raise ValidationFailed("Say which customer this is for (customer_code) or give a serial number.",
-                               field="customer_code")
+        raise ValidationFailed(
+            "Say which customer this is for (customer_code) or give a serial number.", field="customer_code"
+        )
 
-    async def _visible_request(self, session: AsyncSession, actor: Actor, reference: str | int) -> ServiceRequest:
+    async def _visible_request(
+        self, session: AsyncSession, actor: Actor, reference: str | int
+    ) -> ServiceRequest:
         number = parse_ref(reference, "SR")
         request = (
-            await session.execute(select(ServiceRequest).where(ServiceRequest.id == number, service_request_scope(actor)))
+            await session.execute(
+                select(ServiceRequest).where(ServiceRequest.id == number, service_request_scope(actor))
+            )
         ).scalar_one_or_none()
         if request is None:
             raise NotFound(f"No service request {ref('SR', number)} found.", field="service_request")
@@ -618,10 +830,12 @@ class ServiceDesk(Service):
 
     async def _visible_order(self, session: AsyncSession, actor: Actor, reference: str | int) -> RepairOrder:
         number = parse_ref(reference, "RO")
-        conditions = [RepairOrder.id == number]
+        conditions: list[ColumnElement[bool]] = [RepairOrder.id == number]
         if actor.is_customer:
             conditions.append(
-                RepairOrder.service_request_id.in_(select(ServiceRequest.id).where(service_request_scope(actor)))
+                RepairOrder.service_request_id.in_(
+                    select(ServiceRequest.id).where(service_request_scope(actor))
+                )
             )
         else:
             conditions.append(repair_order_scope(actor))
@@ -651,76 +865,163 @@ class ServiceDesk(Service):
             department_id = department.parent_id
         return None
 
-    def _record(self, session: AsyncSession, request: ServiceRequest, actor: Actor, action: str,
-                from_status: str | None, to_status: str | None, comment: str) -> None:
-        session.add(ServiceRequestChange(service_request_id=request.id, actor_id=actor.user_id, at=self._clock.now(),
-                                         action=action, from_status=from_status, to_status=to_status,
-                                         comment=comment or ""))
+    def _record(
+        self,
+        session: AsyncSession,
+        request: ServiceRequest,
+        actor: Actor,
+        action: str,
+        from_status: str | None,
+        to_status: str | None,
+        comment: str,
+    ) -> None:
+        session.add(
+            ServiceRequestChange(
+                service_request_id=request.id,
+                actor_id=actor.user_id,
+                at=self._clock.now(),
+                action=action,
+                from_status=from_status,
+                to_status=to_status,
+                comment=comment or "",
+            )
+        )
 
-    def _record_repair(self, session: AsyncSession, order: RepairOrder, actor: Actor, action: str,
-                       from_status: str | None, to_status: str | None, comment: str) -> None:
-        session.add(RepairOrderChange(repair_order_id=order.id, actor_id=actor.user_id, at=self._clock.now(),
-                                      action=action, from_status=from_status, to_status=to_status,
-                                      comment=comment or ""))
+    def _record_repair(
+        self,
+        session: AsyncSession,
+        order: RepairOrder,
+        actor: Actor,
+        action: str,
+        from_status: str | None,
+        to_status: str | None,
+        comment: str,
+    ) -> None:
+        session.add(
+            RepairOrderChange(
+                repair_order_id=order.id,
+                actor_id=actor.user_id,
+                at=self._clock.now(),
+                action=action,
+                from_status=from_status,
+                to_status=to_status,
+                comment=comment or "",
+            )
+        )
 
-    async def _outs(self, session: AsyncSession, requests: Sequence[ServiceRequest]) -> list[ServiceRequestOut]:
+    async def _outs(
+        self, session: AsyncSession, requests: Sequence[ServiceRequest]
+    ) -> list[ServiceRequestOut]:
         if not requests:
             return []
         customers = {
             customer.id: customer
             for customer in (
-                await session.execute(select(Customer).where(Customer.id.in_({r.customer_id for r in requests})))
+                await session.execute(
+                    select(Customer).where(Customer.id.in_({r.customer_id for r in requests}))
+                )
             ).scalars()
         }
         unit_ids = {r.installed_product_id for r in requests if r.installed_product_id}
-        serials = dict(
-            (await session.execute(select(InstalledProduct.id, InstalledProduct.serial_number)
-                                   .where(InstalledProduct.id.in_(unit_ids)))).tuples().all()
-        ) if unit_ids else {}
+        serials = (
+            dict(
+                (
+                    await session.execute(
+                        select(InstalledProduct.id, InstalledProduct.serial_number).where(
+                            InstalledProduct.id.in_(unit_ids)
+                        )
+                    )
+                )
+                .tuples()
+                .all()
+            )
+            if unit_ids
+            else {}
+        )
         article_ids = {r.kb_article_id for r in requests if r.kb_article_id}
-        articles = dict(
-            (await session.execute(select(KbArticle.id, KbArticle.code).where(KbArticle.id.in_(article_ids))))
-            .tuples().all()
-        ) if article_ids else {}
+        articles = (
+            dict(
+                (
+                    await session.execute(
+                        select(KbArticle.id, KbArticle.code).where(KbArticle.id.in_(article_ids))
+                    )
+                )
+                .tuples()
+                .all()
+            )
+            if article_ids
+            else {}
+        )
         names = await usernames(session, {r.assignee_id for r in requests})
         return [
             ServiceRequestOut(
-                id=r.id, ref=ref("SR", r.id), customer_code=customers[r.customer_id].code,
-                customer_name=customers[r.customer_id].name, kind=r.kind, severity=r.severity, channel=r.channel,
-                status=r.status, subject=r.subject, description=r.description,
+                id=r.id,
+                ref=ref("SR", r.id),
+                customer_code=customers[r.customer_id].code,
+                customer_name=customers[r.customer_id].name,
+                kind=r.kind,
+                severity=r.severity,
+                channel=r.channel,
+                status=r.status,
+                subject=r.subject,
+                description=r.description,
                 serial_number=serials.get(r.installed_product_id) if r.installed_product_id else None,
                 kb_article_code=articles.get(r.kb_article_id) if r.kb_article_id else None,
-                assignee=names.get(r.assignee_id) if r.assignee_id else None, preferred_time=r.preferred_time,
-                response_due_at=r.response_due_at, resolution_due_at=r.resolution_due_at, resolution=r.resolution,
-                escalation_level=r.escalation_level, created_at=r.created_at, updated_at=r.updated_at,
+                assignee=names.get(r.assignee_id) if r.assignee_id else None,
+                preferred_time=r.preferred_time,
+                response_due_at=r.response_due_at,
+                resolution_due_at=r.resolution_due_at,
+                resolution=r.resolution,
+                escalation_level=r.escalation_level,
+                created_at=r.created_at,
+                updated_at=r.updated_at,
             )
             for r in requests
         ]
 
-    async def _order_outs(self, session: AsyncSession, actor: Actor, orders: Sequence[RepairOrder]) -> list[RepairOrderOut]:
+    async def _order_outs(
+        self, session: AsyncSession, actor: Actor, orders: Sequence[RepairOrder]
+    ) -> list[RepairOrderOut]:
         if not orders:
             return []
         order_ids = [order.id for order in orders]
         request_customers = dict(
-            (await session.execute(
-                select(ServiceRequest.id, Customer.code)
-                .join(Customer, Customer.id == ServiceRequest.customer_id)
-                .where(ServiceRequest.id.in_({order.service_request_id for order in orders}))
-            )).tuples().all()
+            (
+                await session.execute(
+                    select(ServiceRequest.id, Customer.code)
+                    .join(Customer, Customer.id == ServiceRequest.customer_id)
+                    .where(ServiceRequest.id.in_({order.service_request_id for order in orders}))
+                )
+            )
+            .tuples()
+            .all()
         )
-        stations = dict((await session.execute(select(ServiceStation.id, ServiceStation.code))).tuples().all())
+        stations = dict(
+            (await session.execute(select(ServiceStation.id, ServiceStation.code))).tuples().all()
+        )
         parts_rows = (
-            await session.execute(
-                select(RepairPart, Part).join(Part, Part.id == RepairPart.part_id)
-                .where(RepairPart.repair_order_id.in_(order_ids)).order_by(RepairPart.id)
+            (
+                await session.execute(
+                    select(RepairPart, Part)
+                    .join(Part, Part.id == RepairPart.part_id)
+                    .where(RepairPart.repair_order_id.in_(order_ids))
+                    .order_by(RepairPart.id)
+                )
             )
-        ).tuples().all()
+            .tuples()
+            .all()
+        )
         changes = (
-            await session.execute(
-                select(RepairOrderChange).where(RepairOrderChange.repair_order_id.in_(order_ids))
-                .order_by(RepairOrderChange.id)
+            (
+                await session.execute(
+                    select(RepairOrderChange)
+                    .where(RepairOrderChange.repair_order_id.in_(order_ids))
+                    .order_by(RepairOrderChange.id)
+                )
             )
-        ).scalars().all()
+            .scalars()
+            .all()
+        )
         names = await usernames(
             session, {order.technician_id for order in orders} | {change.actor_id for change in changes}
         )
@@ -728,25 +1029,44 @@ class ServiceDesk(Service):
         for order in orders:
             result.append(
                 RepairOrderOut(
-                    id=order.id, ref=ref("RO", order.id), service_request_ref=ref("SR", order.service_request_id),
+                    id=order.id,
+                    ref=ref("RO", order.id),
+                    service_request_ref=ref("SR", order.service_request_id),
                     customer_code=request_customers[order.service_request_id],
                     technician=names.get(order.technician_id) if order.technician_id else None,
                     station_code=stations.get(order.station_id) if order.station_id else None,
-                    status=order.status, scheduled_at=order.scheduled_at, accepted_at=order.accepted_at,
-                    completed_at=order.completed_at, work_summary=order.work_summary,
-                    labour_minutes=order.labour_minutes, in_warranty=order.in_warranty,
-                    parts_charge=order.parts_charge, labour_charge=order.labour_charge,
-                    total_charge=order.total_charge, currency=order.currency,
+                    status=order.status,
+                    scheduled_at=order.scheduled_at,
+                    accepted_at=order.accepted_at,
+                    completed_at=order.completed_at,
+                    work_summary=order.work_summary,
+                    labour_minutes=order.labour_minutes,
+                    in_warranty=order.in_warranty,
+                    parts_charge=order.parts_charge,
+                    labour_charge=order.labour_charge,
+                    total_charge=order.total_charge,
+                    currency=order.currency,
                     parts=[
-                        RepairPartOut(part_code=part.code, part_name=part.name, quantity=line.quantity,
-                                      unit_price=line.unit_price)
-                        for line, part in parts_rows if line.repair_order_id == order.id
+                        RepairPartOut(
+                            part_code=part.code,
+                            part_name=part.name,
+                            quantity=line.quantity,
+                            unit_price=line.unit_price,
+                        )
+                        for line, part in parts_rows
+                        if line.repair_order_id == order.id
                     ],
                     history=[
-                        HistoryEntryOut(at=change.at, actor=_actor_label(names, change.actor_id, actor),
-                                        action=change.action, from_status=change.from_status,
-                                        to_status=change.to_status, comment=change.comment)
-                        for change in changes if change.repair_order_id == order.id
+                        HistoryEntryOut(
+                            at=change.at,
+                            actor=_actor_label(names, change.actor_id, actor),
+                            action=change.action,
+                            from_status=change.from_status,
+                            to_status=change.to_status,
+                            comment=change.comment,
+                        )
+                        for change in changes
+                        if change.repair_order_id == order.id
                     ],
                 )
             )

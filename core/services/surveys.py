@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.auth import Actor, customer_scope, require_role
@@ -21,7 +21,9 @@ SURVEY_LIFETIME = timedelta(days=14)
 class SurveyService(Service):
     """Creating surveys for closed cases and taking the customer's answer."""
 
-    async def create_for_request(self, actor: Actor, reference: str | int, *, delay: timedelta = timedelta(0)) -> SurveyOut:
+    async def create_for_request(
+        self, actor: Actor, reference: str | int, *, delay: timedelta = timedelta(0)
+    ) -> SurveyOut:
         """Create the survey of a resolved or closed request (idempotent: one survey per case)."""
         require_role(actor, Role.AGENT, Role.MANAGER, doing="create surveys")
         number = parse_ref(reference, "SR")
@@ -32,19 +34,28 @@ class SurveyService(Service):
                 raise NotFound(f"No service request {ref('SR', number)} found.")
             if request.status not in (RequestStatus.RESOLVED, RequestStatus.CLOSED):
                 raise InvalidTransition(f"{ref('SR', number)} is not resolved yet: no survey.")
-            existing = (await session.execute(select(Survey).where(Survey.service_request_id == number))).scalar_one_or_none()
+            existing = (
+                await session.execute(select(Survey).where(Survey.service_request_id == number))
+            ).scalar_one_or_none()
             if existing is not None:
                 return await self._out(session, existing)
             technician_id = (
                 await session.execute(
-                    select(RepairOrder.technician_id).where(RepairOrder.service_request_id == number)
-                    .order_by(RepairOrder.id.desc()).limit(1)
+                    select(RepairOrder.technician_id)
+                    .where(RepairOrder.service_request_id == number)
+                    .order_by(RepairOrder.id.desc())
+                    .limit(1)
                 )
             ).scalar_one_or_none()
             now = self._clock.now()
             survey = Survey(
-                service_request_id=number, customer_id=request.customer_id, recipient_id=request.requester_id,
-                technician_id=technician_id, status=SurveyStatus.PENDING.value, created_at=now, due_at=now + delay,
+                service_request_id=number,
+                customer_id=request.customer_id,
+                recipient_id=request.requester_id,
+                technician_id=technician_id,
+                status=SurveyStatus.PENDING.value,
+                created_at=now,
+                due_at=now + delay,
                 expires_at=now + delay + SURVEY_LIFETIME,
             )
             session.add(survey)
@@ -52,7 +63,9 @@ class SurveyService(Service):
             await uow.commit()
             return await self._out(session, survey)
 
-    async def answer(self, actor: Actor, reference: str | int, score: int, comment: str | None = None) -> SurveyOut:
+    async def answer(
+        self, actor: Actor, reference: str | int, score: int, comment: str | None = None
+    ) -> SurveyOut:
         """Record a customer's rating of their case (1–5)."""
         if not 1 <= score <= 5:
             raise ValidationFailed("The rating must be a whole number from 1 to 5.", field="score")
@@ -61,7 +74,8 @@ class SurveyService(Service):
             session = uow.session
             survey = (
                 await session.execute(
-                    select(Survey).join(Customer, Customer.id == Survey.customer_id)
+                    select(Survey)
+                    .join(Customer, Customer.id == Survey.customer_id)
                     .where(Survey.service_request_id == number, customer_scope(actor))
                 )
             ).scalar_one_or_none()
@@ -76,23 +90,41 @@ class SurveyService(Service):
                 raise InvalidTransition(f"The survey for {ref('SR', number)} has expired.")
             survey.score, survey.comment = score, (comment or "").strip()[:2000] or None
             survey.status, survey.answered_at = SurveyStatus.ANSWERED.value, now
-            uow.emit(SurveyAnswered(aggregate_id=survey.id, actor_id=actor.user_id, customer_id=survey.customer_id,
-                                    score=score, service_request_id=number, technician_id=survey.technician_id))
+            uow.emit(
+                SurveyAnswered(
+                    aggregate_id=survey.id,
+                    actor_id=actor.user_id,
+                    customer_id=survey.customer_id,
+                    score=score,
+                    service_request_id=number,
+                    technician_id=survey.technician_id,
+                )
+            )
             await uow.commit()
             return await self._out(session, survey)
 
-    async def list(self, actor: Actor, *, status: str | None = None, limit: int = 50, offset: int = 0) -> list[SurveyOut]:
+    async def list(
+        self, actor: Actor, *, status: str | None = None, limit: int = 50, offset: int = 0
+    ) -> list[SurveyOut]:
         """Surveys of customers in scope (staff) or of the customer's own company."""
-        conditions = [customer_scope(actor)]
+        conditions: list[ColumnElement[bool]] = [customer_scope(actor)]
         if status:
             conditions.append(Survey.status == status)
         async with self._uow() as uow:
             rows = (
-                await uow.session.execute(
-                    select(Survey, Customer.code).join(Customer, Customer.id == Survey.customer_id)
-                    .where(*conditions).order_by(Survey.id.desc()).limit(limit).offset(offset)
+                (
+                    await uow.session.execute(
+                        select(Survey, Customer.code)
+                        .join(Customer, Customer.id == Survey.customer_id)
+                        .where(*conditions)
+                        .order_by(Survey.id.desc())
+                        .limit(limit)
+                        .offset(offset)
+                    )
                 )
-            ).tuples().all()
+                .tuples()
+                .all()
+            )
             return [_survey_out(survey, code) for survey, code in rows]
 
     async def _out(self, session: AsyncSession, survey: Survey) -> SurveyOut:
@@ -103,7 +135,12 @@ class SurveyService(Service):
 
 def _survey_out(survey: Survey, customer_code: str) -> SurveyOut:
     return SurveyOut(
-        id=survey.id, service_request_ref=ref("SR", survey.service_request_id) if survey.service_request_id else None,
-        customer_code=customer_code, status=survey.status, score=survey.score, comment=survey.comment,
-        created_at=survey.created_at, answered_at=survey.answered_at,
+        id=survey.id,
+        service_request_ref=ref("SR", survey.service_request_id) if survey.service_request_id else None,
+        customer_code=customer_code,
+        status=survey.status,
+        score=survey.score,
+        comment=survey.comment,
+        created_at=survey.created_at,
+        answered_at=survey.answered_at,
     )
