@@ -124,8 +124,8 @@ class CustomerService(Service):
                 customer.email = str(patch.email)
             customer.updated_at = self._clock.now()
             await uow.commit()
-            owner = await session.get(User, customer.owner_id) if customer.owner_id else None
-            return customer_out(customer, owner.username if owner else None)
+            current_owner = await session.get(User, customer.owner_id) if customer.owner_id else None
+            return customer_out(customer, current_owner.username if current_owner else None)
 
     async def get(self, actor: Actor, code: str) -> CustomerOut:
         """One customer, if visible."""
