@@ -8,6 +8,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from core.clock import Clock, SystemClock
 from core.db.engine import create_engine, create_session_factory
+from core.domain.value import value_model_from_config
 from core.services.customers import CustomerService
 from core.services.installed import InstalledBaseService
 from core.services.knowledge import KnowledgeService
@@ -60,7 +61,9 @@ def build_core(settings: Settings, *, clock: Clock | None = None, engine: AsyncE
         session_factory=session_factory,
         clock=clock,
         org=OrgService(uow, clock, tz),
-        customers=CustomerService(uow, clock, tz),
+        customers=CustomerService(
+            uow, clock, tz, value_model_from_config(settings.value_weights, settings.value_tier_shares)
+        ),
         installed=InstalledBaseService(uow, clock, tz),
         service_desk=ServiceDesk(uow, clock, tz),
         sales=SalesService(uow, clock, tz),

@@ -139,6 +139,7 @@ _MAX_QUERY_CHARS = 512
 _MAX_FUZZY_QUERY_CHARS = 200
 _MAX_CLAUSES = 40
 _MAX_FUZZY_WORDS = 8
+_MAX_TRUSTED_CODES = 3
 _FIELD_WEIGHTS = (3, 2, 1, 2, 2, 3)  # title, symptoms, solution, code, category, product code (half-units)
 _K1 = 1.2
 _EPSILON = 1e-9
@@ -494,9 +495,11 @@ class KbIndex:
     def _plan(self, text: str) -> list[_Clause]:
         """Split a normalised query into weighted clauses with synonym and spelling alternatives."""
         codes, words, runs = _query_tokens(text)
-        clauses: list[_Clause] = [
-            _Clause({(_code_term(k),): 1.0}, is_code=True) for k in dict.fromkeys(codes)
-        ]
+        distinct = list(dict.fromkeys(codes))
+        # A chat message names one or two codes; a string full of them is noise (logs, junk), and
+        # letting each one claim the error-code tier would rank garbage highly.
+        trusted = len(distinct) <= _MAX_TRUSTED_CODES
+        clauses: list[_Clause] = [_Clause({(_code_term(k),): 1.0}, is_code=trusted) for k in distinct]
         clauses.extend(self._latin_clauses(words))
         for run in runs:
             clauses.extend(self._cjk_clauses(run))

@@ -6,7 +6,7 @@ import secrets
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -63,6 +63,15 @@ class Settings(BaseSettings):
     default_lang: Literal["en", "zh"] = "en"
     currency: str = "CNY"
 
+    # Customer value model: weight per criterion (revenue, order_frequency, service_cost, csat) and the
+    # share of customers in each pyramid tier, top first (key, major, regular, minor).
+    value_weights: dict[str, float] = Field(
+        default_factory=lambda: {"revenue": 0.45, "order_frequency": 0.25, "service_cost": 0.15, "csat": 0.15}
+    )
+    value_tier_shares: dict[str, float] = Field(
+        default_factory=lambda: {"key": 0.10, "major": 0.20, "regular": 0.40, "minor": 0.30}
+    )
+
     @field_validator("timezone")
     @classmethod
     def _known_timezone(cls, value: str) -> str:
@@ -73,6 +82,13 @@ class Settings(BaseSettings):
         except (ZoneInfoNotFoundError, ValueError) as exc:
             raise ValueError(f"unknown timezone {value!r}") from exc
         return value
+
+    @model_validator(mode="after")
+    def _valid_value_model(self) -> Settings:
+        from core.domain.value import value_model_from_config
+
+        value_model_from_config(self.value_weights, self.value_tier_shares)
+        return self
 
     @classmethod
     def settings_customise_sources(

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from core.domain.enums import RepairStatus, RequestStatus, ValueTier
 from core.domain.pricing import PartLine, PriceList, compute_charge
 from core.domain.sla import sla_due
-from core.domain.value import Criterion, ValueModel
+from core.domain.value import Criterion, ValueModel, value_model_from_config
 from core.domain.warranty import WarrantyStatus, add_months, next_maintenance, warranty_end
 from core.domain.workflow import REPAIR_ACTIONS, REQUEST_ACTIONS, repair_move, request_move
 from core.errors import InvalidTransition, ValidationFailed
@@ -182,6 +182,10 @@ def test_value_model_configuration_is_checked() -> None:
         ValueModel(criteria=(Criterion("revenue", -1.0),))
     with pytest.raises(ValueError):
         ValueModel(tier_shares=((ValueTier.KEY, 0.5), (ValueTier.MINOR, 0.2)))
+    with pytest.raises(ValueError, match="unknown value criteria"):
+        value_model_from_config({"shoe_size": 1.0}, {"key": 1.0})
+    configured = value_model_from_config({"revenue": 1.0, "service_cost": 1.0}, {"key": 0.5, "minor": 0.5})
+    assert [criterion.higher_is_better for criterion in configured.criteria] == [True, False]
     revenue_only = ValueModel(criteria=(Criterion("revenue", 1.0),))
     assert revenue_only.score({1: {"revenue": 5.0}, 2: {"revenue": 1.0}}) == {1: 100.0, 2: 0.0}
 

@@ -565,6 +565,16 @@ def test_many_removals_compact_and_stay_correct() -> None:
     assert len(idx) == len(CORPUS)
     assert codes(idx.search("error E13 on my dishwasher"))[0] == "KB-DW-E13"
     assert all(h.id < 1000 for h in idx.search("washing machine drums filler", limit=10))
+    # Documents added and replaced after compaction are still found, and old versions are not.
+    idx.add(
+        KbDocument(
+            7, "KB-WM-LEAK-v2", "Washer hose burst", "Flooded utility room.", "Replace.", _EN, "WM2023"
+        )
+    )
+    assert codes(idx.search("washer hose burst", product_code="WM2023"))[0] == "KB-WM-LEAK-v2"
+    assert "KB-WM-LEAK" not in codes(idx.search("washing machine leaking water from the bottom", limit=10))
+    idx.remove(1)
+    assert "KB-DW-E13" not in codes(idx.search("error E13 on my dishwasher", limit=10))
 
 
 # -- robustness ----------------------------------------------------------------------------------
@@ -582,6 +592,12 @@ def test_garbage(index: KbIndex, query: str) -> None:
     hits = index.search(query)
     assert time.perf_counter() - start < 1.0
     assert all(h.score < 40 for h in hits)
+
+
+def test_many_codes_are_treated_as_noise(index: KbIndex) -> None:
+    # Log dumps and junk are full of code-like tokens; none of them may claim the error-code tier.
+    assert all(h.score < 50 for h in index.search("E13 E15 E21 F05 E4 E3 E1", limit=10))
+    assert index.search("E13 E15", limit=1)[0].score >= 50
 
 
 def test_empty_index() -> None:

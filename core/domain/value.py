@@ -79,6 +79,24 @@ class ValueModel:
         return result
 
 
+KNOWN_CRITERIA = {"revenue": True, "order_frequency": True, "service_cost": False, "csat": True}
+
+
+def value_model_from_config(weights: Mapping[str, float], tier_shares: Mapping[str, float]) -> ValueModel:
+    """Build a model from configuration, refusing unknown criteria or tiers with a clear message."""
+    unknown = set(weights) - set(KNOWN_CRITERIA)
+    if unknown:
+        raise ValueError(f"unknown value criteria {sorted(unknown)}; known: {sorted(KNOWN_CRITERIA)}")
+    tiers = {tier.value: tier for tier in ValueTier}
+    unknown_tiers = set(tier_shares) - set(tiers)
+    if unknown_tiers:
+        raise ValueError(f"unknown tiers {sorted(unknown_tiers)}; known: {list(tiers)}")
+    return ValueModel(
+        criteria=tuple(Criterion(name, weight, KNOWN_CRITERIA[name]) for name, weight in weights.items()),
+        tier_shares=tuple((tier, tier_shares[name]) for name, tier in tiers.items() if name in tier_shares),
+    )
+
+
 def _percentile_rank(sorted_values: Sequence[float], value: float) -> float:
     """Mid-rank percentile in [0, 1]; all-equal values rank 0.5."""
     if len(sorted_values) <= 1:
