@@ -156,7 +156,7 @@ APPLIANCES = (
             SMELL,
             START,
             COOL,
-            HEAT,
+            Symptom("heat", "not heating", "not warming the room", "不制热", "制热差"),
             Symptom(
                 "remote", "remote not responding", "controller does nothing", "遥控器失灵", "遥控器没反应"
             ),
@@ -285,6 +285,7 @@ class Corpus:
         self.by_code: dict[tuple[str, str, str], list[int]] = defaultdict(list)
         self.by_symptom: dict[tuple[str, str, int, str], list[int]] = defaultdict(list)
         self.by_condition: dict[tuple[str, str, int, int, str], list[int]] = defaultdict(list)
+        self.by_generic: dict[tuple[str, str, int, str], list[int]] = defaultdict(list)
         self.code_docs: list[tuple[Appliance, str, str, str]] = []
         self.symptom_docs: list[tuple[Appliance, str, Symptom, int, int, str]] = []
         self.models = [
@@ -323,6 +324,7 @@ class Corpus:
             doc_id = self._symptom_article(appliance, model, symptom, detail, condition, lang)
             self.by_symptom[(model, symptom.key, detail, lang)].append(doc_id)
             self.by_condition[key].append(doc_id)
+            self.by_generic[(appliance.prefix, symptom.key, detail, lang)].append(doc_id)
             self.symptom_docs.append((appliance, model, symptom, detail, condition, lang))
 
     def _code_article(
@@ -385,6 +387,7 @@ class Corpus:
             "synonym": self._synonym_query,
             "chinese": self._chinese_query,
             "mixed": self._mixed_query,
+            "generic": self._generic_query,
         }
         out: list[Query] = []
         for maker in makers.values():
@@ -454,6 +457,23 @@ class Corpus:
         text = f"{appliance.zh}{appliance.details[detail][1]}{phrase}怎么办"
         return Query("chinese", text, model, self._symptom_relevant(model, symptom, detail, None, "zh"))
 
+    def _generic_query(self) -> Query | None:
+        """No product known: any model's article about the same fault counts as a hit."""
+        lang = "zh" if self.rng.random() < 0.4 else "en"
+        picked = self._pick_symptom(lang)
+        if picked is None:
+            return None
+        appliance, _model, symptom, detail, _condition = picked
+        if lang == "zh":
+            text = f"{appliance.zh}{appliance.details[detail][1]}{symptom.zh_syn}"
+        else:
+            words = f"my {appliance.en_syn} is {symptom.en_syn} {appliance.details[detail][0]}".split()
+            typo_at = self.rng.choice([i for i, w in enumerate(words) if len(w) >= 5] or [0])
+            words[typo_at] = typo(words[typo_at], self.rng)
+            text = " ".join(words)
+        relevant = frozenset(self.by_generic[(appliance.prefix, symptom.key, detail, lang)])
+        return Query("generic", text, None, relevant)
+
     def _mixed_query(self) -> Query | None:
         appliance, model, code, lang = self.rng.choice(self.code_docs)
         if lang != "zh":
@@ -490,7 +510,7 @@ def main() -> None:
     rss_start = rss_mb()
     t0 = time.perf_counter()
     corpus = Corpus(args.articles, args.seed)
-    queries = corpus.queries(max(1, args.queries // 5))
+    queries = corpus.queries(max(1, args.queries // 6))
     gen_s = time.perf_counter() - t0
     rss_corpus = rss_mb()
 
@@ -513,31 +533,32 @@ def main() -> None:
         index.search(query.text, product_code=query.product_code)  # warm caches and the allocator
 
     latencies: dict[str, list[float]] = defaultdict(list)
+    cpu: dict[str, list[float]] = defaultdict(list)
     hits: dict[str, int] = defaultdict(int)
     misses: dict[str, list[str]] = defaultdict(list)
     for query in queries:
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         result = index.search(query.text, limit=3, product_code=query.product_code)
+        # CPU time alongside wall time tells the engine's cost apart from a busy shared machine.
+        cpu[query.kind].append((time.process_time() - start_cpu) * 1000)
         latencies[query.kind].append((time.perf_counter() - start) * 1000)
         if query.relevant & {h.id for h in result}:
             hits[query.kind] += 1
         else:
             misses[query.kind].append(query.text)
 
-    print(f"\n{'kind':<9}{'n':>5}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}{'max ms':>9}{'top-3':>8}")
-    everything: list[float] = []
-    for kind, values in latencies.items():
-        everything.extend(values)
+    header = ("kind", "n", "p50 ms", "p95 ms", "p99 ms", "max ms", "cpu p95", "top-3")
+    print("\n{:<9}{:>5}{:>9}{:>9}{:>9}{:>9}{:>9}{:>8}".format(*header))
+    rows = [(kind, values, cpu[kind], hits[kind]) for kind, values in latencies.items()]
+    every_wall = [v for values in latencies.values() for v in values]
+    every_cpu = [v for values in cpu.values() for v in values]
+    rows.append(("all", every_wall, every_cpu, sum(hits.values())))
+    for kind, values, cpu_values, hit_count in rows:
         print(
             f"{kind:<9}{len(values):>5}{percentile(values, 0.5):>9.1f}{percentile(values, 0.95):>9.1f}"
-            f"{percentile(values, 0.99):>9.1f}{max(values):>9.1f}{hits[kind] / len(values):>8.0%}"
+            f"{percentile(values, 0.99):>9.1f}{max(values):>9.1f}{percentile(cpu_values, 0.95):>9.1f}"
+            f"{hit_count / len(values):>8.0%}"
         )
-    total_hits = sum(hits.values())
-    print(
-        f"{'all':<9}{len(everything):>5}{percentile(everything, 0.5):>9.1f}"
-        f"{percentile(everything, 0.95):>9.1f}{percentile(everything, 0.99):>9.1f}"
-        f"{max(everything):>9.1f}{total_hits / len(everything):>8.0%}"
-    )
     for kind, texts in misses.items():
         print(f"missed {kind}: " + "; ".join(texts[:3]))
 

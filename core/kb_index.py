@@ -10,11 +10,12 @@ import unicodedata
 from array import array
 from bisect import bisect_left
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Container, Iterable, Mapping
 from dataclasses import dataclass, field
 from itertools import compress, repeat
 
 from rapidfuzz import fuzz
+from rapidfuzz.distance import OSA
 from rapidfuzz.utils import default_process
 
 __all__ = ["DEFAULT_SYNONYMS", "KbDocument", "KbHit", "KbIndex", "extract_error_codes"]
@@ -55,9 +56,10 @@ DEFAULT_SYNONYMS: dict[str, tuple[str, ...]] = {
     "remote": ("remote control", "controller"),
     # English: symptoms
     "leak": ("leakage", "drip", "dripping", "puddle", "seep", "seeping", "water on the floor"),
-    "drain": ("drainage", "standing water", "water left", "won't empty", "not emptying", "pump out"),
+    "drain": ("drainage", "standing water", "water left", "won't empty", "not emptying"),
     "noise": ("noisy", "loud", "rattling", "banging", "grinding", "squeaking", "humming", "buzzing"),
-    "cooling": ("cold", "cool", "chill", "chilling"),
+    "cooling": ("cold", "cool", "chill", "chilling", "too warm", "not freezing"),
+    "dirty": ("not clean", "residue", "film", "stains"),
     # "hot" is deliberately absent: "water too hot" is the opposite complaint of "not heating".
     "heating": ("heat", "warm up", "lukewarm", "no hot water", "not hot"),
     "start": ("power on", "turn on", "switch on", "no power", "dead", "boot"),
@@ -70,11 +72,12 @@ DEFAULT_SYNONYMS: dict[str, tuple[str, ...]] = {
     "filter": ("strainer", "mesh filter"),
     "thermostat": ("temperature control", "temp control"),
     "light": ("lamp", "bulb", "led"),
+    "fill": ("filling", "no water coming in", "water inlet", "not filling"),
     "ignition": ("ignite", "igniter", "burner does not light", "pilot light"),
     "dry": ("drying", "damp", "wet"),
     "pressure": ("weak flow", "low flow", "trickle"),
     "trip": ("tripping", "breaker", "fuse", "rcd"),
-    "airflow": ("air flow", "no air", "fan not blowing"),
+    "airflow": ("air flow", "fan not blowing", "not blowing"),
     "overheating": ("too hot", "scalding", "overheat"),
     # Chinese: appliances
     "冰箱": ("电冰箱", "雪柜"),
@@ -93,6 +96,8 @@ DEFAULT_SYNONYMS: dict[str, tuple[str, ...]] = {
     "不启动": ("无法启动", "开不了机", "不通电", "开不了"),
     "震动": ("振动", "晃动", "抖动"),
     "烘干效果差": ("不干", "烘不干", "干燥效果差"),
+    "水压低": ("出水小", "水流小", "水压不足"),
+    "跳闸": ("漏电保护跳闸", "空开跳闸"),
 }
 
 _CJK = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af"
@@ -256,7 +261,7 @@ def _code_term(key: str) -> str:
 
 def _analyse(text: str) -> list[str]:
     """Turn article text into index terms: error codes, stemmed words and CJK bigrams."""
-    codes, words, runs = _query_tokens(_normalise(text))
+    codes, words, _, runs = _query_tokens(_normalise(text))
     terms = [_code_term(k) for k in codes]
     terms.extend(w for w in words if w != _NEG)
     for run in runs:
@@ -264,10 +269,11 @@ def _analyse(text: str) -> list[str]:
     return terms
 
 
-def _query_tokens(text: str) -> tuple[list[str], list[str], list[str]]:
-    """Split normalised text into error-code keys, Latin terms (negations as _NEG) and CJK runs."""
+def _query_tokens(text: str) -> tuple[list[str], list[str], list[str], list[str]]:
+    """Split normalised text into code keys, Latin terms (negations as _NEG), their raw words, CJK runs."""
     stripped, codes = _strip_codes(text)
     words: list[str] = []
+    raws: list[str] = []
     runs: list[str] = []
     for m in _TOKEN_RE.finditer(stripped.lower()):
         run = m.group("cjk")
@@ -278,11 +284,13 @@ def _query_tokens(text: str) -> tuple[list[str], list[str], list[str]]:
         if raw in _NEGATIONS:
             # Kept only to match synonym phrases such as "no hot water"; negations are never indexed.
             words.append(_NEG)
+            raws.append(raw)
         else:
             term = _word_term(raw)
             if term is not None:
                 words.append(term)
-    return codes, words, runs
+                raws.append(raw)
+    return codes, words, raws, runs
 
 
 def _trigrams(term: str) -> set[str]:
@@ -296,6 +304,41 @@ def _is_fuzzy_term(term: str) -> bool:
     return len(term) >= 3 and term.isalpha() and term.isascii()
 
 
+def _add_grams(grams: dict[str, list[str]], term: str) -> None:
+    """Register term under each of its trigrams."""
+    for gram in _trigrams(term):
+        grams.setdefault(gram, []).append(term)
+
+
+def _max_edits(word: str) -> int:
+    """Typos tolerated in a word of this length: one up to five letters, two beyond."""
+    return 0 if len(word) < 3 else 1 if len(word) <= 5 else 2
+
+
+def _neighbours(word: str, grams: Mapping[str, list[str]], known: Container[str]) -> list[tuple[str, float]]:
+    """Up to three known terms within a few edits of word, with similarity 0..1."""
+    word_grams = _trigrams(word)
+    counts: Counter[str] = Counter()
+    for gram in word_grams:
+        bucket = grams.get(gram)
+        # Very common grams match thousands of terms and barely discriminate; skip them.
+        if bucket is not None and len(bucket) <= 4000:
+            counts.update(bucket)
+    edits = _max_edits(word)
+    found: list[tuple[str, float]] = []
+    for cand, _ in counts.most_common(40):
+        if abs(len(cand) - len(word)) > edits or cand not in known:
+            continue
+        # OSA counts a swapped pair as one edit, the commonest chat typo ("vlave", "powre").
+        distance = OSA.distance(word, cand, score_cutoff=edits)
+        similarity = 1.0 - distance / max(len(word), len(cand))
+        # One changed letter in four is too loose: "drop" is a word, not a typo of "drip".
+        if distance <= edits and similarity >= 0.8:
+            found.append((cand, similarity))
+    found.sort(key=lambda item: (-item[1], item[0]))
+    return found[:3]
+
+
 _Phrase = tuple[str, ...]
 
 
@@ -306,8 +349,10 @@ class _Clause:
     alts: dict[_Phrase, float]
     is_code: bool = False
     is_cjk: bool = False
+    damp: float = 1.0
     weight: float = 0.0
     cost: int = 0
+    recall: list[tuple[str, float]] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -318,6 +363,10 @@ class _Synonyms:
     cjk: dict[str, set[_Phrase]] = field(default_factory=dict)
     latin_max: int = 0
     cjk_max: int = 0
+    # Surface words of Latin keys mapped to their stems, so a typo in a word that only the synonym
+    # table knows ("frdge", "scaldinng") can still be corrected and expanded.
+    surface: dict[str, str] = field(default_factory=dict)
+    grams: dict[str, list[str]] = field(default_factory=dict)
 
 
 def _compile_synonyms(mapping: Mapping[str, Iterable[str]]) -> _Synonyms:
@@ -335,18 +384,22 @@ def _compile_synonyms(mapping: Mapping[str, Iterable[str]]) -> _Synonyms:
                 syn.cjk.setdefault(norm, set()).update(alternatives)
                 syn.cjk_max = max(syn.cjk_max, len(norm))
             elif not _CJK_RE.search(norm):
-                key_words = tuple(_query_tokens(norm)[1])
-                if any(w != _NEG for w in key_words):
-                    syn.latin.setdefault(key_words, set()).update(alternatives)
-                    syn.latin_max = max(syn.latin_max, len(key_words))
+                _, words, raws, _ = _query_tokens(norm)
+                if any(w != _NEG for w in words):
+                    syn.latin.setdefault(tuple(words), set()).update(alternatives)
+                    syn.latin_max = max(syn.latin_max, len(words))
+                    for word, raw in zip(words, raws, strict=True):
+                        if word != _NEG and _is_fuzzy_term(raw):
+                            syn.surface[raw] = word
+    for raw in syn.surface:
+        _add_grams(syn.grams, raw)
     return syn
 
 
 class KbIndex:
-    """Inverted index over KB articles with typo, synonym, CJK and error-code aware ranking.
+    """Inverted index over KB articles with typo, synonym, CJK and error-code aware ranking."""
 
-    Not thread-safe: guard add/remove/search with a lock if shared between threads.
-    """
+    # Not thread-safe: guard add/remove/search with one lock if an instance is shared.
 
     # Tunables are class attributes so a subclass or test can adjust them without a new signature.
     candidates: int = 120
@@ -387,8 +440,7 @@ class KbIndex:
                 entry = (array("i"), array("B"))
                 postings[term] = entry
                 if _is_fuzzy_term(term):
-                    for gram in _trigrams(term):
-                        self._grams.setdefault(gram, []).append(term)
+                    _add_grams(self._grams, term)
             entry[0].append(slot)
             entry[1].append(min(tf, 255))
             df[term] = df.get(term, 0) + 1
@@ -460,8 +512,7 @@ class KbIndex:
         self._grams = {}
         for term in postings:
             if _is_fuzzy_term(term):
-                for gram in _trigrams(term):
-                    self._grams.setdefault(gram, []).append(term)
+                _add_grams(self._grams, term)
         self._dead = 0
 
     # -- query planning ------------------------------------------------------------------------
@@ -471,36 +522,15 @@ class KbIndex:
         n = len(self._slot_of)
         return math.log(1.0 + (n - df + 0.5) / (df + 0.5))
 
-    def _spelling_neighbours(self, term: str) -> list[tuple[str, float]]:
-        """Known terms within a small edit distance of an unknown term, with similarity 0..1."""
-        grams = _trigrams(term)
-        counts: Counter[str] = Counter()
-        for gram in grams:
-            bucket = self._grams.get(gram)
-            # Very common grams match thousands of terms and barely discriminate; skip them.
-            if bucket is not None and len(bucket) <= 4000:
-                counts.update(bucket)
-        cutoff = 80.0 if len(term) <= 4 else 75.0
-        need = max(1, len(grams) // 3)
-        found: list[tuple[str, float]] = []
-        for cand, shared in counts.most_common(40):
-            if shared < need or abs(len(cand) - len(term)) > 3 or cand not in self._df:
-                continue
-            ratio = fuzz.ratio(term, cand, score_cutoff=cutoff)
-            if ratio:
-                found.append((cand, ratio / 100.0))
-        found.sort(key=lambda item: (-item[1], item[0]))
-        return found[:3]
-
     def _plan(self, text: str) -> list[_Clause]:
         """Split a normalised query into weighted clauses with synonym and spelling alternatives."""
-        codes, words, runs = _query_tokens(text)
+        codes, words, raws, runs = _query_tokens(text)
         distinct = list(dict.fromkeys(codes))
         # A chat message names one or two codes; a string full of them is noise (logs, junk), and
         # letting each one claim the error-code tier would rank garbage highly.
         trusted = len(distinct) <= _MAX_TRUSTED_CODES
         clauses: list[_Clause] = [_Clause({(_code_term(k),): 1.0}, is_code=trusted) for k in distinct]
-        clauses.extend(self._latin_clauses(words))
+        clauses.extend(self._latin_clauses(words, raws))
         for run in runs:
             clauses.extend(self._cjk_clauses(run))
         unique: dict[frozenset[_Phrase], _Clause] = {}
@@ -508,35 +538,48 @@ class KbIndex:
             unique.setdefault(frozenset(clause.alts), clause)
         return list(unique.values())[:_MAX_CLAUSES]
 
-    def _latin_clauses(self, words: list[str]) -> list[_Clause]:
+    def _latin_clauses(self, words: list[str], raws: list[str]) -> list[_Clause]:
         """Clauses for Latin words: longest synonym phrase first, else the word plus spelling fixes."""
-        syn, sw = self._syn, self.synonym_weight
+        syn, sw, df = self._syn, self.synonym_weight, self._df
+        terms = list(words)
+        trust = [1.0] * len(words)
+        fixes: dict[int, list[tuple[str, float]]] = {}
+        synonym_stems = set(syn.surface.values())
+        for i, (word, raw) in enumerate(zip(words, raws, strict=True)):
+            if len(fixes) >= _MAX_FUZZY_WORDS:
+                break
+            if not _is_fuzzy_term(word) or df.get(word, 0) > 2 or word in synonym_stems:
+                continue
+            fixes[i] = _neighbours(word, self._grams, df)
+            in_table = _neighbours(raw, syn.grams, syn.surface)
+            # Prefer the synonym table's word when it is at least as close: it brings its group along.
+            if in_table and in_table[0][1] >= (fixes[i][0][1] if fixes[i] else 0.0):
+                terms[i] = syn.surface[in_table[0][0]]
+                trust[i] = in_table[0][1]
         clauses: list[_Clause] = []
-        fuzzy_budget = _MAX_FUZZY_WORDS
         i = 0
-        while i < len(words):
-            for size in range(min(syn.latin_max, len(words) - i), 0, -1):
-                phrase = tuple(words[i : i + size])
+        while i < len(terms):
+            for size in range(min(syn.latin_max, len(terms) - i), 0, -1):
+                phrase = tuple(terms[i : i + size])
                 if phrase in syn.latin:
-                    own = tuple(w for w in phrase if w != _NEG)
-                    alts = {own: 1.0}
+                    factor = min(trust[i : i + size])
+                    alts = {tuple(w for w in phrase if w != _NEG): factor}
                     for alt in syn.latin[phrase]:
-                        alts.setdefault(alt, sw)
+                        alts.setdefault(alt, sw * factor)
                     clauses.append(_Clause(alts))
                     i += size
                     break
             else:
-                word = words[i]
+                word = words[i]  # a correction that completed no synonym phrase is dropped
+                near = fixes.get(i, [])
                 i += 1
                 if word == _NEG:
                     continue
                 alts = {(word,): 1.0}
-                if fuzzy_budget and _is_fuzzy_term(word) and self._df.get(word, 0) <= 2:
-                    fuzzy_budget -= 1
-                    for near, sim in self._spelling_neighbours(word):
-                        alts.setdefault((near,), 0.9 * sim)
-                        for alt in syn.latin.get((near,), ()):
-                            alts.setdefault(alt, 0.9 * sim * sw)
+                for fixed, sim in near:
+                    alts.setdefault((fixed,), 0.9 * sim)
+                    for alt in syn.latin.get((fixed,), ()):
+                        alts.setdefault(alt, 0.9 * sim * sw)
                 clauses.append(_Clause(alts))
         return clauses
 
@@ -562,25 +605,38 @@ class KbIndex:
             clauses.append(_Clause(alts, is_cjk=True))
         grams = _cjk_terms(run)
         for pos, gram in enumerate(grams):
-            inside = any(start <= pos and pos + 2 <= end for start, end in spans)
-            if not inside and gram not in _ZH_STOP_BIGRAMS:
-                clauses.append(_Clause({(gram,): 1.0}, is_cjk=True))
+            if gram in _ZH_STOP_BIGRAMS or any(start <= pos and pos + 2 <= end for start, end in spans):
+                continue
+            # A bigram straddling a known phrase's edge is almost always two half-words ("器漏" in
+            # "点火器漏电"), so it gets a lower weight; other bigrams can't be told apart without a lexicon.
+            straddles = any(start - 1 == pos or end - 1 == pos for start, end in spans)
+            clauses.append(_Clause({(gram,): 1.0}, is_cjk=True, damp=0.4 if straddles else 1.0))
         return clauses
 
     def _weigh(self, clauses: list[_Clause]) -> float:
-        """Set each clause's idf weight and posting cost; return the coverage denominator."""
+        """Set each clause's idf weight and recall terms; return the coverage denominator."""
         df = self._df
         known: list[float] = []
         for clause in clauses:
             best = 0.0
-            cost = 0
-            for phrase in clause.alts:
-                if all(t in df for t in phrase):
+            recall: dict[str, float] = {}
+            for index, (phrase, weight) in enumerate(clause.alts.items()):
+                present = [t for t in phrase if t in df]
+                if len(present) == len(phrase):
                     best = max(best, sum(self._idf(df[t]) for t in phrase) / len(phrase))
-                cost += sum(df.get(t, 0) for t in phrase)
-            clause.cost = cost
+                if index == 0:
+                    # The customer's own words earn partial credit, so each of them recalls.
+                    for term in present:
+                        recall[term] = max(recall.get(term, 0.0), weight / len(phrase))
+                elif len(present) == len(phrase):
+                    # A synonym counts only when complete, so its rarest term recalls every match
+                    # without scanning the long postings of words like "water".
+                    rarest = min(present, key=df.__getitem__)
+                    recall[rarest] = max(recall.get(rarest, 0.0), weight)
+            clause.recall = list(recall.items())
+            clause.cost = sum(df[t] for t in recall)
             if best:
-                clause.weight = max(best, 3.0) * 2.0 if clause.is_code else best
+                clause.weight = (max(best, 3.0) * 2.0 if clause.is_code else best) * clause.damp
                 known.append(clause.weight)
         denominator = sum(known)
         mean = denominator / len(known) if known else 1.0
@@ -613,11 +669,9 @@ class KbIndex:
         return best
 
     def _retrieve(self, clauses: list[_Clause]) -> list[float]:
-        """Approximate lexical score per slot, scanning the rarest clauses first within a posting budget.
-
-        Alternatives are summed rather than maxed and partial synonym phrases count: this only picks
-        candidates, whose exact clause scores are computed afterwards by _lookup.
-        """
+        """Approximate lexical score per slot, scanning the rarest clauses first within a posting budget."""
+        # Phrases are approximated by their recall terms: this only picks candidates, whose exact
+        # clause scores are computed afterwards by _lookup.
         # A dense list beats a dict here: postings are slot-sorted, so the writes walk memory in order.
         acc = [0.0] * len(self._docs)
         postings = self._postings
@@ -626,19 +680,30 @@ class KbIndex:
             if spent and spent + clause.cost > self.posting_budget:
                 continue  # left out of recall; common clauses barely change which docs are candidates
             spent += clause.cost
-            for phrase, alt_weight in clause.alts.items():
-                scale = clause.weight * alt_weight / len(phrase)
-                table = [scale * v for v in _SAT]
-                for term in phrase:
-                    entry = postings.get(term)
-                    if entry is not None:
-                        for slot, value in zip(entry[0], map(table.__getitem__, entry[1]), strict=True):
-                            acc[slot] += value
+            if len(clause.recall) == 1:
+                ((term, scale),) = clause.recall
+                table = [clause.weight * scale * v for v in _SAT]
+                slots, tfs = postings[term]
+                for slot, value in zip(slots, map(table.__getitem__, tfs), strict=True):
+                    acc[slot] += value
+                continue
+            # Take the best alternative per slot, not the sum: an article saying both "drain" and
+            # "drainage" must not outrank one that also matches another concept of the query.
+            best: dict[int, float] = {}
+            get = best.get
+            for term, scale in clause.recall:
+                table = [clause.weight * scale * v for v in _SAT]
+                slots, tfs = postings[term]
+                for slot, value in zip(slots, map(table.__getitem__, tfs), strict=True):
+                    if value > get(slot, 0.0):
+                        best[slot] = value
+            for slot, value in best.items():
+                acc[slot] += value
         return acc
 
-    def _select(self, acc: list[float], product_code: str | None) -> list[int]:
+    def _select(self, acc: list[float], product_code: str | None, limit: int) -> list[int]:
         """Top lexical candidates, plus the best ones for the preferred product."""
-        n = self.candidates
+        n = max(self.candidates, min(limit, len(acc)))
         # Dead slots still sit in postings, so over-fetch to keep n live ones.
         best = heapq.nlargest(n + (n if self._dead else 0), acc)
         threshold = best[-1] if best and best[-1] > 0.0 else _EPSILON
@@ -658,6 +723,7 @@ class KbIndex:
             pool = [s for s in pool if acc[s] >= threshold]
 
         def key(s: int) -> tuple[float, int]:
+            """Best score first, then lowest document id."""
             doc = docs[s]
             return (-acc[s], doc.id if doc is not None else 0)
 
@@ -680,7 +746,7 @@ class KbIndex:
         if not denominator or not any(c.weight for c in clauses):
             return []
         acc = self._retrieve(clauses)
-        candidates = self._select(acc, product_code)
+        candidates = self._select(acc, product_code, limit)
         # An error code that no article mentions cannot separate tiers, so it only costs coverage.
         has_code_clause = any(c.is_code and c.weight for c in clauses)
         fuzzy_query = self._fuzzy_query(text)

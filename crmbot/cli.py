@@ -30,8 +30,9 @@ app.add_typer(db_app, name="db")
 app.add_typer(users_app, name="users")
 app.add_typer(kb_app, name="kb")
 
-console = Console()
-err = Console(stderr=True)
+# soft_wrap: long `FILE:LINE: reason` lines and tokens must never be broken at the terminal width.
+console = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
 T = TypeVar("T")
 
 
