@@ -9,15 +9,10 @@ import argparse
 import gc
 import random
 import resource
-import sys
 import time
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
-
-# Run as a plain script from the repo root, where `core` is not on sys.path.
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from core.kb_index import KbDocument, KbIndex
 

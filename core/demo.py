@@ -18,7 +18,7 @@ from datetime import date, datetime, time, timedelta
 from decimal import Decimal
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import func, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 
 from core.auth import SYSTEM, Actor
@@ -79,6 +79,7 @@ from core.schemas import (
 __all__ = ["DEMO_MARKER", "DemoReport", "load_demo"]
 
 DEMO_MARKER = "demo"
+_BASELINE_MARKER = "demo:outbox-after:"
 SEED = 2026
 TIMEZONE = "Asia/Shanghai"
 
@@ -1344,7 +1345,10 @@ class _Loader:
                 by_owner.setdefault(plan.owner, []).append(plan)
         reps = sorted(by_owner)
         buckets = list(_VISIT_BUCKETS)
+        buckets.remove("today")
+        buckets.remove("overdue")
         rng.shuffle(buckets)
+        buckets = ["today", "overdue", *buckets]  # the two scripted visits below come first
         acme = next(plan for plan in self.customers if plan.name == "Acme Appliances Ltd")
         city_store = next(plan for plan in self.customers if plan.name == "上海家电城")
         # li.lei's own agenda: a quote for Acme due today and an overdue one at the appliance city.
@@ -1357,8 +1361,8 @@ class _Loader:
             else:
                 plan = rng.choice(by_owner[reps[rng.randrange(len(reps))]])
                 days_back = rng.randint(0, 59)
-                if bucket == "today":
-                    days_back = max(1, days_back % 20)
+                if bucket in ("today", "future"):
+                    days_back = days_back % 20 + (1 if bucket == "today" else 0)
                 elif bucket in ("overdue", "done"):
                     days_back = max(6, days_back)
             visited_on = self.today - timedelta(days=days_back)
@@ -1369,13 +1373,14 @@ class _Loader:
             notes = _VISIT_NOTES[plan.lang]
             kind, summary, outcome, next_step = notes[note_index if note_index is not None
                                                       else rng.randrange(len(notes))]
-            if plan.code == acme.code:
+            if index == 0:
                 next_step = "Send the renewal quote to Acme"
             contacts_met = [plan.contacts[0][0]] if plan.contacts else []
             due: datetime | None = None
             done_at: datetime | None = None
             if bucket == "today":
-                due = max(self.local(self.today, 17), self.start + timedelta(hours=1))
+                due = min(max(self.local(self.today, 17), self.start + timedelta(hours=1)),
+                          self.local(self.today, 23, 59))
             elif bucket in ("overdue", "done"):
                 due = self.local(visited_on + timedelta(days=rng.randint(2, 4)), 12)
                 if bucket == "done":
@@ -1395,8 +1400,7 @@ class _Loader:
     async def run(self) -> None:
         """Create everything that is missing, phase by phase; each phase checks natural keys first."""
         self.plan()
-        async with self.core.uow() as uow:
-            self.outbox_baseline = (await uow.session.execute(select(func.max(OutboxEvent.id)))).scalar() or 0
+        self.outbox_baseline = await self._outbox_baseline()
         try:
             await self._organisation()
             await self._catalogue()
@@ -1612,7 +1616,9 @@ class _Loader:
         if path in _REPAIR_PATHS:
             self.at(t0 + timedelta(minutes=40))
             if path == "accepted_today":
-                scheduled = max(self.local(self.today, 14), self.start + timedelta(hours=2))
+                # Later today, and still today even when the demo is loaded late in the evening.
+                scheduled = min(max(self.local(self.today, 14), self.start + timedelta(hours=2)),
+                                self.local(self.today, 23, 30))
             elif path in ("dispatch", "accepted"):
                 scheduled = self.local(self.today + timedelta(days=1), 10 if path == "dispatch" else 15)
             else:
@@ -1814,8 +1820,26 @@ class _Loader:
             )
             await uow.commit()
 
+    async def _outbox_baseline(self) -> int:
+        """The last outbox id from before the demo's first (maybe crashed) attempt.
+
+        It is kept in a marker row until the load completes, so events committed by an attempt that
+        died half-way are recognised as replayed history by the attempt that finishes the job.
+        """
+        async with self.core.uow() as uow:
+            session = uow.session
+            names = (await session.execute(
+                select(DemoMarker.name).where(DemoMarker.name.startswith(_BASELINE_MARKER)))).scalars().all()
+            if names:
+                return min(int(name.removeprefix(_BASELINE_MARKER)) for name in names)
+            baseline = (await session.execute(select(func.max(OutboxEvent.id)))).scalar() or 0
+            session.add(DemoMarker(name=f"{_BASELINE_MARKER}{baseline}", loaded_at=self.start))
+            await uow.commit()
+            return baseline
+
     async def _mark_loaded(self) -> None:
         async with self.core.uow() as uow:
+            await uow.session.execute(delete(DemoMarker).where(DemoMarker.name.startswith(_BASELINE_MARKER)))
             uow.session.add(DemoMarker(name=DEMO_MARKER, loaded_at=self.start))
             # Another loader may have finished first: the data is there either way.
             with contextlib.suppress(IntegrityError):

@@ -47,7 +47,7 @@ class KbHit:
 # Each key and its values form one group of interchangeable phrases; matching is symmetric.
 DEFAULT_SYNONYMS: dict[str, tuple[str, ...]] = {
     # English: appliances
-    "fridge": ("refrigerator", "refridgerator", "icebox", "fridge freezer"),
+    "fridge": ("refrigerator", "refridgerator", "icebox"),
     "ac": ("air conditioner", "air conditioning", "aircon", "air con", "split unit"),
     "washing machine": ("washer", "laundry machine", "washer dryer"),
     "dishwasher": ("dish washer", "dishwashing machine"),
@@ -95,6 +95,7 @@ DEFAULT_SYNONYMS: dict[str, tuple[str, ...]] = {
     "结霜": ("结冰", "霜多"),
     "不启动": ("无法启动", "开不了机", "不通电", "开不了"),
     "震动": ("振动", "晃动", "抖动"),
+    "不脱水": ("甩干不了", "不甩干", "脱水不了"),
     "烘干效果差": ("不干", "烘不干", "干燥效果差"),
     "水压低": ("出水小", "水流小", "水压不足"),
     "跳闸": ("漏电保护跳闸", "空开跳闸"),
@@ -315,8 +316,10 @@ def _max_edits(word: str) -> int:
     return 0 if len(word) < 3 else 1 if len(word) <= 5 else 2
 
 
-def _neighbours(word: str, grams: Mapping[str, list[str]], known: Container[str]) -> list[tuple[str, float]]:
-    """Up to three known terms within a few edits of word, with similarity 0..1."""
+def _neighbours(
+    word: str, grams: Mapping[str, list[str]], known: Container[str], suffix: str = ""
+) -> list[tuple[str, float]]:
+    """Up to three known terms that, with suffix appended, are within a few edits of word."""
     word_grams = _trigrams(word)
     counts: Counter[str] = Counter()
     for gram in word_grams:
@@ -327,16 +330,36 @@ def _neighbours(word: str, grams: Mapping[str, list[str]], known: Container[str]
     edits = _max_edits(word)
     found: list[tuple[str, float]] = []
     for cand, _ in counts.most_common(40):
-        if abs(len(cand) - len(word)) > edits or cand not in known:
+        form = cand + suffix
+        if abs(len(form) - len(word)) > edits or cand not in known:
             continue
         # OSA counts a swapped pair as one edit, the commonest chat typo ("vlave", "powre").
-        distance = OSA.distance(word, cand, score_cutoff=edits)
-        similarity = 1.0 - distance / max(len(word), len(cand))
+        distance = OSA.distance(word, form, score_cutoff=edits)
+        if distance > edits:
+            continue
         # One changed letter in four is too loose: "drop" is a word, not a typo of "drip".
-        if distance <= edits and similarity >= 0.8:
-            found.append((cand, similarity))
+        if len(word) <= 4 and len(form) <= 4 and distance:
+            continue
+        # Indel ratio as the weight: it forgives a lost suffix ("leakng" vs stem "leak") more kindly.
+        found.append((cand, fuzz.ratio(word, form) / 100.0))
     found.sort(key=lambda item: (-item[1], item[0]))
     return found[:3]
+
+
+def _inflection(raw: str) -> str:
+    """The inflectional ending of a raw word, so a misspelt "leaing" is compared with "leak"+"ing"."""
+    return next(
+        (end for end in ("ing", "ed", "es", "s") if raw.endswith(end) and len(raw) > len(end) + 2), ""
+    )
+
+
+def _merge(*found: list[tuple[str, float]]) -> list[tuple[str, float]]:
+    """Combine neighbour lists, keeping each term's best similarity."""
+    best: dict[str, float] = {}
+    for items in found:
+        for term, similarity in items:
+            best[term] = max(best.get(term, 0.0), similarity)
+    return sorted(best.items(), key=lambda item: (-item[1], item[0]))[:3]
 
 
 _Phrase = tuple[str, ...]
@@ -391,6 +414,7 @@ def _compile_synonyms(mapping: Mapping[str, Iterable[str]]) -> _Synonyms:
                     for word, raw in zip(words, raws, strict=True):
                         if word != _NEG and _is_fuzzy_term(raw):
                             syn.surface[raw] = word
+                            syn.surface.setdefault(word, word)
     for raw in syn.surface:
         _add_grams(syn.grams, raw)
     return syn
@@ -550,8 +574,13 @@ class KbIndex:
                 break
             if not _is_fuzzy_term(word) or df.get(word, 0) > 2 or word in synonym_stems:
                 continue
-            fixes[i] = _neighbours(word, self._grams, df)
-            in_table = _neighbours(raw, syn.grams, syn.surface)
+            # Stemming can mangle a typo ("leaing" -> "lea"), so the raw word gets a try as well.
+            fixes[i] = _merge(
+                _neighbours(word, self._grams, df), _neighbours(raw, self._grams, df, _inflection(raw))
+            )
+            in_table = _merge(
+                _neighbours(raw, syn.grams, syn.surface), _neighbours(word, syn.grams, syn.surface)
+            )
             # Prefer the synonym table's word when it is at least as close: it brings its group along.
             if in_table and in_table[0][1] >= (fixes[i][0][1] if fixes[i] else 0.0):
                 terms[i] = syn.surface[in_table[0][0]]

@@ -430,6 +430,16 @@ class OpportunityIn(In):
     expected_close: date | None = None
     owner: str | None = None
 
+    @field_validator("amount")
+    @classmethod
+    def _amount_in_cents(cls, value: Decimal | None) -> Decimal | None:
+        return _cents(value)
+
+
+def _cents(value: Decimal | None) -> Decimal | None:
+    """Money is kept to the cent; say so at the edge rather than round silently later."""
+    return None if value is None else value.quantize(Decimal("0.01"))
+
 
 class OpportunityPatch(In):
     """A change to a deal; marking it lost needs a reason."""
@@ -442,6 +452,11 @@ class OpportunityPatch(In):
     lost_reason: LongText | None = None
     competitor: Annotated[str, StringConstraints(strip_whitespace=True, max_length=200)] | None = None
     owner: str | None = None
+
+    @field_validator("amount")
+    @classmethod
+    def _amount_in_cents(cls, value: Decimal | None) -> Decimal | None:
+        return _cents(value)
 
 
 class OpportunityChangeOut(Out):

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from fastapi import FastAPI
+from typing import Any
+
+from fastapi import Depends, FastAPI
 
 from core.container import Core
 from crmbot.api import api_router
+from crmbot.api.deps import current_actor
 from crmbot.api.errors import install_error_handlers
 from crmbot.api.health import router as health_router
 
@@ -24,8 +27,10 @@ def create_app(core: Core, api_token: str) -> FastAPI:
         title="crmbot",
         version="0.1.0",
         description=DESCRIPTION,
-        openapi_url="/openapi.json",
-        docs_url="/docs",
+        # DESIGN §4: nothing but /healthz, the web chat page and the platform webhooks is open, so the
+        # OpenAPI document is served below behind the bearer token, and there is no token-less /docs page.
+        openapi_url=None,
+        docs_url=None,
         redoc_url=None,
     )
     app.state.core = core
@@ -33,5 +38,10 @@ def create_app(core: Core, api_token: str) -> FastAPI:
     install_error_handlers(app)
     app.include_router(health_router)
     app.include_router(api_router())
+
+    @app.get("/openapi.json", include_in_schema=False, dependencies=[Depends(current_actor)])
+    async def openapi_document() -> dict[str, Any]:
+        return app.openapi()
+
     # Channels (REST webhook, web chat, Telegram, Slack) are added here with app.include_router(...).
     return app

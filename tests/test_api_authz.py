@@ -573,7 +573,7 @@ async def test_the_right_people_can_change_it(scene: Scene) -> None:
     assert (await client.get(fill("/api/v1/repair-orders/<ro>"), headers=ADMIN)).json()[
         "status"
     ] == "accepted"
-    surveys = (await client.get("/api/v1/surveys", headers=ADMIN)).json()
+    surveys = (await client.get("/api/v1/surveys", headers=ADMIN)).json()["items"]
     assert [(s["service_request_ref"], s["status"], s["score"]) for s in surveys] == [
         (fill("<sr_done>"), "answered", 4)
     ]

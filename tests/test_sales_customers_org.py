@@ -46,7 +46,7 @@ async def test_deal_changes_are_all_in_history(core: Core, world: World, clock: 
     assert (updated.stage, updated.amount, updated.probability) == ("negotiation", Decimal("50000.00"), 75)
     changes = [(change.field, change.old_value, change.new_value) for change in updated.history]
     assert changes == [
-        ("created", None, "qualification 30000"),
+        ("created", None, "qualification 30000.00"),
         ("stage", "qualification", "negotiation"),
         ("amount", "30000.00", "50000.00"),
         ("probability", "10", "75"),

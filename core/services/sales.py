@@ -288,7 +288,7 @@ class SalesService(Service):
                     at=now,
                     field="created",
                     old_value=None,
-                    new_value=f"{stage} {data.amount}",
+                    new_value=f"{stage} {_text(data.amount)}",
                 )
             )
             uow.emit(

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import builtins
 from datetime import timedelta
 
-from sqlalchemy import ColumnElement, select
+from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.auth import Actor, customer_scope, require_role
@@ -12,7 +13,7 @@ from core.db.models import Customer, RepairOrder, ServiceRequest, Survey
 from core.domain.enums import RequestStatus, Role, SurveyStatus
 from core.domain.events import SurveyAnswered
 from core.errors import Conflict, InvalidTransition, NotFound, ValidationFailed
-from core.schemas import SurveyOut
+from core.schemas import Page, SurveyOut
 from core.services.base import Service, parse_ref, ref
 
 SURVEY_LIFETIME = timedelta(days=14)
@@ -105,27 +106,20 @@ class SurveyService(Service):
 
     async def list(
         self, actor: Actor, *, status: str | None = None, limit: int = 50, offset: int = 0
-    ) -> list[SurveyOut]:
-        """Surveys of customers in scope (staff) or of the customer's own company."""
-        conditions: list[ColumnElement[bool]] = [customer_scope(actor)]
+    ) -> Page[SurveyOut]:
+        """Surveys of customers in scope (staff) or of the customer's own company, newest first."""
+        conditions: builtins.list[ColumnElement[bool]] = [customer_scope(actor)]
         if status:
             conditions.append(Survey.status == status)
+        base = select(Survey, Customer.code).join(Customer, Customer.id == Survey.customer_id).where(*conditions)
         async with self._uow() as uow:
+            total = (await uow.session.execute(select(func.count()).select_from(base.subquery()))).scalar_one()
             rows = (
-                (
-                    await uow.session.execute(
-                        select(Survey, Customer.code)
-                        .join(Customer, Customer.id == Survey.customer_id)
-                        .where(*conditions)
-                        .order_by(Survey.id.desc())
-                        .limit(limit)
-                        .offset(offset)
-                    )
-                )
-                .tuples()
-                .all()
-            )
-            return [_survey_out(survey, code) for survey, code in rows]
+                await uow.session.execute(base.order_by(Survey.id.desc()).limit(limit).offset(offset))
+            ).tuples().all()
+        return Page[SurveyOut](
+            items=[_survey_out(survey, code) for survey, code in rows], total=total, limit=limit, offset=offset
+        )
 
     async def _out(self, session: AsyncSession, survey: Survey) -> SurveyOut:
         customer = await session.get(Customer, survey.customer_id)

@@ -148,7 +148,7 @@ async def _pydantic_validation(request: Request, exc: Exception) -> JSONResponse
 
 def _default_message(status: int, request: Request) -> str:
     if status == 404:
-        return f"There is nothing at {request.method} {request.url.path}. The API is described at /docs."
+        return f"There is nothing at {request.method} {request.url.path}. The API is described at /openapi.json."
     if status == 405:
         return f"{request.method} is not allowed on {request.url.path}."
     try:

@@ -99,7 +99,7 @@ async def answer_survey(ref: RefPath, body: SurveyAnswerIn, actor: ActorDep, cor
 @router.get("/surveys", tags=["surveys"])
 async def list_surveys(
     actor: ActorDep, core: CoreDep, paging: PagingDep, status: SurveyStatus | None = None
-) -> list[SurveyOut]:
+) -> Page[SurveyOut]:
     """Surveys of customers the caller may see, newest first."""
     return await core.surveys.list(
         actor, status=status.value if status else None, limit=paging.limit, offset=paging.offset
