@@ -58,7 +58,6 @@ from core.domain.enums import (
     WarrantyType,
 )
 from core.domain.warranty import WarrantyStatus, add_months, warranty_end
-from core.errors import NotFound
 from core.schemas import (
     ContactIn,
     CustomerIn,
@@ -150,12 +149,11 @@ _BRANCH = {
 _TECHNICIAN_STATION = {"zhang.wei": "ST-SH", "zhao.qiang": "ST-SH", "lin.tao": "ST-BJ", "guo.feng": "ST-BJ"}
 
 _STATIONS = (
-    ("ST-SH", "Shanghai Minhang service station / 上海闵行服务站"
-              "", "上海市闵行区申富路88号 / 88 Shenfu Rd, Minhang, Shanghai",
-     "HX-SH-SVC"),
-    ("ST-BJ", "Beijing Chaoyang service station / 北京朝阳服务站"
-              "", "北京市朝阳区酒仙桥路10号 / 10 Jiuxianqiao Rd, Chaoyang, Beijing",
-     "HX-BJ-SVC"),
+    # code, name, address, department
+    ("ST-SH", "Shanghai Minhang service station / 上海闵行服务站",
+     "上海市闵行区申富路88号 / 88 Shenfu Rd, Minhang, Shanghai", "HX-SH-SVC"),
+    ("ST-BJ", "Beijing Chaoyang service station / 北京朝阳服务站",
+     "北京市朝阳区酒仙桥路10号 / 10 Jiuxianqiao Rd, Chaoyang, Beijing", "HX-BJ-SVC"),
 )
 
 _PARTS: tuple[tuple[str, str, str], ...] = (
@@ -203,8 +201,7 @@ _SERIAL_FORMAT = {
 }
 _PRODUCTS_FOR_TYPE = {
     CustomerType.END: ("WM-2023", "WM-2023", "WM-3000", "DW-500", "DW-700", "RF-450", "RF-600", "AC-350",
-                       "AC-350",
-                       "WH-800"),
+                       "AC-350", "WH-800"),
     CustomerType.INTERMEDIATE: ("WM-2023", "WM-3000", "DW-500", "DW-700", "RF-450", "RF-600", "AC-350",
                                 "WH-800"),
     CustomerType.PUBLIC: ("AC-900", "AC-900", "AC-350", "WH-800", "WH-800", "DW-700", "RF-600"),
@@ -293,12 +290,12 @@ _PUBLIC: tuple[_CustomerRow, ...] = (
     ("Beijing Capital Library Annex", "capital.library", "BJ", "culture", "en", None),
 )
 # Prospects: known to sales, nothing delivered yet.
-_PROSPECTS = frozenset({"Harbour Retail "
-                        "Group", "Shanghai International School", "Beijing Capital Library Annex"})
+_PROSPECTS = frozenset({"Harbour Retail Group", "Shanghai International School",
+                        "Beijing Capital Library Annex"})
 # Key public accounts the branch managers look after themselves.
 _MANAGER_OWNED = {"仁济医院": "zhou.min", "朝阳区人民医院": "ma.jun"}
-_FIXED_OWNER = {"Acme Appliances "
-                "Ltd": "li.lei", "上海家电城": "li.lei", "王芳": "li.lei", "Oliver Smith": "emily.chen"}
+_FIXED_OWNER = {"Acme Appliances Ltd": "li.lei", "上海家电城": "li.lei", "王芳": "li.lei",
+                "Oliver Smith": "emily.chen"}
 _FIXED_CONTACTS: dict[str, tuple[tuple[str, str, str], ...]] = {
     # customer → (name, title, lang); the first is the one the chat user is
     "Acme Appliances Ltd": (("Li Na", "Purchasing manager", "en"), ("Tom Baker", "Owner", "en"),
@@ -327,10 +324,8 @@ _TITLES: dict[str, tuple[tuple[str, str], ...]] = {
     "small_business": (("Owner", "店主"), ("Manager", "经理"), ("Head chef", "厨师长")),
     "intermediate": (("Purchasing manager", "采购经理"), ("Store manager", "店长"), ("Owner", "老板"),
                      ("After-sales lead", "售后主管")),
-    "public": (("Facilities "
-                "manager", "后勤主任"), ("Procurement "
-                                         "officer", "采购专员"), ("Head of logistics", "总务处长"),
-               ("Canteen manager", "食堂经理")),
+    "public": (("Facilities manager", "后勤主任"), ("Procurement officer", "采购专员"),
+               ("Head of logistics", "总务处长"), ("Canteen manager", "食堂经理")),
 }
 _STREETS = {
     "SH": (("浦东新区张杨路", "Zhangyang Rd, Pudong"), ("徐汇区漕溪北路", "North Caoxi Rd, Xuhui"),
@@ -338,8 +333,8 @@ _STREETS = {
            ("闵行区七莘路", "Qixin Rd, Minhang"), ("黄浦区淮海中路", "Middle Huaihai Rd, Huangpu"),
            ("杨浦区国定路", "Guoding Rd, Yangpu"), ("普陀区曹杨路", "Caoyang Rd, Putuo")),
     "BJ": (("朝阳区建国路", "Jianguo Rd, Chaoyang"), ("海淀区中关村大街", "Zhongguancun St, Haidian"),
-           ("东城区东直门内大街", "Dongzhimennei St, "
-                                  "Dongcheng"), ("西城区西单北大街", "North Xidan St, Xicheng"),
+           ("东城区东直门内大街", "Dongzhimennei St, Dongcheng"),
+           ("西城区西单北大街", "North Xidan St, Xicheng"),
            ("丰台区丰台路", "Fengtai Rd, Fengtai"), ("石景山区石景山路", "Shijingshan Rd, Shijingshan")),
 }
 _CITY = {"SH": ("上海市", "Shanghai", "21"), "BJ": ("北京市", "Beijing", "10")}
@@ -348,273 +343,255 @@ _CITY = {"SH": ("上海市", "Shanghai", "21"), "BJ": ("北京市", "Beijing", "
 
 # code, lang, product, category, title, symptoms, solution
 _KB: tuple[tuple[str, str, str | None, str, str, str, str], ...] = (
-    ("KB-WM-E21", "en", "WM-2023", "washing_machine/errors", "Washing machine error E21: water does not "
-                                                             "drain",
+    ("KB-WM-E21", "en", "WM-2023", "washing_machine/errors",
+     "Washing machine error E21: water does not drain",
      "E21 on the display. Water stays in the drum after the wash and the cycle stops before spinning; the "
      "pump may hum.",
      "1. Switch off and unplug the machine. 2. Open the small flap at the front bottom right, put a flat "
-     "tray and a "
-     "towel below and let the remaining water out through the emergency hose. 3. Unscrew the drain filter "
-     "and remove "
-     "lint, coins, hair clips and buttons. 4. Check the drain hose is not kinked and its end is no higher "
-     "than 100 cm. "
-     "5. Restart with Rinse + Spin. If E21 comes back the drain pump (part P-100) is probably faulty: book a "
-     "repair."),
-    ("KB-WM-LEAK", "en", "WM-2023", "washing_machine/leaks", "Washing machine leaking water from the bottom",
+     "tray and a towel below and let the remaining water out through the emergency hose. 3. Unscrew the "
+     "drain filter and remove lint, coins, hair clips and buttons. 4. Check the drain hose is not kinked and "
+     "its end is no higher than 100 cm. 5. Restart with Rinse + Spin. If E21 comes back the drain pump (part "
+     "P-100) is probably faulty: book a repair."),
+    ("KB-WM-LEAK", "en", "WM-2023", "washing_machine/leaks",
+     "Washing machine leaking water from the bottom",
      "Water on the floor under or in front of the washing machine; a puddle after every wash; dripping from "
      "the door.",
      "1. Check the door seal (rubber gasket) for tears, hair or a trapped sock and wipe it clean. 2. Make "
-     "sure the "
-     "detergent drawer is not clogged; use low-foam detergent and no more than the dose. 3. Tighten the "
-     "inlet hose at "
-     "the tap and at the back of the machine. 4. Check the drain filter cap is screwed in fully. A torn door "
-     "seal must "
-     "be replaced (part P-110): book a technician."),
-    ("KB-WM-NOISE", "en", "WM-2023", "washing_machine/noise", "Washing machine bangs loudly or shakes during "
-                                                              "spin",
+     "sure the detergent drawer is not clogged; use low-foam detergent and no more than the dose. 3. Tighten "
+     "the inlet hose at the tap and at the back of the machine. 4. Check the drain filter cap is screwed in "
+     "fully. A torn door seal must be replaced (part P-110): book a technician."),
+    ("KB-WM-NOISE", "en", "WM-2023", "washing_machine/noise",
+     "Washing machine bangs loudly or shakes during spin",
      "Loud banging, strong vibration or the machine walking across the floor during the spin cycle.",
      "1. On a new installation remove all four transport bolts from the back. 2. Level the machine: adjust "
-     "the feet "
-     "until it does not rock, then lock the nuts. 3. Don't spin one heavy item (a bath mat, a duvet) alone; "
-     "add towels "
-     "to balance the load. If it still bangs, the shock absorbers may be worn: book a repair."),
-    ("KB-WM-E30", "en", "WM-2023", "washing_machine/errors", "Washing machine error E30: door lock fault",
+     "the feet until it does not rock, then lock the nuts. 3. Don't spin one heavy item (a bath mat, a "
+     "duvet) alone; add towels to balance the load. If it still bangs, the shock absorbers may be worn: book "
+     "a repair."),
+    ("KB-WM-E30", "en", "WM-2023", "washing_machine/errors",
+     "Washing machine error E30: door lock fault",
      "E30 on the display; the door does not lock and the wash does not start, or the door stays locked after "
      "the cycle.",
      "Close the door firmly until it clicks and check nothing is caught in the seal. Switch off for 2 "
-     "minutes and try "
-     "again. If the door stays locked, wait 3 minutes, then pull the emergency release cord behind the drain "
-     "flap. If "
-     "E30 repeats the door lock needs replacing: book a repair."),
-    ("KB-WM-E10", "en", "WM-2023", "washing_machine/errors", "Washing machine error E10: no water coming in",
+     "minutes and try again. If the door stays locked, wait 3 minutes, then pull the emergency release cord "
+     "behind the drain flap. If E30 repeats the door lock needs replacing: book a repair."),
+    ("KB-WM-E10", "en", "WM-2023", "washing_machine/errors",
+     "Washing machine error E10: no water coming in",
      "E10 on the display; the drum stays dry, the machine hums and does not fill; the wash takes very long.",
      "Check the tap is fully open and there is water pressure; check the inlet hose is not kinked; close the "
-     "tap, "
-     "unscrew the hose at the machine and clean the small mesh filter. If tap and filter are fine, the water "
-     "inlet "
-     "valve (part P-140) is faulty: book a repair."),
-    ("KB-WM-SMELL", "en", "WM-2023", "washing_machine/cleaning", "Musty smell from the washing machine",
+     "tap, unscrew the hose at the machine and clean the small mesh filter. If tap and filter are fine, the "
+     "water inlet valve (part P-140) is faulty: book a repair."),
+    ("KB-WM-SMELL", "en", "WM-2023", "washing_machine/cleaning",
+     "Musty smell from the washing machine",
      "Bad, musty smell from the drum or the laundry; black spots on the door seal.",
      "Run the Drum Clean programme (or an empty 90 °C wash with a cup of white vinegar) once a month, leave "
-     "the door "
-     "and the detergent drawer open after washing, clean the drain filter and wipe the door seal dry."),
-    ("KB-WM3000-DRY", "en", "WM-3000", "washing_machine/drying", "Washer-dryer does not dry: clothes still "
-                                                                 "damp",
+     "the door and the detergent drawer open after washing, clean the drain filter and wipe the door seal "
+     "dry."),
+    ("KB-WM3000-DRY", "en", "WM-3000", "washing_machine/drying",
+     "Washer-dryer does not dry: clothes still damp",
      "Clothes come out damp after the drying programme; drying runs much longer than usual.",
      "Dry at most half the washing load (5 kg on the WM-3000), clean the lint filter after every drying "
-     "cycle and keep "
-     "the water tap open (the condenser uses cold water). If the drum stays cold the heater has failed: book "
-     "a repair."),
-    ("KB-DW-E13", "en", "DW-500", "dishwasher/errors", "Dishwasher error E13: water not heating",
+     "cycle and keep the water tap open (the condenser uses cold water). If the drum stays cold the heater "
+     "has failed: book a repair."),
+    ("KB-DW-E13", "en", "DW-500", "dishwasher/errors",
+     "Dishwasher error E13: water not heating",
      "Error E13 on the display. Dishes washed in cold water, greasy dishes, the cycle takes much longer than "
      "usual.",
      "1. Check the programme: Quick and Eco 40 hardly heat. 2. Reset the dishwasher: switch off at the wall "
-     "for one "
-     "minute, then run the Intensive programme. 3. Clean the filters at the bottom of the tub; a blocked "
-     "filter makes "
-     "the heater cut out. If E13 appears again the heating element (part P-120) or its thermal fuse has "
-     "failed: book a "
-     "repair visit."),
-    ("KB-DW-E24", "en", "DW-500", "dishwasher/errors", "Dishwasher error E24: water does not drain",
+     "for one minute, then run the Intensive programme. 3. Clean the filters at the bottom of the tub; a "
+     "blocked filter makes the heater cut out. If E13 appears again the heating element (part P-120) or its "
+     "thermal fuse has failed: book a repair visit."),
+    ("KB-DW-E24", "en", "DW-500", "dishwasher/errors",
+     "Dishwasher error E24: water does not drain",
      "E24 on the display; dirty water left in the bottom of the dishwasher after the programme.",
      "Switch off, remove and rinse the filter assembly, check the drain hose is not kinked and the sink trap "
      "connection is open (new sinks often have a sealed knock-out), then run Rinse. If E24 returns the drain "
-     "pump "
-     "(part P-100) needs checking: book a repair."),
-    ("KB-DW-E15", "en", "DW-500", "dishwasher/leaks", "Dishwasher error E15: water in the base (leak "
-                                                      "protection)",
+     "pump (part P-100) needs checking: book a repair."),
+    ("KB-DW-E15", "en", "DW-500", "dishwasher/leaks",
+     "Dishwasher error E15: water in the base (leak protection)",
      "E15 on the display, the drain pump runs all the time, water on the floor or in the base tray.",
      "Switch off and close the tap. Tilt the dishwasher gently backwards so the base tray drains, then dry "
-     "it. Use real "
-     "dishwasher detergent: washing-up liquid foams over. Check the door seal and the inlet hose. If E15 "
-     "comes back a "
-     "hose or the inlet valve (part P-140) is leaking: book a repair."),
-    ("KB-DW-E22", "en", "DW-500", "dishwasher/errors", "Dishwasher error E22: filter blocked",
+     "it. Use real dishwasher detergent: washing-up liquid foams over. Check the door seal and the inlet "
+     "hose. If E15 comes back a hose or the inlet valve (part P-140) is leaking: book a repair."),
+    ("KB-DW-E22", "en", "DW-500", "dishwasher/errors",
+     "Dishwasher error E22: filter blocked",
      "E22 on the display; water drains slowly; food residue left on the dishes.",
      "Take out the cylindrical and the flat mesh filter, rinse them and brush off grease, clear the spray "
-     "arm holes "
-     "with a toothpick and refit everything firmly. Scrape plates before loading."),
-    ("KB-DW-SPOTS", "en", "DW-500", "dishwasher/cleaning", "White spots or film on glasses after washing",
+     "arm holes with a toothpick and refit everything firmly. Scrape plates before loading."),
+    ("KB-DW-SPOTS", "en", "DW-500", "dishwasher/cleaning",
+     "White spots or film on glasses after washing",
      "Glasses and dishes come out with white spots, streaks or a cloudy film.",
      "Refill rinse aid and dishwasher salt, set the water hardness for your area (Shanghai and Beijing water "
-     "is hard: "
-     "level 4–5) and don't overdose the detergent."),
-    ("KB-DW700-START", "en", "DW-700", "dishwasher/power", "Built-in dishwasher does not start",
+     "is hard: level 4–5) and don't overdose the detergent."),
+    ("KB-DW700-START", "en", "DW-700", "dishwasher/power",
+     "Built-in dishwasher does not start",
      "Nothing happens when pressing Start; lights flash; the door is closed.",
      "Check the child lock (hold Lock for 3 seconds), close the door until it clicks (the cabinet door must "
-     "not block "
-     "it), check the fuse or breaker and wait for a delayed start to finish. If the display stays dark, book "
-     "a repair."),
-    ("KB-RF-COOL", "en", "RF-450", "fridge/cooling", "Fridge not cooling enough",
+     "not block it), check the fuse or breaker and wait for a delayed start to finish. If the display stays "
+     "dark, book a repair."),
+    ("KB-RF-COOL", "en", "RF-450", "fridge/cooling",
+     "Fridge not cooling enough",
      "Fridge compartment warm, food spoiling, the compressor clicks on and off.",
      "Set the fridge to 4 °C and the freezer to -18 °C, leave 10 cm of space behind and above it, don't "
-     "block the air "
-     "vents with food, vacuum the condenser coils and check the door seals. If the compressor clicks but "
-     "does not run "
-     "the compressor start relay (part P-150) is faulty: book a repair."),
-    ("KB-RF-FROST", "en", "RF-450", "fridge/frost", "Heavy frost or ice build-up in the freezer",
+     "block the air vents with food, vacuum the condenser coils and check the door seals. If the compressor "
+     "clicks but does not run the compressor start relay (part P-150) is faulty: book a repair."),
+    ("KB-RF-FROST", "en", "RF-450", "fridge/frost",
+     "Heavy frost or ice build-up in the freezer",
      "Thick ice on the back wall of the freezer, drawers stuck, the fridge section gets warm.",
      "Check the door seal is clean and closes, don't put warm food in, and defrost fully (switch off, door "
-     "open for 4 "
-     "hours, towels on the floor). If frost returns within days the defrost thermostat (part P-180) has "
-     "failed: book a "
-     "repair."),
-    ("KB-RF-F03", "en", "RF-600", "fridge/errors", "Fridge error F03: temperature sensor fault",
+     "open for 4 hours, towels on the floor). If frost returns within days the defrost thermostat (part "
+     "P-180) has failed: book a repair."),
+    ("KB-RF-F03", "en", "RF-600", "fridge/errors",
+     "Fridge error F03: temperature sensor fault",
      "F03 flashing on the door display; temperatures wrong or the alarm beeping.",
      "Switch the fridge off at the wall for 10 minutes and on again. If F03 remains a temperature sensor is "
-     "faulty: "
-     "keep the doors closed (food stays cold for about 4 hours) and book a repair."),
-    ("KB-RF-NOISE", "en", "RF-600", "fridge/noise", "Fridge humming or buzzing loudly",
+     "faulty: keep the doors closed (food stays cold for about 4 hours) and book a repair."),
+    ("KB-RF-NOISE", "en", "RF-600", "fridge/noise",
+     "Fridge humming or buzzing loudly",
      "Loud humming, buzzing or rattling from the fridge, especially at night.",
      "Level the fridge, keep it 2 cm away from the wall and cabinets and check nothing rests on the back. "
-     "Gurgling and "
-     "clicking are normal; a constant loud buzz from the back is not: book a repair."),
-    ("KB-AC-COOL", "en", "AC-350", "air_conditioner/cooling", "Air conditioner not cooling, blowing warm air",
+     "Gurgling and clicking are normal; a constant loud buzz from the back is not: book a repair."),
+    ("KB-AC-COOL", "en", "AC-350", "air_conditioner/cooling",
+     "Air conditioner not cooling, blowing warm air",
      "The air conditioner runs but blows warm air; the room does not cool down; the outdoor fan does not "
      "turn.",
      "1. Check the remote is in Cool mode and set below room temperature. 2. Clean the indoor filters (every "
-     "two weeks "
-     "in summer). 3. Clear leaves around the outdoor unit. 4. Check the outdoor fan turns after 3 minutes. "
-     "If the fan "
-     "or compressor does not start, the run capacitor (part P-160) is usually at fault: book a repair."),
-    ("KB-AC-LEAK", "en", "AC-350", "air_conditioner/leaks", "Air conditioner indoor unit dripping water",
+     "two weeks in summer). 3. Clear leaves around the outdoor unit. 4. Check the outdoor fan turns after 3 "
+     "minutes. If the fan or compressor does not start, the run capacitor (part P-160) is usually at fault: "
+     "book a repair."),
+    ("KB-AC-LEAK", "en", "AC-350", "air_conditioner/leaks",
+     "Air conditioner indoor unit dripping water",
      "Water dripping from the indoor unit onto the wall or the floor while cooling.",
      "The condensate drain is blocked or the unit is not level. Clean the filters, check the drain hose "
-     "outside is not "
-     "kinked or pointing up, and pour a cup of water into the drip tray to test. If it still drips, book a "
-     "technician."),
-    ("KB-AC-E5", "en", "AC-350", "air_conditioner/errors", "Air conditioner error E5: over-current "
-                                                           "protection",
+     "outside is not kinked or pointing up, and pour a cup of water into the drip tray to test. If it still "
+     "drips, book a technician."),
+    ("KB-AC-E5", "en", "AC-350", "air_conditioner/errors",
+     "Air conditioner error E5: over-current protection",
      "The air conditioner stops after a few minutes and shows E5; sometimes the breaker trips.",
      "Switch off at the breaker for 5 minutes, clean the filters and the outdoor coil, give the outdoor unit "
-     "airflow "
-     "and don't run it on an extension lead. If E5 repeats, book a repair."),
-    ("KB-AC900-E4", "en", "AC-900", "air_conditioner/errors", "Cassette air conditioner error E4: low "
-                                                              "refrigerant",
+     "airflow and don't run it on an extension lead. If E5 repeats, book a repair."),
+    ("KB-AC900-E4", "en", "AC-900", "air_conditioner/errors",
+     "Cassette air conditioner error E4: low refrigerant",
      "The cassette unit shows E4, cooling is weak, ice forms on the outdoor unit's pipes.",
      "This usually means a refrigerant leak. Switch the unit off to protect the compressor and book a "
-     "certified "
-     "technician; never recharge refrigerant yourself."),
-    ("KB-WH-F05", "en", "WH-800", "water_heater/errors", "Water heater error F05: dry-heating protection, no "
-                                                         "hot water",
+     "certified technician; never recharge refrigerant yourself."),
+    ("KB-WH-F05", "en", "WH-800", "water_heater/errors",
+     "Water heater error F05: dry-heating protection, no hot water",
      "F05 on the water heater display; no hot water; the heater switched itself off.",
      "F05 means the tank heated without enough water. Switch off the power, open a hot tap and the cold "
-     "inlet valve "
-     "until water flows steadily, then switch on again. If F05 returns with a full tank the heating element "
-     "(part "
-     "P-120) or the sensor is faulty: book a repair."),
-    ("KB-WH-SMELL", "en", "WH-800", "water_heater/maintenance", "Water heater: rusty water or a bad smell",
+     "inlet valve until water flows steadily, then switch on again. If F05 returns with a full tank the "
+     "heating element (part P-120) or the sensor is faulty: book a repair."),
+    ("KB-WH-SMELL", "en", "WH-800", "water_heater/maintenance",
+     "Water heater: rusty water or a bad smell",
      "Brown or rusty hot water, a rotten-egg smell, noisy heating.",
      "The magnesium anode rod is used up. Replace it every 2 years (part P-190) and flush the tank: book a "
-     "maintenance "
-     "visit."),
-    ("KB-WH-E2", "en", "WH-800", "water_heater/errors", "Water heater error E2: over-temperature",
+     "maintenance visit."),
+    ("KB-WH-E2", "en", "WH-800", "water_heater/errors",
+     "Water heater error E2: over-temperature",
      "E2 on the display, very hot water then none; the safety thermostat cuts out.",
      "Lower the set temperature to 60 °C, switch off for 10 minutes and press reset. If E2 repeats the "
-     "thermostat "
-     "(part P-180) is faulty: book a repair."),
-    ("KB-GEN-WARRANTY", "en", None, "general/warranty", "What the warranty covers and what repairs cost "
-                                                        "after it ends",
+     "thermostat (part P-180) is faulty: book a repair."),
+    ("KB-GEN-WARRANTY", "en", None, "general/warranty",
+     "What the warranty covers and what repairs cost after it ends",
      "Is my appliance still under warranty? Warranty check, extended warranty, out-of-warranty repair cost.",
      "Standard warranty from the date of sale: washing machines, dishwashers, commercial air conditioners "
-     "and water "
-     "heaters 24 months; washer-dryers, fridges and split air conditioners 36 months. Extended warranties "
-     "add 24 "
-     "months. In warranty, parts and labour are free (except misuse). After it ends you pay parts at list "
-     "price, "
-     "labour at CNY 120 per hour (30 minutes minimum) and a CNY 50 call-out fee."),
-    ("KB-GEN-BOOK", "en", None, "general/service", "How to book a repair visit",
+     "and water heaters 24 months; washer-dryers, fridges and split air conditioners 36 months. Extended "
+     "warranties add 24 months. In warranty, parts and labour are free (except misuse). After it ends you "
+     "pay parts at list price, labour at CNY 120 per hour (30 minutes minimum) and a CNY 50 call-out fee."),
+    ("KB-GEN-BOOK", "en", None, "general/service",
+     "How to book a repair visit",
      "I need a technician, book a repair, schedule a visit.",
      "Tell the assistant the serial number on the label (for example WM2023-00917), what is wrong and when "
-     "you are at "
-     "home. You get a reference SR-n, a message when a technician is assigned and on the way, and a short "
-     "survey "
-     "afterwards."),
-    ("KB-WM-E21-ZH", "zh", "WM-2023", "washing_machine/errors", "洗衣机显示E21：不排水",
+     "you are at home. You get a reference SR-n, a message when a technician is assigned and on the way, and "
+     "a short survey afterwards."),
+    ("KB-WM-E21-ZH", "zh", "WM-2023", "washing_machine/errors",
+     "洗衣机显示E21：不排水",
      "显示屏出现E21，洗完后桶内有积水，程序在脱水前停止，排水泵有嗡嗡声。",
      "1. 关机并拔掉电源。2. 打开机器前面右下角的小盖板，下面放托盘和毛巾，用应急排水管放掉余水。3. 拧下排水过"
-     "滤器，清除线头、"
-     "硬币、发夹和纽扣。4. 检查排水管没有弯折，出水口高度不超过100厘米。5. 选择“漂洗+脱水”重新运行。如仍显示"
-     "E21，排水泵"
-     "（配件P-100）可能损坏，请预约上门维修。"),
-    ("KB-WM-LEAK-ZH", "zh", "WM-2023", "washing_machine/leaks", "洗衣机底部漏水",
+     "滤器，清除线头、硬币、发夹和纽扣。4. 检查排水管没有弯折，出水口高度不超过100厘米。5. 选择“漂洗+脱水”重"
+     "新运行。如仍显示E21，排水泵（配件P-100）可能损坏，请预约上门维修。"),
+    ("KB-WM-LEAK-ZH", "zh", "WM-2023", "washing_machine/leaks",
+     "洗衣机底部漏水",
      "洗衣机下面或前面地上有水，每次洗衣后都有一滩水，门口滴水。",
      "1. 检查门封圈（橡胶密封圈）是否破损、夹有头发或袜子，并擦拭干净。2. 确认洗衣液盒没有堵塞，使用低泡洗衣"
-     "液且不要过量。"
-     "3. 拧紧水龙头和机器背面的进水管接头。4. 检查排水过滤器盖是否拧紧。门封圈破损需要更换（配件P-110），请预"
-     "约师傅上门。"),
-    ("KB-WM-NOISE-ZH", "zh", "WM-2023", "washing_machine/noise", "洗衣机脱水时撞击声大、晃动",
+     "液且不要过量。3. 拧紧水龙头和机器背面的进水管接头。4. 检查排水过滤器盖是否拧紧。门封圈破损需要更换（配"
+     "件P-110），请预约师傅上门。"),
+    ("KB-WM-NOISE-ZH", "zh", "WM-2023", "washing_machine/noise",
+     "洗衣机脱水时撞击声大、晃动",
      "脱水时有很大的撞击声，机器剧烈震动甚至移位。",
      "1. 新机安装时请拆除背面四个运输螺栓。2. 调节机脚直到机器不晃动，然后锁紧螺母。3. 不要单独脱水一件厚重衣"
-     "物，可加几条"
-     "毛巾平衡。仍有撞击声可能是减震器磨损，请预约维修。"),
-    ("KB-WM-E10-ZH", "zh", "WM-2023", "washing_machine/errors", "洗衣机显示E10：不进水",
+     "物，可加几条毛巾平衡。仍有撞击声可能是减震器磨损，请预约维修。"),
+    ("KB-WM-E10-ZH", "zh", "WM-2023", "washing_machine/errors",
+     "洗衣机显示E10：不进水",
      "显示E10，桶内没有水，机器嗡嗡响但不进水，洗衣时间很长。",
      "检查水龙头是否完全打开、家中是否有水压，进水管是否弯折；关闭水龙头，拧下机器端的进水管，清洗进水口的小"
-     "滤网。"
-     "如果水龙头和滤网都正常，进水阀（配件P-140）损坏，请预约维修。"),
-    ("KB-WM-E30-ZH", "zh", "WM-2023", "washing_machine/errors", "洗衣机显示E30：门锁故障",
+     "滤网。如果水龙头和滤网都正常，进水阀（配件P-140）损坏，请预约维修。"),
+    ("KB-WM-E30-ZH", "zh", "WM-2023", "washing_machine/errors",
+     "洗衣机显示E30：门锁故障",
      "显示E30，门锁不上无法启动，或者洗完后门一直打不开。",
      "用力关门直到听到“咔嗒”声，检查门封处没有夹住衣物；断电2分钟后重试。门打不开时等待3分钟，再拉动排水盖板"
-     "后的应急开门拉绳。"
-     "反复出现E30需要更换门锁，请预约维修。"),
-    ("KB-DW-E13-ZH", "zh", "DW-500", "dishwasher/errors", "洗碗机显示E13：水不加热",
+     "后的应急开门拉绳。反复出现E30需要更换门锁，请预约维修。"),
+    ("KB-DW-E13-ZH", "zh", "DW-500", "dishwasher/errors",
+     "洗碗机显示E13：水不加热",
      "显示屏出现E13，洗碗水是凉的，碗碟油腻，程序时间比平时长很多。",
      "1. 检查程序：快洗和节能40度几乎不加热。2. 复位：断电1分钟后选择强力程序运行。3. 清洗底部过滤网，过滤网"
-     "堵塞会导致加热"
-     "停止。如果再次出现E13，加热管（配件P-120）或温度保险丝已损坏，请预约上门维修。"),
-    ("KB-DW-E24-ZH", "zh", "DW-500", "dishwasher/errors", "洗碗机显示E24：不排水",
+     "堵塞会导致加热停止。如果再次出现E13，加热管（配件P-120）或温度保险丝已损坏，请预约上门维修。"),
+    ("KB-DW-E24-ZH", "zh", "DW-500", "dishwasher/errors",
+     "洗碗机显示E24：不排水",
      "显示E24，程序结束后洗碗机底部有脏水。",
      "断电，取出并冲洗过滤网组件，检查排水管没有弯折、水槽下水接口已打通（新水槽常有封堵片），然后运行漂洗程"
-     "序。"
-     "仍显示E24需要检查排水泵（配件P-100），请预约维修。"),
-    ("KB-DW-E15-ZH", "zh", "DW-500", "dishwasher/leaks", "洗碗机显示E15：底座有水（防漏水保护）",
+     "序。仍显示E24需要检查排水泵（配件P-100），请预约维修。"),
+    ("KB-DW-E15-ZH", "zh", "DW-500", "dishwasher/leaks",
+     "洗碗机显示E15：底座有水（防漏水保护）",
      "显示E15，排水泵一直运转，地上或底盘里有水，洗碗机漏水。",
      "断电并关闭水龙头，将洗碗机轻轻向后倾斜让底盘里的水流出并擦干。请使用洗碗机专用洗涤剂，普通洗洁精会起泡"
-     "溢出。检查门封和"
-     "进水管接头。E15反复出现说明水管或进水阀（配件P-140）漏水，请预约维修。"),
-    ("KB-DW-SPOTS-ZH", "zh", "DW-500", "dishwasher/cleaning", "洗碗后玻璃杯有白色水渍",
+     "溢出。检查门封和进水管接头。E15反复出现说明水管或进水阀（配件P-140）漏水，请预约维修。"),
+    ("KB-DW-SPOTS-ZH", "zh", "DW-500", "dishwasher/cleaning",
+     "洗碗后玻璃杯有白色水渍",
      "玻璃杯和碗碟洗后有白点、水痕或一层白膜。",
      "补充光亮剂和软水盐，按当地水质设置硬度（上海、北京水质较硬，设为4–5档），洗涤剂不要过量。"),
-    ("KB-RF-COOL-ZH", "zh", "RF-450", "fridge/cooling", "冰箱不制冷",
+    ("KB-RF-COOL-ZH", "zh", "RF-450", "fridge/cooling",
+     "冰箱不制冷",
      "冷藏室不冷，食物变质，压缩机反复咔哒启停。",
      "冷藏室设为4°C、冷冻室设为-18°C，冰箱背面和顶部留出10厘米散热空间，不要用食物堵住出风口，清洁背面冷凝器"
-     "并检查门封。"
-     "压缩机咔哒响但不运转，多为压缩机启动继电器（配件P-150）故障，请预约维修。"),
-    ("KB-RF-FROST-ZH", "zh", "RF-450", "fridge/frost", "冰箱冷冻室结霜严重",
+     "并检查门封。压缩机咔哒响但不运转，多为压缩机启动继电器（配件P-150）故障，请预约维修。"),
+    ("KB-RF-FROST-ZH", "zh", "RF-450", "fridge/frost",
+     "冰箱冷冻室结霜严重",
      "冷冻室后壁结厚冰，抽屉拉不开，冷藏室变暖。",
      "检查门封是否干净、关严，不要放入热的食物，彻底除霜（断电开门4小时，地上垫毛巾）。几天内又结霜说明化霜温"
-     "控器"
-     "（配件P-180）损坏，请预约维修。"),
-    ("KB-RF-F03-ZH", "zh", "RF-600", "fridge/errors", "冰箱显示F03：温度传感器故障",
+     "控器（配件P-180）损坏，请预约维修。"),
+    ("KB-RF-F03-ZH", "zh", "RF-600", "fridge/errors",
+     "冰箱显示F03：温度传感器故障",
      "门上显示屏闪烁F03，温度不准或报警鸣响。",
      "断电10分钟后重新通电。仍显示F03说明温度传感器故障：尽量不开门（食物可保冷约4小时），并预约维修。"),
-    ("KB-AC-COOL-ZH", "zh", "AC-350", "air_conditioner/cooling", "空调不制冷、吹热风",
+    ("KB-AC-COOL-ZH", "zh", "AC-350", "air_conditioner/cooling",
+     "空调不制冷、吹热风",
      "空调运行但吹热风，房间降不了温，室外机风扇不转。",
      "1. 确认遥控器为制冷模式且设定温度低于室温。2. 清洗室内机滤网（夏季每两周一次）。3. 清理室外机周围的杂物"
-     "。"
-     "4. 开机3分钟后检查室外风扇是否转动。风扇或压缩机不启动多为运行电容（配件P-160）故障，请预约维修。"),
-    ("KB-AC-LEAK-ZH", "zh", "AC-350", "air_conditioner/leaks", "空调内机滴水",
+     "。4. 开机3分钟后检查室外风扇是否转动。风扇或压缩机不启动多为运行电容（配件P-160）故障，请预约维修。"),
+    ("KB-AC-LEAK-ZH", "zh", "AC-350", "air_conditioner/leaks",
+     "空调内机滴水",
      "制冷时室内机往墙上或地上滴水。",
      "冷凝水排水管堵塞或内机不水平。清洗滤网，检查室外的排水管没有弯折或朝上，往接水盘倒一杯水测试。仍滴水请"
      "预约师傅疏通。"),
-    ("KB-AC-E5-ZH", "zh", "AC-350", "air_conditioner/errors", "空调显示E5：过流保护",
+    ("KB-AC-E5-ZH", "zh", "AC-350", "air_conditioner/errors",
+     "空调显示E5：过流保护",
      "空调运行几分钟后停机并显示E5，有时空气开关跳闸。",
      "断开空气开关5分钟，清洗滤网和室外机冷凝器，保证室外机通风，不要使用插线板供电。E5反复出现请预约维修。"),
-    ("KB-WH-F05-ZH", "zh", "WH-800", "water_heater/errors", "热水器显示F05：防干烧保护，没有热水",
+    ("KB-WH-F05-ZH", "zh", "WH-800", "water_heater/errors",
+     "热水器显示F05：防干烧保护，没有热水",
      "热水器显示F05，没有热水，热水器自动断电。",
      "F05表示内胆缺水加热。断电后打开热水龙头和冷水进水阀，直到热水龙头稳定出水（内胆已满），再通电。满水仍显"
-     "示F05，"
-     "加热管（配件P-120）或传感器故障，请预约维修。"),
-    ("KB-WH-SMELL-ZH", "zh", "WH-800", "water_heater/maintenance", "热水器出水发黄、有异味",
+     "示F05，加热管（配件P-120）或传感器故障，请预约维修。"),
+    ("KB-WH-SMELL-ZH", "zh", "WH-800", "water_heater/maintenance",
+     "热水器出水发黄、有异味",
      "热水发黄带锈，有臭鸡蛋味，加热时有响声。",
      "镁棒已消耗完。镁棒应每2年更换一次（配件P-190）并清洗内胆，请预约保养上门。"),
-    ("KB-GEN-WARRANTY-ZH", "zh", None, "general/warranty", "保修范围及保修期后的维修费用",
+    ("KB-GEN-WARRANTY-ZH", "zh", None, "general/warranty",
+     "保修范围及保修期后的维修费用",
      "我的电器还在保修期吗？保修查询、延保、过保维修收费。",
      "自购买之日起标准保修：洗衣机、洗碗机、商用空调和热水器24个月，洗烘一体机、冰箱和壁挂空调36个月；延保再"
-     "加24个月。"
-     "保修期内配件和人工免费（人为损坏除外）。过保后配件按价目表收费，人工每小时120元（最少30分钟），另收上门"
-     "费50元。"),
+     "加24个月。保修期内配件和人工免费（人为损坏除外）。过保后配件按价目表收费，人工每小时120元（最少30分钟）"
+     "，另收上门费50元。"),
 )
 
 
@@ -636,106 +613,126 @@ class _Fault:
 _FAULTS: dict[str, tuple[_Fault, ...]] = {
     "washing_machine": (
         _Fault("Washing machine leaking from the bottom", "洗衣机底部漏水",
-               "A puddle under the machine after every "
-               "wash.", "每次洗完衣服机器下面都有一滩水。", "KB-WM-LEAK",
-               ("P-110",), 60, "Replaced the torn door seal (P-110); full test cycle without leaks.",
+               "A puddle under the machine after every wash.", "每次洗完衣服机器下面都有一滩水。",
+               "KB-WM-LEAK", ("P-110",), 60,
+               "Replaced the torn door seal (P-110); full test cycle without leaks.",
                "更换破损的门封圈（P-110），完整测试一个程序无漏水。"),
         _Fault("Washing machine shows E21 and does not drain", "洗衣机显示E21，不排水",
-               "Water stays in the drum and E21 is on the display.", "桶里一直有水，显示E21。", "KB-WM-E21",
-               ("P-100",), 45, "Replaced the drain pump (P-100); drains "
-                               "normally.", "更换排水泵（P-100），排水正常。"),
+               "Water stays in the drum and E21 is on the display.", "桶里一直有水，显示E21。",
+               "KB-WM-E21", ("P-100",), 45,
+               "Replaced the drain pump (P-100); drains normally.",
+               "更换排水泵（P-100），排水正常。"),
         _Fault("Loud banging during the spin cycle", "脱水时撞击声很大",
-               "The machine bangs and moves across the floor when "
-               "spinning.", "脱水时机器撞击并移位。", "KB-WM-NOISE",
-               (), 40, "Removed a forgotten transport bolt and levelled the feet; spin is quiet.",
+               "The machine bangs and moves across the floor when spinning.", "脱水时机器撞击并移位。",
+               "KB-WM-NOISE", (), 40,
+               "Removed a forgotten transport bolt and levelled the feet; spin is quiet.",
                "拆除遗留的运输螺栓并调平机脚，脱水安静。"),
         _Fault("No water coming in, error E10", "洗衣机不进水，显示E10",
-               "The drum stays dry and the machine shows E10.", "桶里不进水，显示E10。", "KB-WM-E10",
-               ("P-140",), 35, "Replaced the water inlet valve (P-140).", "更换进水阀（P-140）。"),
+               "The drum stays dry and the machine shows E10.", "桶里不进水，显示E10。",
+               "KB-WM-E10", ("P-140",), 35,
+               "Replaced the water inlet valve (P-140).",
+               "更换进水阀（P-140）。"),
     ),
     "dishwasher": (
         _Fault("Dishwasher error E13, water not heating", "洗碗机显示E13，水不热",
-               "Dishes come out greasy and E13 is on the display.", "碗洗不干净，显示E13。", "KB-DW-E13",
-               ("P-120",), 50, "Replaced the heating element (P-120); water heats to 65 °C.",
+               "Dishes come out greasy and E13 is on the display.", "碗洗不干净，显示E13。",
+               "KB-DW-E13", ("P-120",), 50,
+               "Replaced the heating element (P-120); water heats to 65 °C.",
                "更换加热管（P-120），水温可达65°C。"),
         _Fault("Dishwasher not draining, error E24", "洗碗机不排水，报E24",
-               "Dirty water left at the bottom, E24 on the display.", "底部有脏水，显示E24。", "KB-DW-E24",
-               ("P-100",), 45, "Replaced the blocked drain pump (P-100).", "更换堵塞的排水泵（P-100）。"),
+               "Dirty water left at the bottom, E24 on the display.", "底部有脏水，显示E24。",
+               "KB-DW-E24", ("P-100",), 45,
+               "Replaced the blocked drain pump (P-100).",
+               "更换堵塞的排水泵（P-100）。"),
         _Fault("Dishwasher shows E15, water under the unit", "洗碗机报E15，底部有水",
-               "E15 on the display and water in the base.", "显示E15，底座有水。", "KB-DW-E15",
-               ("P-140",), 60, "Replaced the leaking inlet valve (P-140) and dried the base tray.",
+               "E15 on the display and water in the base.", "显示E15，底座有水。",
+               "KB-DW-E15", ("P-140",), 60,
+               "Replaced the leaking inlet valve (P-140) and dried the base tray.",
                "更换漏水的进水阀（P-140），擦干底盘。"),
     ),
     "fridge": (
         _Fault("Fridge not cooling", "冰箱不制冷",
-               "The fridge compartment is warm and food is spoiling.", "冷藏室不冷，食物变质。", "KB-RF-COOL",
-               ("P-150",), 50, "Replaced the compressor start relay (P-150); 4 °C reached in two hours.",
+               "The fridge compartment is warm and food is spoiling.", "冷藏室不冷，食物变质。",
+               "KB-RF-COOL", ("P-150",), 50,
+               "Replaced the compressor start relay (P-150); 4 °C reached in two hours.",
                "更换压缩机启动继电器（P-150），两小时内降到4°C。"),
         _Fault("Heavy frost in the freezer", "冷冻室结霜严重",
-               "Thick ice on the back wall, drawers stuck.", "后壁结厚冰，抽屉拉不开。", "KB-RF-FROST",
-               ("P-180",), 60, "Replaced the defrost thermostat (P-180) and defrosted the freezer.",
+               "Thick ice on the back wall, drawers stuck.", "后壁结厚冰，抽屉拉不开。",
+               "KB-RF-FROST", ("P-180",), 60,
+               "Replaced the defrost thermostat (P-180) and defrosted the freezer.",
                "更换化霜温控器（P-180）并完成除霜。"),
         _Fault("Fridge display shows F03", "冰箱显示F03",
-               "F03 flashes on the door display.", "门上显示屏闪烁F03。", "KB-RF-F03",
-               (), 30, "Reseated a loose sensor connector; F03 "
-                       "cleared.", "重新插紧松动的传感器插头，F03消除。"),
+               "F03 flashes on the door display.", "门上显示屏闪烁F03。",
+               "KB-RF-F03", (), 30,
+               "Reseated a loose sensor connector; F03 cleared.",
+               "重新插紧松动的传感器插头，F03消除。"),
     ),
     "air_conditioner": (
         _Fault("Air conditioner blows warm air", "空调不制冷，吹热风",
-               "The room does not cool down and the outdoor fan does not "
-               "turn.", "房间降不了温，室外风扇不转。",
-               "KB-AC-COOL", ("P-160",), 40, "Replaced the run capacitor (P-160); cooling restored.",
+               "The room does not cool down and the outdoor fan does not turn.",
+               "房间降不了温，室外风扇不转。",
+               "KB-AC-COOL", ("P-160",), 40,
+               "Replaced the run capacitor (P-160); cooling restored.",
                "更换运行电容（P-160），制冷恢复。"),
         _Fault("Air conditioner indoor unit dripping water", "空调内机滴水",
-               "Water drips onto the wall while cooling.", "制冷时往墙上滴水。", "KB-AC-LEAK",
-               (), 45, "Cleared the blocked condensate drain pipe.", "疏通堵塞的冷凝水排水管。"),
+               "Water drips onto the wall while cooling.", "制冷时往墙上滴水。",
+               "KB-AC-LEAK", (), 45,
+               "Cleared the blocked condensate drain pipe.",
+               "疏通堵塞的冷凝水排水管。"),
         _Fault("Air conditioner stops with error E5", "空调报E5后停机",
-               "It stops after a few minutes and shows E5.", "运行几分钟后停机并显示E5。", "KB-AC-E5",
-               (), 40, "Cleaned the outdoor coil and tightened the power terminal; no more E5.",
+               "It stops after a few minutes and shows E5.", "运行几分钟后停机并显示E5。",
+               "KB-AC-E5", (), 40,
+               "Cleaned the outdoor coil and tightened the power terminal; no more E5.",
                "清洗室外冷凝器并紧固电源端子，不再报E5。"),
     ),
     "water_heater": (
         _Fault("Water heater shows F05, no hot water", "热水器显示F05，没有热水",
-               "No hot water since this morning, F05 on the "
-               "display.", "今天早上开始没有热水，显示F05。", "KB-WH-F05",
-               ("P-120",), 50, "Replaced the heating element (P-120) and refilled the tank.",
+               "No hot water since this morning, F05 on the display.", "今天早上开始没有热水，显示F05。",
+               "KB-WH-F05", ("P-120",), 50,
+               "Replaced the heating element (P-120) and refilled the tank.",
                "更换加热管（P-120）并重新注满内胆。"),
         _Fault("Rusty water and a bad smell from the water heater", "热水器出水发黄有异味",
-               "Hot water is brown and smells.", "热水发黄并有异味。", "KB-WH-SMELL",
-               ("P-190",), 40, "Replaced the anode rod (P-190) and flushed the "
-                               "tank.", "更换镁棒（P-190）并清洗内胆。"),
+               "Hot water is brown and smells.", "热水发黄并有异味。",
+               "KB-WH-SMELL", ("P-190",), 40,
+               "Replaced the anode rod (P-190) and flushed the tank.",
+               "更换镁棒（P-190）并清洗内胆。"),
         _Fault("Water heater error E2, overheating", "热水器显示E2，温度过高",
-               "Very hot water, then none; E2 on the "
-               "display.", "先是水很烫，然后没有热水，显示E2。", "KB-WH-E2",
-               ("P-180",), 35, "Replaced the thermostat (P-180).", "更换温控器（P-180）。"),
+               "Very hot water, then none; E2 on the display.", "先是水很烫，然后没有热水，显示E2。",
+               "KB-WH-E2", ("P-180",), 35,
+               "Replaced the thermostat (P-180).",
+               "更换温控器（P-180）。"),
     ),
 }
 _COMPLAINTS: tuple[_Fault, ...] = (
     _Fault("Technician was two hours late and rude", "维修师傅迟到两个小时，态度很差",
            "Nobody called to say he would be late, and he was rude when he arrived.",
-           "师傅迟到也没有提前打电话，到了之后态度也不好。", None, (), 0,
-           "Apologised, refunded the call-out fee and coached the "
-           "technician.", "已向客户致歉，退还上门费，并对师傅进行了培训。"),
+           "师傅迟到也没有提前打电话，到了之后态度也不好。",
+           None, (), 0,
+           "Apologised, refunded the call-out fee and coached the technician.",
+           "已向客户致歉，退还上门费，并对师傅进行了培训。"),
     _Fault("Same fault came back a week after the repair", "维修后一周又出现同样故障",
-           "It was repaired last week and the same problem is "
-           "back.", "上周刚修好，现在又出现同样的问题。", None, (), 0,
+           "It was repaired last week and the same problem is back.", "上周刚修好，现在又出现同样的问题。",
+           None, (), 0,
            "Senior technician replaced the faulty part free of charge; follow-up call in two weeks.",
            "高级技师免费更换故障配件，两周后电话回访。"),
     _Fault("Charged for a repair that should be under warranty", "保修期内维修却被收费",
-           "My appliance is in warranty but I was asked to "
-           "pay.", "我的电器还在保修期内，却被要求付费。", None, (), 0,
-           "Checked the warranty: in warranty. Refunded the charge in "
-           "full.", "核实仍在保修期内，已全额退款。"),
+           "My appliance is in warranty but I was asked to pay.", "我的电器还在保修期内，却被要求付费。",
+           None, (), 0,
+           "Checked the warranty: in warranty. Refunded the charge in full.",
+           "核实仍在保修期内，已全额退款。"),
     _Fault("Nobody called back about my request", "报修后一直没人回电话",
-           "I reported a fault three days ago and nobody has "
-           "called.", "三天前报修，到现在没有人联系我。", None, (), 0,
+           "I reported a fault three days ago and nobody has called.", "三天前报修，到现在没有人联系我。",
+           None, (), 0,
            "Called the customer, booked a visit for the next morning and apologised for the delay.",
            "已致电客户道歉，并预约第二天上午上门。"),
     _Fault("Delivery team scratched the new appliance", "送货时把新电器划伤了",
-           "The side panel was scratched during delivery.", "送货时侧板被划伤。", None, (), 0,
-           "Replaced the side panel and gave a CNY 200 voucher.", "已更换侧板并赠送200元代金券。"),
+           "The side panel was scratched during delivery.", "送货时侧板被划伤。",
+           None, (), 0,
+           "Replaced the side panel and gave a CNY 200 voucher.",
+           "已更换侧板并赠送200元代金券。"),
     _Fault("Installer left water all over the floor", "安装师傅把地上弄得全是水",
-           "After installation the kitchen floor was flooded.", "安装完厨房地上全是水。", None, (), 0,
+           "After installation the kitchen floor was flooded.", "安装完厨房地上全是水。",
+           None, (), 0,
            "Team leader apologised and paid for cleaning; installer retrained on the checklist.",
            "组长上门致歉并承担清洁费用，安装师傅重新培训。"),
 )
@@ -828,35 +825,34 @@ _SURVEY_COMMENTS = {
 # --- sales --------------------------------------------------------------------------------------
 
 _DEAL_ITEMS: dict[CustomerType, tuple[tuple[str, str], ...]] = {
-    CustomerType.INTERMEDIATE: (("dealer renewal "
-                                 "2026", "2026年经销续约"), ("WM-3000 launch stock", "WM-3000新品首批备货"),
-                                ("DW-700 kitchen "
-                                 "bundle", "DW-700厨电套餐"), ("summer AC stock", "夏季空调备货"),
+    CustomerType.INTERMEDIATE: (("dealer renewal 2026", "2026年经销续约"),
+                                ("WM-3000 launch stock", "WM-3000新品首批备货"),
+                                ("DW-700 kitchen bundle", "DW-700厨电套餐"),
+                                ("summer AC stock", "夏季空调备货"),
                                 ("showroom refit", "展厅升级"), ("618 promotion stock", "618促销备货")),
-    CustomerType.PUBLIC: (("AC-900 classroom "
-                           "retrofit", "AC-900教室空调改造"), ("WH-800 dormitory water heaters",
-                                                                       "WH-800宿舍热水器"),
-                          ("canteen dishwashers DW-700", "食堂洗碗机DW-700"), ("ward air conditioners AC-350",
-                                                                            "病房空调AC-350"),
+    CustomerType.PUBLIC: (("AC-900 classroom retrofit", "AC-900教室空调改造"),
+                          ("WH-800 dormitory water heaters", "WH-800宿舍热水器"),
+                          ("canteen dishwashers DW-700", "食堂洗碗机DW-700"),
+                          ("ward air conditioners AC-350", "病房空调AC-350"),
                           ("annual maintenance contract", "年度维保合同")),
     CustomerType.END: (("kitchen upgrade", "厨房电器升级"), ("AC-350 replacement", "AC-350空调更换")),
 }
 _AMOUNTS = {CustomerType.INTERMEDIATE: (60, 900), CustomerType.PUBLIC: (80, 1200), CustomerType.END: (8, 60)}
 _LOST = (
-    ("Competitor offered 12% lower price on the same "
-     "volume.", "竞争对手同等数量报价低12%。", "Haiyue Electric 海悦电器"),
-    ("Chose a brand with its own installation team in the "
-     "district.", "选择了在本区有安装团队的品牌。", "NordKlima"),
-    ("Tender awarded on price; our bid was 8% "
-     "higher.", "招标按价格评标，我们的报价高8%。", "Donghai Home 东海家电"),
+    # reason (en), reason (zh), competitor
+    ("Competitor offered 12% lower price on the same volume.", "竞争对手同等数量报价低12%。",
+     "Haiyue Electric 海悦电器"),
+    ("Chose a brand with its own installation team in the district.", "选择了在本区有安装团队的品牌。",
+     "NordKlima"),
+    ("Tender awarded on price; our bid was 8% higher.", "招标按价格评标，我们的报价高8%。",
+     "Donghai Home 东海家电"),
     ("Budget cut; bought a cheaper basic model.", "预算削减，改买了便宜的基础款。", "Everbright Appliances"),
 )
 _STAGE_ORDER = (OpportunityStage.QUALIFICATION, OpportunityStage.NEEDS_ANALYSIS, OpportunityStage.PROPOSAL,
                 OpportunityStage.NEGOTIATION)
 _DEAL_STAGES = ((OpportunityStage.QUALIFICATION, 8), (OpportunityStage.NEEDS_ANALYSIS, 7),
                 (OpportunityStage.PROPOSAL, 7), (OpportunityStage.NEGOTIATION, 6),
-                (OpportunityStage.CLOSED_WON, 7),
-                (OpportunityStage.CLOSED_LOST, 5))
+                (OpportunityStage.CLOSED_WON, 7), (OpportunityStage.CLOSED_LOST, 5))
 ACME_DEAL = "Acme Appliances renewal 2026"
 
 # (kind, summary, outcome, next step) per language
@@ -873,8 +869,8 @@ _VISIT_NOTES: dict[str, tuple[tuple[str, str, str, str], ...]] = {
             "Book a second training session"),
            ("meeting", "Service follow-up after a complaint.", "Customer satisfied with the fix.",
             "Confirm the goodwill voucher in writing")),
-    "zh": (("visit", "季度业务回顾：WM-2023和DW-500的销售与库存情况。"
-                     "", "整体积极，希望DW-700提高利润空间。", "发送最新价格表"),
+    "zh": (("visit", "季度业务回顾：WM-2023和DW-500的销售与库存情况。", "整体积极，希望DW-700提高利润空间。",
+            "发送最新价格表"),
            ("visit", "检查展厅并更新陈列。", "两台样机需要更换价签。", "送新价签和宣传册"),
            ("call", "电话沟通夏季空调促销。", "有意采购20台AC-350。", "发送AC-350促销报价"),
            ("meeting", "与采购办公室的招标说明会。", "招标下个月截止。", "准备投标文件"),
@@ -1468,17 +1464,8 @@ class _Loader:
                 if (station, part) not in stocked:
                     await past.service_desk.set_stock(SYSTEM, station_code=station, part_code=part,
                                                       quantity=quantity, min_quantity=minimum)
-        # No service assigns a technician to a station yet (OrgService.add_user has no station):
-        # set User.station_id directly, only where it is still empty.
-        async with self.core.uow() as uow:
-            session = uow.session
-            station_ids = select(ServiceStation.code, ServiceStation.id)
-            stations = dict((await session.execute(station_ids)).tuples().all())
-            for user in (await session.execute(
-                select(User).where(User.username.in_(list(_TECHNICIAN_STATION)), User.station_id.is_(None))
-            )).scalars():
-                user.station_id = stations[_TECHNICIAN_STATION[user.username]]
-            await uow.commit()
+        for technician, station in _TECHNICIAN_STATION.items():
+            await past.service_desk.assign_station(SYSTEM, technician=technician, station_code=station)
 
     async def _customers(self) -> None:
         past = self.past
@@ -1633,9 +1620,9 @@ class _Loader:
             if path == "declined_escalated":
                 await self._decline(technician, order.id, "P-130 控制板缺货，请改派。" if zh else
                                     "No P-130 control board at my station; please reassign.")
-                await move(timedelta(hours=3), agent, "escalate",
-                           comment="技师拒单，需要主管协调。"
-                                   "" if zh else "Technician declined; needs a manager to reassign.")
+                await move(timedelta(hours=3), agent, "escalate", comment=(
+                    "技师拒单，需要主管协调。" if zh
+                    else "Technician declined; needs a manager to reassign."))
                 return
             if path == "closed_cancelled":
                 await desk.act_on_repair(agent, ro, RepairActionIn(
@@ -1691,14 +1678,14 @@ class _Loader:
                 await move(timedelta(hours=2), agent, "hold", comment=(
                     "等待客户确认上门时间。" if zh else "Waiting for the customer to confirm a visit time."))
                 self.at(t0 + timedelta(days=1, hours=2))
-                await desk.add_comment(agent, sr, "已再次致电，留言给客户。"
-                                                  "" if zh else "Called again, left a voicemail.")
+                await desk.add_comment(agent, sr, "已再次致电，留言给客户。" if zh
+                                       else "Called again, left a voicemail.")
             return
 
         if path == "escalate_new":
             await move(timedelta(hours=1), agent, "escalate", comment=(
-                "紧急：暂无空闲技师，请主管协调。"
-                "" if zh else "Urgent and no technician free: needs a manager."))
+                "紧急：暂无空闲技师，请主管协调。" if zh
+                else "Urgent and no technician free: needs a manager."))
             return
         # Complaints go to the branch's service manager (J4).
         await move(timedelta(minutes=20), agent, "assign", assignee=manager.username)
@@ -1706,8 +1693,8 @@ class _Loader:
             return
         if path == "escalate_assigned":
             await move(timedelta(hours=5), agent, "escalate", comment=(
-                "客户再次来电，确认时限已超。"
-                "" if zh else "Customer called again; acknowledgement SLA missed."))
+                "客户再次来电，确认时限已超。" if zh
+                else "Customer called again; acknowledgement SLA missed."))
             return
         await move(timedelta(hours=2), manager, "start",
                    comment="已联系客户了解情况。" if zh else "Called the customer to hear the details.")
@@ -1722,20 +1709,9 @@ class _Loader:
         await self._close(case, sr, t0 + timedelta(days=2), agent, customer)
 
     async def _decline(self, technician: Actor, order_id: int, reason: str) -> None:
-        """Decline a job as its technician.
-
-        Core bug worked around: ServiceDesk.act_on_repair commits the decline (which clears the
-        order's technician) and then re-reads the order in the technician's scope, so it raises
-        NotFound although the decline happened. Accept that NotFound only if the decline did commit.
-        """
-        try:
-            await self.past.service_desk.act_on_repair(technician, order_id, RepairActionIn(
-                action="decline", comment=reason))
-        except NotFound:
-            async with self.core.uow() as uow:
-                order = await uow.session.get(RepairOrder, order_id)
-                if order is None or order.status != RepairStatus.OPEN.value or order.decline_reason != reason:
-                    raise
+        """Decline a job as its technician."""
+        await self.past.service_desk.act_on_repair(technician, order_id, RepairActionIn(
+            action="decline", comment=reason))
 
     async def _close(
         self, case: _CasePlan, sr: str, when: datetime, agent: Actor, customer: Actor | None
@@ -1889,8 +1865,8 @@ async def _personas(core: Core) -> list[tuple[str, str, str]]:
          "王芳's household, identity demo-customer (rest/web/terminal). Try '我的洗衣机WM2023-00917漏水' (in "
          "warranty), 'AB12345还在保修期吗？' (expired), '洗碗机显示E13'."),
         ("oliver.smith", "customer",
-         "English-speaking household, identity demo-customer-en. Try 'where is my technician?', "
-         "'error E13 on my dishwasher', 'is WM3000-00342 still under warranty?'."),
+         "English-speaking household, identity demo-customer-en. Try 'where is my technician?', 'error E13 "
+         "on my dishwasher', 'is WM3000-00342 still under warranty?'."),
         ("li.lei", "rep",
          f"Shanghai rep, owns Acme Appliances Ltd, identity demo-rep. Try 'visited Acme today with Li Na, "
          f"discussed "
@@ -1899,15 +1875,14 @@ async def _personas(core: Core) -> list[tuple[str, str, str]]:
          f"Shanghai technician, identity demo-technician. Try 'my jobs today', 'accept {job_ref}', "
          f"'{job_ref} done, replaced pump, part P-100'."),
         ("chen.jing", "manager",
-         "Sales director heading the group, identity demo-manager. Try 'pipeline this quarter', 'show me "
-         "Acme', "
-         "the morning digest."),
+         "Sales director heading the group, identity demo-manager. Try 'pipeline this quarter', "
+         "'show me Acme', the morning digest."),
         ("sun.li", "manager",
          "Shanghai service manager (complaints and escalations land here), identity demo-service-manager. "
          "Try 'open complaints', 'your technician was rude' as a customer first."),
         ("liu.yang", "agent",
-         "Shanghai service desk, identity demo-agent. Try 'open requests', 'search the knowledge base for "
-         "E21'."),
+         "Shanghai service desk, identity demo-agent. Try 'open requests', "
+         "'search the knowledge base for E21'."),
         ("admin", "admin", "Sees everything, identity demo-admin; add yourself with `crmbot users add`."),
     ]
 

@@ -42,7 +42,11 @@ def load_settings() -> Settings:
         return Settings()
     except ValidationError as exc:
         for error in exc.errors():
-            name = "CRMBOT_" + "_".join(str(part) for part in error["loc"]).upper() if error["loc"] else "settings"
+            name = (
+                "CRMBOT_" + "_".join(str(part) for part in error["loc"]).upper()
+                if error["loc"]
+                else "settings"
+            )
             err.print(f"Configuration error: {name}: {error['msg']}", markup=False, highlight=False)
         raise typer.Exit(2) from None
 

@@ -32,8 +32,26 @@ def test_db_upgrade_reports_the_revision(cli: CliRunner, core: Core) -> None:
 
 
 def test_users_add_with_identity_then_list(cli: CliRunner, world: World) -> None:
-    result = cli.invoke(app, ["users", "add", "mei", "--role", "customer", "--customer", "ACME", "--name", "Mei Lin",
-                              "--lang", "zh", "--identity", "telegram:4242", "--identity", "web:mei"])
+    result = cli.invoke(
+        app,
+        [
+            "users",
+            "add",
+            "mei",
+            "--role",
+            "customer",
+            "--customer",
+            "ACME",
+            "--name",
+            "Mei Lin",
+            "--lang",
+            "zh",
+            "--identity",
+            "telegram:4242",
+            "--identity",
+            "web:mei",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "Added customer mei (Mei Lin), linked telegram:4242, web:mei." in result.output
     listing = cli.invoke(app, ["users", "list"])
@@ -51,7 +69,9 @@ def test_users_add_with_identity_then_list(cli: CliRunner, world: World) -> None
         (["users", "add", "x5", "--role", "rep", "--identity", "rest:acme-buyer"], "already linked"),
     ],
 )
-def test_users_add_refuses_bad_input_clearly(cli: CliRunner, world: World, arguments: list[str], message: str) -> None:
+def test_users_add_refuses_bad_input_clearly(
+    cli: CliRunner, world: World, arguments: list[str], message: str
+) -> None:
     result = cli.invoke(app, arguments)
     assert result.exit_code == 1
     assert message in result.output
@@ -60,17 +80,23 @@ def test_users_add_refuses_bad_input_clearly(cli: CliRunner, world: World, argum
 
 def test_import_all_or_nothing_with_file_and_line(cli: CliRunner, world: World, tmp_path: Path) -> None:
     good = tmp_path / "customers.csv"
-    good.write_text("code,name,type,segment,phone,email,address,owner\n"
-                    "C-1,Alpha,end,retail,,a@example.com,Road 1,rep.north\n"
-                    "C-2,贝塔公司,public,school,,,,\n", encoding="utf-8")
+    good.write_text(
+        "code,name,type,segment,phone,email,address,owner\n"
+        "C-1,Alpha,end,retail,,a@example.com,Road 1,rep.north\n"
+        "C-2,贝塔公司,public,school,,,,\n",
+        encoding="utf-8",
+    )
     result = cli.invoke(app, ["import", "customers", str(good)])
     assert result.exit_code == 0, result.output
     assert "2 customers created, 0 updated" in result.output
     bad = tmp_path / "more.csv"
-    bad.write_text("code,name,type,segment,phone,email,address,owner\n"
-                   "C-3,Gamma,end,retail,,,,\n"
-                   "C-4,Delta,emperor,retail,,,,\n"
-                   "C-5,Epsilon,end,retail,,,,ghost\n", encoding="utf-8")
+    bad.write_text(
+        "code,name,type,segment,phone,email,address,owner\n"
+        "C-3,Gamma,end,retail,,,,\n"
+        "C-4,Delta,emperor,retail,,,,\n"
+        "C-5,Epsilon,end,retail,,,,ghost\n",
+        encoding="utf-8",
+    )
     failed = cli.invoke(app, ["import", "customers", str(bad)])
     assert failed.exit_code == 1
     lines = failed.output.splitlines()
@@ -81,14 +107,18 @@ def test_import_all_or_nothing_with_file_and_line(cli: CliRunner, world: World, 
     assert listing.exit_code == 0
 
 
-async def test_import_leaves_database_unchanged_on_failure(cli: CliRunner, core: Core, world: World,
-                                                           tmp_path: Path) -> None:
+async def test_import_leaves_database_unchanged_on_failure(
+    cli: CliRunner, core: Core, world: World, tmp_path: Path
+) -> None:
     from core.auth import SYSTEM
 
     bad = tmp_path / "products.csv"
-    bad.write_text("serial_number,product_code,product_name,customer_code,sold_on,warranty_months,warranty_type\n"
-                   "NEW-1,WM-2023,Washer,ACME,2025-01-31,12,standard\n"
-                   "NEW-2,WM-2023,Washer,ACME,2025-02-30,12,standard\n", encoding="utf-8")
+    bad.write_text(
+        "serial_number,product_code,product_name,customer_code,sold_on,warranty_months,warranty_type\n"
+        "NEW-1,WM-2023,Washer,ACME,2025-01-31,12,standard\n"
+        "NEW-2,WM-2023,Washer,ACME,2025-02-30,12,standard\n",
+        encoding="utf-8",
+    )
     import asyncio
 
     result = await asyncio.to_thread(cli.invoke, app, ["import", "products", str(bad)])

@@ -123,7 +123,8 @@ async def test_demo_contents(core: Core, clock: FrozenClock) -> None:
         names = set(await scalars(session, select(Customer.name)))
         assert {"王芳", "Oliver Smith", "Acme Appliances Ltd", "上海家电城", "Beijing No. 4 Middle School",
                 "仁济医院"} <= names
-        emails = [*await scalars(session, select(Customer.email)), *await scalars(session, select(Contact.email)),
+        emails = [*await scalars(session, select(Customer.email)),
+                  *await scalars(session, select(Contact.email)),
                   *await scalars(session, select(User.email))]
         assert all(e.endswith(("example.com", "example.cn")) for e in emails if e)
         assert set(await scalars(session, select(Contact.lang))) == {"en", "zh"}
@@ -155,8 +156,8 @@ async def test_demo_contents(core: Core, clock: FrozenClock) -> None:
         assert min(created) >= clock.now() - timedelta(days=90) and max(created) < clock.now()
         assert max(created) - min(created) > timedelta(days=60)
         repair_statuses = set(await scalars(session, select(RepairOrder.status)))
-        assert repair_statuses == {"dispatched", "accepted", "in_progress", "completed", "settled", "cancelled",
-                                   "open"}
+        assert repair_statuses == {"dispatched", "accepted", "in_progress", "completed", "settled",
+                                   "cancelled", "open"}
         completed = (await session.execute(
             select(RepairOrder).where(RepairOrder.completed_at.is_not(None)))).scalars().all()
         assert any(order.in_warranty for order in completed)
@@ -243,11 +244,11 @@ async def test_demo_contents(core: Core, clock: FrozenClock) -> None:
     assert oliver.lang == "en" and fang.lang == "zh"
     with pytest.raises(NotFound):
         await core.installed.warranty(oliver, "WM2023-00917")
-    roles = {username: role for username, role, _hint in report.personas}
-    assert roles == {"wang.fang": "customer", "oliver.smith": "customer", "li.lei": "rep",
-                     "zhang.wei": "technician", "chen.jing": "manager", "sun.li": "manager", "liu.yang": "agent",
-                     "admin": "admin"}
-    for username, role in roles.items():
+    persona_roles = {username: role for username, role, _hint in report.personas}
+    assert persona_roles == {"wang.fang": "customer", "oliver.smith": "customer", "li.lei": "rep",
+                     "zhang.wei": "technician", "chen.jing": "manager", "sun.li": "manager",
+                     "liu.yang": "agent", "admin": "admin"}
+    for username, role in persona_roles.items():
         assert (await core.org.actor_for_username(username)).role.value == role
 
     # wang.fang's history: AB12345 repaired out of warranty, settled and rated

@@ -33,8 +33,18 @@ async def test_migrations_build_exactly_the_models_schema(engine: AsyncEngine) -
 
 
 def _customer(code: str, now: datetime) -> Customer:
-    return Customer(code=code, name=code, type="end", segment="", lifecycle_stage="new", address="",
-                    value_score=0.0, tier="regular", created_at=now, updated_at=now)
+    return Customer(
+        code=code,
+        name=code,
+        type="end",
+        segment="",
+        lifecycle_stage="new",
+        address="",
+        value_score=0.0,
+        tier="regular",
+        created_at=now,
+        updated_at=now,
+    )
 
 
 async def test_commit_writes_the_change_and_its_events_together(core: Core) -> None:
@@ -47,7 +57,11 @@ async def test_commit_writes_the_change_and_its_events_together(core: Core) -> N
         await uow.commit()
     async with core.uow() as uow:
         event = (await uow.session.execute(select(OutboxEvent))).scalar_one()
-        assert (event.event_type, event.aggregate, event.payload["code"]) == ("CustomerCreated", "customer", "C1")
+        assert (event.event_type, event.aggregate, event.payload["code"]) == (
+            "CustomerCreated",
+            "customer",
+            "C1",
+        )
         assert event.processed_at is None and event.occurred_at == now
 
 
@@ -122,9 +136,18 @@ async def test_dates_are_plain_dates(core: Core) -> None:
         customer = _customer("D", core.clock.now())
         uow.session.add_all([product, customer])
         await uow.session.flush()
-        uow.session.add(InstalledProduct(serial_number="S1", product_id=product.id, customer_id=customer.id,
-                                         sold_on=date(2024, 2, 29), warranty_months=12, warranty_type="standard",
-                                         warranty_ends_on=date(2025, 2, 28), created_at=core.clock.now()))
+        uow.session.add(
+            InstalledProduct(
+                serial_number="S1",
+                product_id=product.id,
+                customer_id=customer.id,
+                sold_on=date(2024, 2, 29),
+                warranty_months=12,
+                warranty_type="standard",
+                warranty_ends_on=date(2025, 2, 28),
+                created_at=core.clock.now(),
+            )
+        )
         await uow.commit()
     async with core.uow() as uow:
         sold_on = (await uow.session.execute(select(InstalledProduct.sold_on))).scalar_one()

@@ -33,12 +33,24 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str,
     """A demo-loaded crmbot serving on a free port, with nothing configured."""
     workdir = tmp_path_factory.mktemp("newcomer")
     env = _clean_env(workdir)
-    demo = subprocess.run([sys.executable, "-m", "crmbot", "demo"], cwd=workdir, env=env, capture_output=True,
-                          text=True, timeout=180)
+    demo = subprocess.run(
+        [sys.executable, "-m", "crmbot", "demo"],
+        cwd=workdir,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     assert demo.returncode == 0, demo.stderr
     port = _free_port()
-    process = subprocess.Popen([sys.executable, "-m", "crmbot", "run", "--port", str(port)], cwd=workdir, env=env,
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "crmbot", "run", "--port", str(port)],
+        cwd=workdir,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60
@@ -76,8 +88,16 @@ def test_demo_warranty_requests_and_deals_through_the_api(server: tuple[str, str
     assert "wang.fang" in demo_output or "persona" in demo_output.lower()
     headers = {"Authorization": f"Bearer {token}"}
     warranty = httpx.get(f"{base}/api/v1/warranty/WM2023-00917", headers=headers).json()
-    assert set(warranty) == {"serial_number", "product", "customer", "warranty_type", "starts_on", "ends_on",
-                             "in_warranty", "days_left"}
+    assert set(warranty) == {
+        "serial_number",
+        "product",
+        "customer",
+        "warranty_type",
+        "starts_on",
+        "ends_on",
+        "in_warranty",
+        "days_left",
+    }
     assert warranty["serial_number"] == "WM2023-00917" and warranty["in_warranty"] is True
     assert warranty["days_left"] > 0
     requests = httpx.get(f"{base}/api/v1/service-requests", params={"limit": 200}, headers=headers).json()
@@ -87,6 +107,11 @@ def test_demo_warranty_requests_and_deals_through_the_api(server: tuple[str, str
     detail = httpx.get(f"{base}/api/v1/service-requests/{one['ref']}", headers=headers).json()
     assert detail["ref"] == one["ref"] and detail["history"][0]["action"] == "open"
     deals = httpx.get(f"{base}/api/v1/opportunities", params={"limit": 200}, headers=headers).json()
-    assert {item["stage"] for item in deals["items"]} >= {"qualification", "negotiation", "closed_won", "closed_lost"}
+    assert {item["stage"] for item in deals["items"]} >= {
+        "qualification",
+        "negotiation",
+        "closed_won",
+        "closed_lost",
+    }
     missing = httpx.get(f"{base}/api/v1/warranty/NO-SUCH-SERIAL", headers=headers)
     assert missing.status_code == 404 and "Traceback" not in missing.text

@@ -276,6 +276,15 @@ async def test_cancelled_job_cannot_be_accepted_and_decline_needs_reason(core: C
     )
     with pytest.raises(ValidationFailed, match="why"):
         await desk.act_on_repair(world.tech_north, order.ref, RepairActionIn(action="decline"))
+    declined = await desk.act_on_repair(
+        world.tech_north, order.ref, RepairActionIn(action="decline", comment="too far")
+    )
+    assert (declined.status, declined.technician, declined.history[-1].comment) == ("open", None, "too far")
+    with pytest.raises(NotFound):  # no longer theirs
+        await desk.get_repair_order(world.tech_north, order.ref)
+    order = await desk.dispatch(
+        world.agent, RepairOrderIn(service_request=request.ref, technician="tech.north")
+    )
     await desk.act_on_repair(
         world.agent, order.ref, RepairActionIn(action="cancel", comment="customer cancelled")
     )

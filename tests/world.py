@@ -58,7 +58,7 @@ async def build_world(core: Core) -> World:
                 email=f"{username}@example.com",
                 **extra,
             ),
-        )  # type: ignore[arg-type]
+        )
 
     await user("admin", Role.ADMIN)
     await user("director", Role.MANAGER, department="GRP")
@@ -72,8 +72,8 @@ async def build_world(core: Core) -> World:
     await org.add_department(
         SYSTEM, code="GRP", name="Head office", kind=DepartmentKind.GROUP, head_username="director"
     )
-    await _assign_station(core, "tech.north", "ST-N")
-    await _assign_station(core, "tech.south", "ST-S")
+    await core.service_desk.assign_station(SYSTEM, technician="tech.north", station_code="ST-N")
+    await core.service_desk.assign_station(SYSTEM, technician="tech.south", station_code="ST-S")
 
     customers = core.customers
     await customers.create(
@@ -169,17 +169,3 @@ async def build_world(core: Core) -> World:
         acme_old_serial="DW500-00001",
         globex_serial="AB12345",
     )
-
-
-async def _assign_station(core: Core, username: str, station_code: str) -> None:
-    """Technicians work from a station (no service for this yet: set it directly)."""
-    from sqlalchemy import select
-
-    from core.db.models import ServiceStation, User
-
-    async with core.uow() as uow:
-        user = (await uow.session.execute(select(User).where(User.username == username))).scalar_one()
-        user.station_id = (
-            await uow.session.execute(select(ServiceStation.id).where(ServiceStation.code == station_code))
-        ).scalar_one()
-        await uow.commit()

@@ -527,7 +527,9 @@ class ServiceDesk(Service):
             order.updated_at = request.updated_at = now
             self._record_repair(session, order, actor, action, old_status, new_status, comment)
             await uow.commit()
-        return await self.get_repair_order(actor, order.id)
+            # Shaped in this session, not re-read through the actor's scope: a technician who just
+            # declined the job can no longer see it, yet must get the declined order back.
+            return (await self._order_outs(session, actor, [order]))[0]
 
     async def _complete(
         self,
@@ -769,6 +771,22 @@ class ServiceDesk(Service):
                 stock = PartStock(station_id=station.id, part_id=part.id)
                 session.add(stock)
             stock.quantity, stock.min_quantity = quantity, min_quantity
+            await uow.commit()
+
+    async def assign_station(self, actor: Actor, *, technician: str, station_code: str) -> None:
+        """Base a technician at a service station (their parts come from its stock)."""
+        require_role(actor, Role.MANAGER, doing="assign technicians to stations")
+        async with self._uow() as uow:
+            session = uow.session
+            user = await user_by_username(session, technician)
+            if user.role != Role.TECHNICIAN:
+                raise ValidationFailed(f"{user.username} is not a technician.", field="technician")
+            station_id = (
+                await session.execute(select(ServiceStation.id).where(ServiceStation.code == station_code))
+            ).scalar_one_or_none()
+            if station_id is None:
+                raise NotFound(f"No service station '{station_code}'.", field="station_code")
+            user.station_id = station_id
             await uow.commit()
 
     async def stock_level(self, actor: Actor, station_code: str, part_code: str) -> int:

@@ -111,14 +111,23 @@ class SurveyService(Service):
         conditions: builtins.list[ColumnElement[bool]] = [customer_scope(actor)]
         if status:
             conditions.append(Survey.status == status)
-        base = select(Survey, Customer.code).join(Customer, Customer.id == Survey.customer_id).where(*conditions)
+        base = (
+            select(Survey, Customer.code).join(Customer, Customer.id == Survey.customer_id).where(*conditions)
+        )
         async with self._uow() as uow:
-            total = (await uow.session.execute(select(func.count()).select_from(base.subquery()))).scalar_one()
+            total = (
+                await uow.session.execute(select(func.count()).select_from(base.subquery()))
+            ).scalar_one()
             rows = (
-                await uow.session.execute(base.order_by(Survey.id.desc()).limit(limit).offset(offset))
-            ).tuples().all()
+                (await uow.session.execute(base.order_by(Survey.id.desc()).limit(limit).offset(offset)))
+                .tuples()
+                .all()
+            )
         return Page[SurveyOut](
-            items=[_survey_out(survey, code) for survey, code in rows], total=total, limit=limit, offset=offset
+            items=[_survey_out(survey, code) for survey, code in rows],
+            total=total,
+            limit=limit,
+            offset=offset,
         )
 
     async def _out(self, session: AsyncSession, survey: Survey) -> SurveyOut:

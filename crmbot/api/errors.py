@@ -71,8 +71,13 @@ def error_body(
 
 
 def error_response(
-    status: int, code: str, message: str, *, field: str | None = None,
-    details: Sequence[Detail] | None = None, headers: dict[str, str] | None = None,
+    status: int,
+    code: str,
+    message: str,
+    *,
+    field: str | None = None,
+    details: Sequence[Detail] | None = None,
+    headers: dict[str, str] | None = None,
 ) -> JSONResponse:
     """An error as a JSON response."""
     body = error_body(code, message, field=field, details=details)
@@ -148,7 +153,9 @@ async def _pydantic_validation(request: Request, exc: Exception) -> JSONResponse
 
 def _default_message(status: int, request: Request) -> str:
     if status == 404:
-        return f"There is nothing at {request.method} {request.url.path}. The API is described at /openapi.json."
+        return (
+            f"There is nothing at {request.method} {request.url.path}. The API is described at /openapi.json."
+        )
     if status == 405:
         return f"{request.method} is not allowed on {request.url.path}."
     try:
