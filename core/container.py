@@ -9,6 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from core.clock import Clock, SystemClock
 from core.db.engine import create_engine, create_session_factory
 from core.domain.value import value_model_from_config
+from core.services.conversations import ConversationStore
 from core.services.customers import CustomerService
 from core.services.installed import InstalledBaseService
 from core.services.knowledge import KnowledgeService
@@ -35,6 +36,7 @@ class Core:
     sales: SalesService
     knowledge: KnowledgeService
     surveys: SurveyService
+    conversations: ConversationStore
 
     def uow(self) -> UnitOfWork:
         """A new unit of work."""
@@ -69,4 +71,5 @@ def build_core(settings: Settings, *, clock: Clock | None = None, engine: AsyncE
         sales=SalesService(uow, clock, tz),
         knowledge=KnowledgeService(uow, clock, tz),
         surveys=SurveyService(uow, clock, tz),
+        conversations=ConversationStore(uow, clock, tz),
     )

@@ -495,6 +495,28 @@ class OpportunityDetail(OpportunityOut):
     history: list[OpportunityChangeOut]
 
 
+class PipelineStageOut(Out):
+    """One stage of the funnel."""
+
+    stage: str
+    count: int
+    amount: Decimal
+    weighted: Decimal
+
+
+class PipelineOut(Out):
+    """Deals in scope closing in a period: the funnel and the weighted forecast by month."""
+
+    close_from: date | None
+    close_to: date | None
+    stages: list[PipelineStageOut]
+    open_count: int
+    open_amount: Decimal
+    weighted_forecast: Decimal
+    won_amount: Decimal
+    forecast_by_month: dict[str, Decimal]
+
+
 # --- knowledge ----------------------------------------------------------------------------------
 
 

@@ -152,6 +152,10 @@ async def build_world(core: Core) -> World:
         SYSTEM, station_code="ST-S", part_code="P-100", quantity=1, min_quantity=0
     )
 
+    for username in ("admin", "director", "north.manager", "south.manager", "rep.north", "rep.south", "agent",
+                     "tech.north", "tech.south", "globex.buyer"):
+        await org.link_identity(SYSTEM, username, f"rest:{username}")
+
     actor = org.actor_for_username
     return World(
         admin=await actor("admin"),

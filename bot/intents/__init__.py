@@ -1,1 +1,19 @@
-"""bot.intents package."""
+"""Intent handlers, one module per business area; the registry builds the dialogue from them."""
+
+from __future__ import annotations
+
+from bot.dialogue import Dialogue, Handler
+from bot.intents import smalltalk
+
+
+def all_handlers() -> list[Handler]:
+    """One instance of every handler."""
+    handlers: list[Handler] = [
+        smalltalk.Greet(), smalltalk.Goodbye(), smalltalk.Help(), smalltalk.Affirm(), smalltalk.Deny(),
+    ]
+    return handlers
+
+
+def build_dialogue() -> Dialogue:
+    """The dialogue with every handler registered."""
+    return Dialogue(all_handlers(), smalltalk.fallback)

@@ -525,3 +525,32 @@ class DemoMarker(Base):
 
     name: Mapped[str] = mapped_column(String(64), primary_key=True)
     loaded_at: Mapped[datetime]
+
+
+# --- conversations ------------------------------------------------------------------------------
+
+
+class Conversation(Base):
+    """Dialogue state of one person in one chat, so a half-filled request survives a restart."""
+
+    __tablename__ = "conversations"
+    __table_args__ = (UniqueConstraint("channel", "chat_id", "user_key", name="uq_conversations_channel_chat_user"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    channel: Mapped[str] = mapped_column(String(20))
+    chat_id: Mapped[str] = mapped_column(String(128))
+    user_key: Mapped[str] = mapped_column(String(128))
+    state: Mapped[dict[str, Any]] = mapped_column(JSON)
+    updated_at: Mapped[datetime]
+
+
+class InboundMessage(Base):
+    """Platform message ids already handled: a redelivered update is answered once."""
+
+    __tablename__ = "inbound_messages"
+    __table_args__ = (UniqueConstraint("channel", "message_id", name="uq_inbound_messages_channel_message"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    channel: Mapped[str] = mapped_column(String(20))
+    message_id: Mapped[str] = mapped_column(String(128))
+    received_at: Mapped[datetime] = mapped_column(index=True)

@@ -183,6 +183,14 @@ class CustomerService(Service):
                 offset=offset,
             )
 
+    async def names_in_scope(self, actor: Actor) -> builtins.list[tuple[str, str]]:
+        """(code, name) of every customer the actor may see, for matching names typed in chat."""
+        async with self._uow() as uow:
+            rows = await uow.session.execute(
+                select(Customer.code, Customer.name).where(customer_scope(actor)).order_by(Customer.name)
+            )
+            return [(code, name) for code, name in rows.tuples()]
+
     async def add_contact(self, actor: Actor, customer_code: str, data: ContactIn) -> ContactOut:
         """Add a person to a customer in scope."""
         require_role(actor, Role.MANAGER, Role.REP, Role.AGENT, doing="add contacts")

@@ -34,6 +34,8 @@ from core.schemas import (
     OpportunityOut,
     OpportunityPatch,
     Page,
+    PipelineOut,
+    PipelineStageOut,
     TaskOut,
     VisitIn,
     VisitOut,
@@ -478,6 +480,52 @@ class SalesService(Service):
                 limit=limit,
                 offset=offset,
             )
+
+    async def pipeline(
+        self, actor: Actor, *, close_from: date | None = None, close_to: date | None = None
+    ) -> PipelineOut:
+        """Funnel of the actor's (and their team's) deals expected to close in [close_from, close_to]."""
+        require_role(actor, *SALES_ROLES, doing="see the pipeline")
+        conditions: list[ColumnElement[bool]] = [sales_scope_owner(actor, Opportunity.owner_id)]
+        if close_from:
+            conditions.append(Opportunity.expected_close >= close_from)
+        if close_to:
+            conditions.append(Opportunity.expected_close <= close_to)
+        async with self._uow() as uow:
+            rows = (
+                await uow.session.execute(
+                    select(Opportunity.stage, Opportunity.amount, Opportunity.probability, Opportunity.expected_close)
+                    .where(*conditions)
+                )
+            ).tuples().all()
+        zero = Decimal("0.00")
+        counts = dict.fromkeys((stage.value for stage in OpportunityStage), 0)
+        amounts = dict.fromkeys(counts, zero)
+        weighted_amounts = dict.fromkeys(counts, zero)
+        by_month: dict[str, Decimal] = {}
+        for stage, amount, probability, expected_close in rows:
+            weighted = (amount * probability / 100).quantize(Decimal("0.01"))
+            counts[stage] += 1
+            amounts[stage] += amount
+            weighted_amounts[stage] += weighted
+            if stage not in CLOSED_STAGES and expected_close is not None:
+                month = expected_close.strftime("%Y-%m")
+                by_month[month] = by_month.get(month, zero) + weighted
+        stages = [
+            PipelineStageOut(stage=stage, count=counts[stage], amount=amounts[stage], weighted=weighted_amounts[stage])
+            for stage in counts
+        ]
+        open_stages = [entry for entry in stages if entry.stage not in CLOSED_STAGES]
+        return PipelineOut(
+            close_from=close_from,
+            close_to=close_to,
+            stages=stages,
+            open_count=sum(entry.count for entry in open_stages),
+            open_amount=sum((entry.amount for entry in open_stages), zero),
+            weighted_forecast=sum((entry.weighted for entry in open_stages), zero),
+            won_amount=amounts[OpportunityStage.CLOSED_WON.value],
+            forecast_by_month=dict(sorted(by_month.items())),
+        )
 
     async def _visible_opportunity(
         self, session: AsyncSession, actor: Actor, reference: str | int

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 
 from sqlalchemy import ColumnElement, func, select
@@ -24,10 +24,11 @@ from core.db.models import (
     ServiceRequest,
     ServiceRequestChange,
     ServiceStation,
+    Task,
     User,
 )
 from core.domain import events
-from core.domain.enums import RepairStatus, RequestStatus, Role
+from core.domain.enums import RepairStatus, RequestStatus, Role, TaskKind, TaskStatus
 from core.domain.pricing import PartLine, PriceList, compute_charge
 from core.domain.sla import sla_due
 from core.domain.warranty import WarrantyStatus
@@ -43,6 +44,7 @@ from core.schemas import (
     ServiceRequestDetail,
     ServiceRequestIn,
     ServiceRequestOut,
+    TaskOut,
     TransitionIn,
 )
 from core.services.base import (
@@ -704,6 +706,43 @@ class ServiceDesk(Service):
                 limit=limit,
                 offset=offset,
             )
+
+    # --- hand-off to a person --------------------------------------------------------------------
+
+    async def request_handoff(self, actor: Actor, *, summary: str, channel: str) -> TaskOut:
+        """Someone asked for a human: a hand-off task for the least busy service agent, due within the hour."""
+        text = " ".join(summary.split())[:250] or "(no message)"
+        async with self._uow() as uow:
+            session = uow.session
+            open_load = (
+                select(Task.assignee_id, func.count().label("load"))
+                .where(Task.status == TaskStatus.OPEN, Task.kind == TaskKind.HANDOFF)
+                .group_by(Task.assignee_id)
+                .subquery()
+            )
+            agent = (
+                await session.execute(
+                    select(User)
+                    .outerjoin(open_load, open_load.c.assignee_id == User.id)
+                    .where(User.role == Role.AGENT, User.active.is_(True))
+                    .order_by(func.coalesce(open_load.c.load, 0), User.id)
+                    .limit(1)
+                )
+            ).scalar_one_or_none()
+            now = self._clock.now()
+            who = actor.name or actor.username
+            task = Task(
+                title=f"Hand-off ({channel}) from {who}: {text}"[:300], kind=TaskKind.HANDOFF.value,
+                status=TaskStatus.OPEN.value, due_at=now + timedelta(hours=1),
+                assignee_id=agent.id if agent else None, customer_id=actor.customer_id, created_at=now,
+            )
+            session.add(task)
+            await session.flush()
+            uow.emit(events.TaskCreated(aggregate_id=task.id, actor_id=actor.user_id,
+                                        assignee_id=task.assignee_id, due_at=task.due_at, kind=task.kind))
+            await uow.commit()
+            return TaskOut(id=task.id, title=task.title, kind=task.kind, status=task.status, due_at=task.due_at,
+                           assignee=agent.username if agent else None, customer_code=None)
 
     # --- stock ----------------------------------------------------------------------------------
 

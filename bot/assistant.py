@@ -1,0 +1,143 @@
+"""The bot pipeline: de-duplicate, identify, rate-limit, detect language, parse, converse, remember."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+import unicodedata
+from collections import OrderedDict
+from dataclasses import dataclass
+
+from bot.dialogue import CONTEXT_ENTITIES, Dialogue, State, Turn
+from bot.i18n import t
+from bot.intents import build_dialogue
+from bot.messages import IncomingMessage, Reply
+from bot.nlu.lang import detect_lang
+from bot.nlu.types import Entity, NluEngine, ParseContext, ParseResult
+from core.auth import Actor
+from core.container import Core
+
+log = logging.getLogger("crmbot.assistant")
+
+MAX_TEXT = 4000
+# A button payload in Rasa's form: /intent or /intent{"entity": "value", ...}
+PAYLOAD = re.compile(r"^/([a-z_]{2,40})(\{.{0,1000}\})?$", re.DOTALL)
+
+
+@dataclass
+class RateLimit:
+    """Token bucket per sender: `burst` messages at once, then `per_second` sustained."""
+
+    burst: float = 12.0
+    per_second: float = 1.0
+
+
+class SenderLimiter:
+    """In-process token buckets, bounded in size (least recently seen senders are dropped)."""
+
+    def __init__(self, limit: RateLimit, max_senders: int = 50_000) -> None:
+        self._limit = limit
+        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
+        self._max = max_senders
+
+    def allow(self, key: str, now: float | None = None) -> bool:
+        """Take a token for `key` if one is left."""
+        moment = time.monotonic() if now is None else now
+        tokens, last = self._buckets.pop(key, (self._limit.burst, moment))
+        tokens = min(self._limit.burst, tokens + (moment - last) * self._limit.per_second)
+        allowed = tokens >= 1.0
+        self._buckets[key] = (tokens - 1.0 if allowed else tokens, moment)
+        if len(self._buckets) > self._max:
+            self._buckets.popitem(last=False)
+        return allowed
+
+
+def clean_text(text: str) -> str:
+    """Drop control characters and surrounding blanks; cap the length (a chat message, not a file)."""
+    cleaned = "".join(char for char in text[: MAX_TEXT * 2] if char in "\n\t" or unicodedata.category(char)[0] != "C")
+    return cleaned.strip()[:MAX_TEXT]
+
+
+def parse_payload(text: str, lang: str) -> ParseResult | None:
+    """A button payload becomes a certain parse: `/affirm`, `/search_knowledge{"query": "E13"}`."""
+    match = PAYLOAD.match(text)
+    if match is None:
+        return None
+    entities: list[Entity] = []
+    if match.group(2):
+        try:
+            values = json.loads(match.group(2))
+        except json.JSONDecodeError:
+            return None
+        if not isinstance(values, dict):
+            return None
+        entities = [Entity(entity=str(key)[:40], value=str(value)[:500], start=0, end=0, extractor="payload")
+                    for key, value in values.items()]
+    return ParseResult(text=text, intent=match.group(1), confidence=1.0, entities=tuple(entities), lang=lang)
+
+
+class Assistant:
+    """Turns one incoming message into replies, whatever the channel."""
+
+    def __init__(self, core: Core, nlu: NluEngine, *, rate_limit: RateLimit | None = None,
+                 dialogue: Dialogue | None = None) -> None:
+        self._core = core
+        self._nlu = nlu
+        self._dialogue = dialogue or build_dialogue()
+        self._limiter = SenderLimiter(rate_limit or RateLimit())
+
+    async def handle(self, message: IncomingMessage) -> list[Reply]:
+        """Answer a message from a channel identity (an unlinked one gets only the linking hint)."""
+        if message.message_id and not await self._core.conversations.first_delivery(
+            message.channel, message.message_id
+        ):
+            return []
+        actor = await self._core.org.actor_for_identity(message.channel, message.sender_id)
+        if actor is None:
+            lang = detect_lang(message.text) if message.text.strip() else self._core.settings.default_lang
+            return [Reply(text=t(lang, "identity.not_linked"))]
+        return await self.handle_as(actor, message)
+
+    async def handle_as(self, actor: Actor, message: IncomingMessage) -> list[Reply]:
+        """Answer a message from a known actor (the terminal chat trusts its local user)."""
+        key = f"{message.channel}:{message.sender_id}"
+        store = self._core.conversations
+        state = State.from_json(await store.load(message.channel, message.conversation_id, key))
+        text = clean_text(message.text)
+        lang = self._language(text, state, actor)
+        if not self._limiter.allow(key):
+            return [Reply(text=t(lang, "dialogue.slow_down"))]
+        state.lang = lang
+        replies = await self._converse(actor, message, state, text, lang)
+        await store.save(message.channel, message.conversation_id, key, state.to_json())
+        return replies
+
+    async def _converse(self, actor: Actor, message: IncomingMessage, state: State, text: str,
+                        lang: str) -> list[Reply]:
+        if not text and not message.attachments:
+            return [Reply(text=t(lang, "dialogue.empty"))]
+        now = self._core.clock.now()
+        try:
+            parse = parse_payload(text, lang) or await self._nlu.parse(
+                text, ParseContext(now=now, timezone=actor.timezone or self._core.settings.timezone, lang=lang)
+            )
+            turn = Turn(core=self._core, actor=actor, lang=lang, parse=parse, text=text, state=state, now=now,
+                        channel=message.channel)
+            replies = await self._dialogue.respond(turn)
+            for entity in parse.entities:
+                if entity.entity in CONTEXT_ENTITIES:
+                    state.context[entity.entity] = entity.value
+            return replies
+        except Exception:
+            # Never a stack trace to a person: log it, apologise, and drop the half-done task.
+            log.exception("turn failed for %s on %s", actor.username, message.channel)
+            state.finish()
+            return [Reply(text=t(lang, "error.internal"))]
+
+    def _language(self, text: str, state: State, actor: Actor) -> str:
+        """The message's own language when it has words; otherwise the conversation's or the user's."""
+        if any(char.isalpha() for char in text) and not text.startswith("/"):
+            return detect_lang(text)
+        return state.lang or actor.lang or self._core.settings.default_lang

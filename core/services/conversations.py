@@ -1,0 +1,78 @@
+"""Conversation state and inbound de-duplication for the chat layer (stored, so restarts lose nothing)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import delete, select
+from sqlalchemy.exc import IntegrityError
+
+from core.db.models import Conversation, InboundMessage
+from core.services.base import Service
+
+MAX_STATE_BYTES = 64_000
+
+
+class ConversationStore(Service):
+    """Load and save one JSON state per (channel, chat, user)."""
+
+    async def load(self, channel: str, chat_id: str, user_key: str) -> dict[str, Any]:
+        """The saved state, or an empty one."""
+        async with self._uow() as uow:
+            row = (
+                await uow.session.execute(
+                    select(Conversation.state).where(
+                        Conversation.channel == channel,
+                        Conversation.chat_id == chat_id[:128],
+                        Conversation.user_key == user_key[:128],
+                    )
+                )
+            ).scalar_one_or_none()
+        return dict(row) if row else {}
+
+    async def save(self, channel: str, chat_id: str, user_key: str, state: dict[str, Any]) -> None:
+        """Replace the state (an empty state deletes the row)."""
+        async with self._uow() as uow:
+            session = uow.session
+            row = (
+                await session.execute(
+                    select(Conversation).where(
+                        Conversation.channel == channel,
+                        Conversation.chat_id == chat_id[:128],
+                        Conversation.user_key == user_key[:128],
+                    )
+                )
+            ).scalar_one_or_none()
+            if not state:
+                if row is not None:
+                    await session.delete(row)
+                    await uow.commit()
+                return
+            if row is None:
+                row = Conversation(channel=channel, chat_id=chat_id[:128], user_key=user_key[:128], state=state,
+                                   updated_at=self._clock.now())
+                session.add(row)
+            else:
+                row.state = state
+                row.updated_at = self._clock.now()
+            await uow.commit()
+
+    async def first_delivery(self, channel: str, message_id: str) -> bool:
+        """Record a platform message id; False when it was seen before (a redelivery)."""
+        async with self._uow() as uow:
+            uow.session.add(InboundMessage(channel=channel, message_id=message_id[:128], received_at=self._clock.now()))
+            try:
+                await uow.commit()
+            except IntegrityError:
+                return False
+        return True
+
+    async def forget_inbound_before(self, age: timedelta) -> int:
+        """Drop de-duplication records older than `age` (platforms stop redelivering after a day)."""
+        async with self._uow() as uow:
+            result = await uow.session.execute(
+                delete(InboundMessage).where(InboundMessage.received_at < self._clock.now() - age)
+            )
+            await uow.commit()
+            return int(getattr(result, "rowcount", 0) or 0)

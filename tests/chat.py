@@ -1,0 +1,70 @@
+"""Drive the assistant in tests: a scripted NLU (fakes over mocks) and a chat helper per person."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from bot.assistant import Assistant
+from bot.messages import IncomingMessage, Reply
+from bot.nlu.lang import detect_lang
+from bot.nlu.types import Entity, ParseContext, ParseResult
+from core.container import Core
+
+
+@dataclass
+class ScriptedNlu:
+    """Returns the parse a test queued for the next message; unqueued text parses as nlu_fallback.
+
+    Tests of dialogue logic say exactly what the NLU 'understood', so they do not depend on the model.
+    """
+
+    queued: list[ParseResult] = field(default_factory=list)
+    seen: list[tuple[str, ParseContext]] = field(default_factory=list)
+
+    def expect(self, intent: str, confidence: float = 0.97, ranking: tuple[tuple[str, float], ...] = (),
+               **entities: str) -> None:
+        """Queue what the next message will parse as."""
+        self.queued.append(ParseResult(
+            text="", intent=intent, confidence=confidence,
+            entities=tuple(Entity(entity=name, value=value, start=0, end=0) for name, value in entities.items()),
+            ranking=ranking or ((intent, confidence),),
+        ))
+
+    async def parse(self, text: str, context: ParseContext) -> ParseResult:
+        """The queued parse, with this text."""
+        self.seen.append((text, context))
+        if not self.queued:
+            return ParseResult(text=text, intent="nlu_fallback", confidence=0.2, lang=detect_lang(text),
+                               ranking=(("nlu_fallback", 0.2),))
+        queued = self.queued.pop(0)
+        return ParseResult(text=text, intent=queued.intent, confidence=queued.confidence, entities=queued.entities,
+                           ranking=queued.ranking, lang=detect_lang(text))
+
+
+@dataclass
+class Chat:
+    """One person talking to the assistant on one channel."""
+
+    assistant: Assistant
+    nlu: ScriptedNlu
+    channel: str
+    sender: str
+    counter: int = 0
+
+    async def say(self, text: str, intent: str | None = None, confidence: float = 0.97, **entities: str) -> list[Reply]:
+        """Send `text`; if `intent` is given, that is what the NLU understands."""
+        if intent is not None:
+            self.nlu.expect(intent, confidence, **entities)
+        self.counter += 1
+        return await self.assistant.handle(
+            IncomingMessage(channel=self.channel, sender_id=self.sender, text=text)
+        )
+
+    async def text(self, text: str, intent: str | None = None, **entities: str) -> str:
+        """Send and return all reply texts joined (for simple asserts)."""
+        return "\n".join(reply.text for reply in await self.say(text, intent, **entities))
+
+
+def make_chat(core: Core, nlu: ScriptedNlu, sender: str, channel: str = "rest") -> Chat:
+    """A chat for an identity that must already be linked (see tests/world.py: rest:acme-buyer)."""
+    return Chat(assistant=Assistant(core, nlu), nlu=nlu, channel=channel, sender=sender)
