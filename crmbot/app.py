@@ -6,6 +6,9 @@ from typing import Any
 
 from fastapi import Depends, FastAPI
 
+from bot.assistant import Assistant
+from bot.channels.rest import rest_router
+from bot.nlu.types import NluEngine
 from core.container import Core
 from crmbot.api import api_router
 from crmbot.api.deps import current_actor
@@ -19,8 +22,11 @@ DESCRIPTION = (
 )
 
 
-def create_app(core: Core, api_token: str) -> FastAPI:
-    """Build the app around an already wired Core; nothing is served without a token."""
+def create_app(
+    core: Core, api_token: str, *, assistant: Assistant | None = None, nlu: NluEngine | None = None
+) -> FastAPI:
+    """Build the app around an already wired Core (and, when given, the chat assistant and NLU);
+    nothing is served without a token."""
     if not api_token or not api_token.strip():
         raise ValueError("create_app needs an API token: the API is never open without one.")
     app = FastAPI(
@@ -38,10 +44,18 @@ def create_app(core: Core, api_token: str) -> FastAPI:
     install_error_handlers(app)
     app.include_router(health_router)
     app.include_router(api_router())
+    if nlu is not None:
+        from crmbot.nlu_http import parse_router
+
+        app.state.nlu = nlu
+        app.include_router(parse_router())
+    if assistant is not None:
+        app.state.assistant = assistant
+        app.include_router(rest_router())
 
     @app.get("/openapi.json", include_in_schema=False, dependencies=[Depends(current_actor)])
     async def openapi_document() -> dict[str, Any]:
         return app.openapi()
 
-    # Channels (REST webhook, web chat, Telegram, Slack) are added here with app.include_router(...).
+    # Further channels (web chat, Telegram, Slack) are added here with app.include_router(...).
     return app

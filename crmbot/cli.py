@@ -30,6 +30,16 @@ app.add_typer(db_app, name="db")
 app.add_typer(users_app, name="users")
 app.add_typer(kb_app, name="kb")
 
+
+def _register_nlu() -> None:
+    """The `crmbot nlu …` commands live with the NLU code."""
+    from crmbot.nlu_cli import nlu_app
+
+    app.add_typer(nlu_app, name="nlu")
+
+
+_register_nlu()
+
 # soft_wrap: long `FILE:LINE: reason` lines and tokens must never be broken at the terminal width.
 console = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
@@ -106,20 +116,19 @@ def run(
     bind_port = port or settings.port
 
     async def main() -> None:
+        from bot.assistant import Assistant
+        from bot.nlu.service import build_nlu
+
         core = build_core(settings)
         try:
             if role is RunRole.ALL:
                 from core.db.migrate import upgrade
 
                 await upgrade(core.engine)
+            nlu = await asyncio.to_thread(build_nlu, settings)
+            app = create_app(core, token, assistant=Assistant(core, nlu), nlu=nlu)
             server = uvicorn.Server(
-                uvicorn.Config(
-                    create_app(core, token),
-                    host=bind_host,
-                    port=bind_port,
-                    log_level="info",
-                    access_log=False,
-                )
+                uvicorn.Config(app, host=bind_host, port=bind_port, log_level="info", access_log=False)
             )
             console.print(
                 f"crmbot on [bold]http://{bind_host}:{bind_port}[/bold]  (database: {_safe_url(settings)})"
@@ -141,6 +150,36 @@ def _safe_url(settings: Settings) -> str:
     from sqlalchemy.engine import make_url
 
     return make_url(settings.database_url).render_as_string(hide_password=True)
+
+
+# --- chat ---------------------------------------------------------------------------------------
+
+
+@app.command()
+def chat(
+    as_user: Annotated[str | None, typer.Option("--as", help="Username to talk as (default: your login name).")] = None,
+) -> None:
+    """Talk to the assistant in this terminal, as a given user."""
+    import getpass
+
+    from bot.assistant import Assistant
+    from bot.channels.terminal import chat_loop
+    from bot.nlu.service import build_nlu
+
+    username = as_user or getpass.getuser()
+    settings = load_settings()
+
+    async def work(core: Core) -> None:
+        try:
+            actor = await core.org.actor_for_username(username)
+        except DomainError:
+            err.print(f"No crmbot user '{username}'. Use --as USERNAME (after `crmbot demo`, try --as wang.fang).",
+                      markup=False)
+            raise typer.Exit(1) from None
+        nlu = await asyncio.to_thread(build_nlu, settings)
+        await chat_loop(Assistant(core, nlu), actor, console)
+
+    with_core(work)
 
 
 # --- db -----------------------------------------------------------------------------------------

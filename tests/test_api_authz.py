@@ -484,7 +484,7 @@ async def test_lists_hold_only_the_callers_records(
             "/api/v1/service-requests/<sr>",
             {"subject": "Drum leaks water", "customer_code": "ACME"},
         ),
-        ("acme.buyer", "/api/v1/repair-orders/<ro>", {"ref": "<ro>", "technician": "tech.north"}),
+        ("acme.buyer", "/api/v1/repair-orders/<ro>", {"ref": "<ro>", "technician": "Tech North"}),
         ("acme.buyer", "/api/v1/warranty/<serial>", {"customer": "Acme Corp", "in_warranty": True}),
         ("acme.buyer", "/api/v1/customers/ACME", {"name": "Acme Corp"}),
         ("rep.north", "/api/v1/customers/ACME", {"owner": "rep.north"}),

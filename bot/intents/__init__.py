@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 from bot.dialogue import Dialogue, Handler
-from bot.intents import smalltalk
+from bot.intents import service, smalltalk
 
 
 def all_handlers() -> list[Handler]:
     """One instance of every handler."""
-    handlers: list[Handler] = [
+    return [
         smalltalk.Greet(), smalltalk.Goodbye(), smalltalk.Help(), smalltalk.Affirm(), smalltalk.Deny(),
+        *service.handlers(),
     ]
-    return handlers
 
 
 def build_dialogue() -> Dialogue:

@@ -9,7 +9,7 @@ Lang = Literal["en", "zh"]
 
 # CJK Unified Ideographs, extension A, compatibility ideographs, and the supplementary-plane extensions.
 CJK_RE = re.compile("[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0003134f]")
-# Latin words of two letters or more (a lone "a"/"I" or an identifier's prefix says little about the language).
+# Latin words of two letters or more (a lone "a"/"I" says little about the language).
 LATIN_WORD_RE = re.compile(r"[A-Za-z\u00c0-\u024f]{2,}")
 # Tokens like WM2023-00917, SR-12 or P-100 are identifiers, not English.
 IDENTIFIER_RE = re.compile(r"[A-Za-z]+[-_]?\d[\w-]*")
@@ -17,7 +17,7 @@ SCAN_LIMIT = 2000
 
 
 def detect_lang(text: str, default: Lang = "en") -> Lang:
-    """"zh" when ideographs outnumber Latin words by half again (a Chinese name inside an English
+    """ "zh" when ideographs outnumber Latin words by half again (a Chinese name inside an English
     sentence stays "en"); `default` when the text has neither."""
     sample = text[:SCAN_LIMIT]
     cjk = len(CJK_RE.findall(sample))

@@ -1,4 +1,4 @@
-"""Rasa NLU YAML training data (`version`, `nlu:` with intent/synonym/regex/lookup blocks) as typed examples."""
+"""Rasa NLU YAML training data (`nlu:` with intent, synonym, regex and lookup blocks) as typed examples."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ TRAINING_DATA_KEYS = frozenset({"version", "nlu", "stories", "rules", "responses
 BLOCK_KINDS = ("intent", "synonym", "regex", "lookup")
 BLOCK_KEYS = frozenset({*BLOCK_KINDS, "examples", "metadata"})
 
-# Rasa's own annotation grammar: [text](entity), [text](entity:value), [text]{"entity": ...}, [text][{...}, {...}].
+# Rasa's annotation grammar: [text](entity), [text](entity:value), [text]{"entity": ...}, [text][{...}].
 ENTITY_RE = re.compile(
     r"\[(?P<text>[^\]]+?)\]"
     r"(?:\((?P<entity>[^:)]+?)(?::(?P<value>[^)]+))?\)"
@@ -188,13 +188,17 @@ def parse_nlu_yaml(text: str, source: str = "<string>", *, required: bool = True
     for key, (key_node, _value) in top.items():
         if key not in TRAINING_DATA_KEYS:
             allowed = ", ".join(sorted(TRAINING_DATA_KEYS))
-            raise NluDataError(source, _line(key_node), f"unknown top-level key {key!r} (expected one of {allowed})")
+            raise NluDataError(
+                source, _line(key_node), f"unknown top-level key {key!r} (expected one of {allowed})"
+            )
     nlu_node = top["nlu"][1]
     data = NluData(sources=[source])
     if isinstance(nlu_node, ScalarNode) and nlu_node.value in ("", "~", "null"):
         return data
     if not isinstance(nlu_node, SequenceNode):
-        raise NluDataError(source, _line(nlu_node), "`nlu:` must be a list of `- intent:` (or synonym/regex/lookup) items")
+        raise NluDataError(
+            source, _line(nlu_node), "`nlu:` must be a list of `- intent:` (or synonym/regex/lookup) items"
+        )
     for item in nlu_node.value:
         _parse_block(item, source, data)
     return data
@@ -202,16 +206,22 @@ def parse_nlu_yaml(text: str, source: str = "<string>", *, required: bool = True
 
 def _parse_block(item: Node, source: str, data: NluData) -> None:
     if not isinstance(item, MappingNode):
-        raise NluDataError(source, _line(item), "each `nlu:` item must be a mapping such as `- intent: greet`")
+        raise NluDataError(
+            source, _line(item), "each `nlu:` item must be a mapping such as `- intent: greet`"
+        )
     block = _mapping(item, source)
     kinds = [kind for kind in BLOCK_KINDS if kind in block]
     for key, (key_node, _value) in block.items():
         if key not in BLOCK_KEYS:
             raise NluDataError(
-                source, _line(key_node), f"unknown key {key!r} (expected intent, synonym, regex or lookup with examples)"
+                source,
+                _line(key_node),
+                f"unknown key {key!r} (expected intent, synonym, regex or lookup with examples)",
             )
     if len(kinds) != 1:
-        raise NluDataError(source, _line(item), "each item needs exactly one of `intent`, `synonym`, `regex`, `lookup`")
+        raise NluDataError(
+            source, _line(item), "each item needs exactly one of `intent`, `synonym`, `regex`, `lookup`"
+        )
     kind = kinds[0]
     name_node = block[kind][1]
     if not isinstance(name_node, ScalarNode) or not name_node.value.strip():
@@ -250,7 +260,9 @@ def _example_lines(node: Node, source: str, owner: str) -> Iterator[tuple[str, i
                 continue
             line = first + offset + 1
             if not stripped.startswith("-"):
-                raise NluDataError(source, line, f"{owner}: each example must start with '- ', got {stripped[:40]!r}")
+                raise NluDataError(
+                    source, line, f"{owner}: each example must start with '- ', got {stripped[:40]!r}"
+                )
             text = stripped[1:].strip()
             if not text:
                 raise NluDataError(source, line, f"{owner}: empty example")
@@ -277,7 +289,9 @@ def _example_lines(node: Node, source: str, owner: str) -> Iterator[tuple[str, i
                 raise NluDataError(source, _line(child), f"{owner}: empty example")
             yield text, _line(child)
         return
-    raise NluDataError(source, _line(node), f"{owner}: `examples` must be a `|` block of '- ' lines or a list")
+    raise NluDataError(
+        source, _line(node), f"{owner}: `examples` must be a `|` block of '- ' lines or a list"
+    )
 
 
 def _parse_example(annotated: str, intent: str, source: str, line: int) -> Example:
@@ -322,7 +336,11 @@ def _entity_specs(match: re.Match[str], source: str, line: int) -> list[dict[str
         if match.group("value") is not None:
             spec["value"] = match.group("value")
         return [spec]
-    raw = "{" + match.group("dict") + "}" if match.group("dict") is not None else "[" + match.group("dicts") + "]"
+    raw = (
+        "{" + match.group("dict") + "}"
+        if match.group("dict") is not None
+        else "[" + match.group("dicts") + "]"
+    )
     try:
         parsed = json.loads(raw)
     except json.JSONDecodeError:
@@ -351,7 +369,13 @@ def _apply_synonyms(data: NluData) -> None:
             for entity in example.entities
         )
         updated.append(
-            Example(text=example.text, intent=example.intent, entities=entities, source=example.source, line=example.line)
+            Example(
+                text=example.text,
+                intent=example.intent,
+                entities=entities,
+                source=example.source,
+                line=example.line,
+            )
             if entities != example.entities
             else example
         )

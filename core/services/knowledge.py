@@ -6,7 +6,7 @@ import asyncio
 import builtins
 from datetime import datetime
 
-from sqlalchemy import ColumnElement, func, select
+from sqlalchemy import ColumnElement, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.auth import Actor, require_role
@@ -203,6 +203,21 @@ class KnowledgeService(Service):
                 )
             )
         return results
+
+    async def mark_solved(self, actor: Actor, code: str) -> bool:
+        """Count that an article solved someone's problem; False when there is no such article."""
+        async with self._uow() as uow:
+            article = (
+                await uow.session.execute(select(KbArticle).where(KbArticle.code == code.strip()[:64]))
+            ).scalar_one_or_none()
+            if article is None:
+                return False
+            # Counted in SQL so concurrent clicks never lose one.
+            await uow.session.execute(
+                update(KbArticle).where(KbArticle.id == article.id).values(solved_count=KbArticle.solved_count + 1)
+            )
+            await uow.commit()
+            return True
 
     async def _refresh(self) -> None:
         """Pull articles changed since the last look into the index (cheap when nothing changed)."""

@@ -157,14 +157,14 @@ class ServiceDesk(Service):
                 )
             )
             await uow.commit()
-            return (await self._outs(session, [request]))[0]
+            return (await self._outs(session, [request], actor))[0]
 
     async def get_request(self, actor: Actor, reference: str | int) -> ServiceRequestDetail:
         """A request with its history, if the actor may see it."""
         async with self._uow() as uow:
             session = uow.session
             request = await self._visible_request(session, actor, reference)
-            summary = (await self._outs(session, [request]))[0]
+            summary = (await self._outs(session, [request], actor))[0]
             changes = (
                 (
                     await session.execute(
@@ -247,7 +247,7 @@ class ServiceDesk(Service):
                 .all()
             )
             return Page[ServiceRequestOut](
-                items=await self._outs(session, list(rows)), total=total, limit=limit, offset=offset
+                items=await self._outs(session, list(rows), actor), total=total, limit=limit, offset=offset
             )
 
     async def transition(
@@ -741,8 +741,10 @@ class ServiceDesk(Service):
             uow.emit(events.TaskCreated(aggregate_id=task.id, actor_id=actor.user_id,
                                         assignee_id=task.assignee_id, due_at=task.due_at, kind=task.kind))
             await uow.commit()
+            customer = await session.get(Customer, actor.customer_id) if actor.customer_id else None
             return TaskOut(id=task.id, title=task.title, kind=task.kind, status=task.status, due_at=task.due_at,
-                           assignee=agent.username if agent else None, customer_code=None)
+                           assignee=agent.username if agent else None,
+                           customer_code=customer.code if customer else None)
 
     # --- stock ----------------------------------------------------------------------------------
 
@@ -967,7 +969,7 @@ class ServiceDesk(Service):
         )
 
     async def _outs(
-        self, session: AsyncSession, requests: Sequence[ServiceRequest]
+        self, session: AsyncSession, requests: Sequence[ServiceRequest], viewer: Actor
     ) -> list[ServiceRequestOut]:
         if not requests:
             return []
@@ -1009,7 +1011,7 @@ class ServiceDesk(Service):
             if article_ids
             else {}
         )
-        names = await usernames(session, {r.assignee_id for r in requests})
+        names = await people(session, {r.assignee_id for r in requests}, viewer)
         return [
             ServiceRequestOut(
                 id=r.id,
@@ -1082,6 +1084,7 @@ class ServiceDesk(Service):
         names = await usernames(
             session, {order.technician_id for order in orders} | {change.actor_id for change in changes}
         )
+        technicians = await people(session, {order.technician_id for order in orders}, actor)
         result = []
         for order in orders:
             result.append(
@@ -1090,7 +1093,7 @@ class ServiceDesk(Service):
                     ref=ref("RO", order.id),
                     service_request_ref=ref("SR", order.service_request_id),
                     customer_code=request_customers[order.service_request_id],
-                    technician=names.get(order.technician_id) if order.technician_id else None,
+                    technician=technicians.get(order.technician_id) if order.technician_id else None,
                     station_code=stations.get(order.station_id) if order.station_id else None,
                     status=order.status,
                     scheduled_at=order.scheduled_at,
@@ -1128,6 +1131,18 @@ class ServiceDesk(Service):
                 )
             )
         return result
+
+
+async def people(session: AsyncSession, ids: set[int | None], viewer: Actor) -> dict[int, str]:
+    """How staff are named to the viewer: usernames to staff, display names to customers (internal
+    account names are not theirs to see)."""
+    if not viewer.is_customer:
+        return await usernames(session, ids)
+    wanted = {user_id for user_id in ids if user_id is not None}
+    if not wanted:
+        return {}
+    rows = await session.execute(select(User.id, User.name).where(User.id.in_(wanted)))
+    return {user_id: name for user_id, name in rows.tuples()}
 
 
 def _actor_label(names: dict[int, str], actor_id: int | None, viewer: Actor) -> str | None:

@@ -1,0 +1,1070 @@
+"""Customer service: repair requests, complaints, status, warranty, knowledge base, ratings, hand-off."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+from datetime import date, datetime, time, timedelta
+from typing import Any, ClassVar
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from bot.dialogue import Handler, Slot, SlotInvalid, Turn
+from bot.messages import Button, Reply
+from core.domain.enums import Channel, RequestKind, RequestStatus, Role, Severity, SurveyStatus
+from core.errors import Conflict, InvalidTransition, NotFound, ValidationFailed
+from core.kb_index import extract_error_codes
+from core.schemas import InstalledProductOut, ServiceRequestDetail, ServiceRequestIn, ServiceRequestOut
+
+# KB scores are 0..100. Observed on real articles: the matching article for a plain symptom scores 70-95
+# ("my washer is leaking" 91, with the serial left in 73, "dishwasher not heating" 83), a matching
+# error code 100; loosely related articles land at 30-57. Below 30 it is noise.
+KB_STRONG_SCORE = 70.0
+KB_SHOW_SCORE = 30.0
+KB_TOP = 3
+MAX_PRODUCT_BUTTONS = 8
+MAX_LISTED = 5
+MAX_TEXT = 2000
+ASAP = "asap"
+# When someone names only a day, the visit is asked for at the start of the working day.
+DEFAULT_VISIT_TIME = time(9, 0)
+MAX_VISIT_AHEAD = timedelta(days=365)
+NOTICE = "_notice"
+
+_CHANNELS = {
+    c.value: c for c in (Channel.REST, Channel.WEB, Channel.TELEGRAM, Channel.SLACK, Channel.TERMINAL)
+}
+_SERIAL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{2,63}$")
+_TICKET = re.compile(r"^\s*(?:SR)?\s*[-#]?\s*(\d{1,9})\s*$", re.IGNORECASE)
+_DATE_ONLY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+_ASAP_TEXT = re.compile(
+    r"\b(asap|as soon as possible|soonest|any ?time|whenever)\b|尽快|越快越好|马上|随时", re.I
+)
+_IDENTIFIER = re.compile(r"[A-Za-z]*\d[\w-]*|[A-Za-z]+[-_]\d[\w-]*")
+_WORD = re.compile(r"[A-Za-z]+")
+_CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
+
+
+def _word_set(text: str) -> frozenset[str]:
+    """A whitespace-separated vocabulary as a set (keeps long lists readable)."""
+    return frozenset(text.split())
+
+
+# Words that ask for a repair without saying what is wrong ("I need a repair for my washer").
+_REQUEST_WORDS = _word_set(
+    """i id im me my mine we our us a an the to for of on in at with and or please pls plz can could would
+    will you someone somebody need needs want wants like get have has is it its this that open create make
+    book schedule arrange request requests ticket repair repairs repairing fix fixing fixed service servicing
+    technician engineer visit appointment help new send come over home house serial number product appliance
+    machine washing washer dishwasher fridge refrigerator freezer oven dryer heater conditioner aircon tv
+    microwave hood stove cooker report problem issue there some one unit model device call out hi hello hey
+    thanks thank do does about regarding sr another again more second also too same other"""
+)
+_REQUEST_PHRASES_ZH = (
+    "我需要", "我要", "我想", "需要", "帮我", "麻烦", "报修", "维修", "修理", "修一下", "上门",
+    "预约", "申请", "师傅", "一下", "我的", "家里的", "家里", "我家", "洗衣机", "洗碗机", "冰箱",
+    "空调", "热水器", "烘干机", "电视", "产品", "机器", "序列号", "工单", "一个", "你好", "您好",
+    "服务", "请", "的", "个", "吗", "呢", "要", "想", "修", "开",
+)
+_COMPLAINT_WORDS = _word_set(
+    """i id im me my we our a an the to want would like make file lodge raise register submit complaint
+    complaints complain complaining about please have has service your you with is it there this hi hello
+    formal against can could need help open new"""
+)
+_COMPLAINT_PHRASES_ZH = (
+    "我要", "我想", "投诉", "一下", "你们的", "你们", "提交", "服务", "帮我", "一个", "请", "我",
+    "要", "想", "的",
+)
+
+# A complaint is high severity when it shows anger or rudeness, a repeated failure, or a safety risk.
+_SAFETY_EN = re.compile(
+    r"\b(fire|flames?|smoke|smoking|smoky|burning|burnt|burned|sparks?|sparking|shock(ed|s)?|electrocut\w*|"
+    r"explod\w*|explosion|gas leak|melt(ed|ing)?)\b",
+    re.I,
+)
+_SAFETY_ZH = ("起火", "着火", "冒烟", "漏电", "触电", "烧焦", "爆炸", "火花", "煤气泄漏", "燃气泄漏", "冒火")
+_ANGER_EN = re.compile(
+    r"\b(rude\w*|unacceptable|disgust\w*|terrible|horrible|awful|worst|furious|angry|outrage\w*|ridiculous|"
+    r"useless|incompetent|scam\w*|insult\w*|shout\w*|yell\w*|swore|swearing|lawyers?|sue|never again|"
+    r"fed up|sick of|again|still (not|broken)|(second|third|fourth|fifth) time|\d+ times|"
+    r"(two|three|four|five|several|many) times|repeated\w*|keeps? (breaking|failing|happening)|"
+    r"same (problem|issue|fault))\b|!{2,}",
+    re.I,
+)
+_ANGER_ZH = (
+    "态度差", "态度很差", "态度恶劣", "粗鲁", "骂", "太差", "垃圾", "愤怒", "气死", "太过分", "无法接受",
+    "不可接受", "骗子", "欺骗", "再也不", "差劲", "恶劣", "又坏", "又出", "又是", "第二次", "第三次", "多次",
+    "反复", "屡次", "一再", "还是没修好", "还是坏", "还没修好",
+)
+
+_STAR_WORDS = {
+    "one": 1, "two": 2, "three": 3, "four": 4, "five": 5,
+    "一": 1, "二": 2, "两": 2, "三": 3, "四": 4, "五": 5,
+}
+
+
+# --- small helpers -------------------------------------------------------------------------------
+
+
+def _tz(turn: Turn) -> ZoneInfo:
+    """The person's timezone (their own, else the company's)."""
+    try:
+        return ZoneInfo(turn.actor.timezone or turn.core.settings.timezone)
+    except (ZoneInfoNotFoundError, ValueError):
+        return ZoneInfo(turn.core.settings.timezone)
+
+
+def _when(turn: Turn, moment: datetime) -> str:
+    """A moment as the person's wall-clock time."""
+    return moment.astimezone(_tz(turn)).strftime("%Y-%m-%d %H:%M")
+
+
+def _button_payload(intent: str, **entities: str) -> str:
+    """`/intent{"entity": "value"}` as the assistant parses it."""
+    return f"/{intent}{json.dumps(entities, ensure_ascii=False)}" if entities else f"/{intent}"
+
+
+def _channel(turn: Turn) -> Channel:
+    """The case's channel from the chat channel (anything else counts as the API)."""
+    return _CHANNELS.get(turn.channel, Channel.API)
+
+
+def _is_payload(text: str) -> bool:
+    return text.startswith("/")
+
+
+def _ticket_ref(raw: str) -> str | None:
+    """'SR-12', 'sr 12', '#12', '12' → 'SR-12'."""
+    match = _TICKET.match(raw.replace("#", ""))
+    return f"SR-{int(match.group(1))}" if match else None
+
+
+def _describes(text: str, words: frozenset[str], phrases: tuple[str, ...]) -> bool:
+    """Whether a first message says what is wrong, not just that something is wanted."""
+    if not text.strip() or _is_payload(text):
+        return False
+    if extract_error_codes(text):
+        return True
+    rest = _IDENTIFIER.sub(" ", text)
+    lowered = (word.lower() for word in _WORD.findall(rest))
+    if any(word not in words and len(word) >= 3 for word in lowered):
+        return True
+    chinese = "".join(_CJK.findall(rest))
+    for phrase in phrases:
+        chinese = chinese.replace(phrase, "")
+    return len(chinese) >= 2
+
+
+def _without_entities(turn: Turn) -> str:
+    """The message minus what the NLU picked out (serials, customer names, dates): what is left describes."""
+    text = turn.text
+    for found in turn.parse.entities:
+        for piece in {found.text, found.value}:
+            if len(piece) >= 2:
+                text = re.sub(re.escape(piece), " ", text, flags=re.I)
+    return text
+
+
+def _severity(text: str) -> tuple[Severity, bool]:
+    """Complaint severity from its words, and whether it reports a safety risk."""
+    safety = bool(_SAFETY_EN.search(text)) or any(word in text for word in _SAFETY_ZH)
+    angry = bool(_ANGER_EN.search(text)) or any(word in text for word in _ANGER_ZH)
+    shouting = sum(1 for word in _WORD.findall(text) if len(word) >= 4 and word.isupper()) >= 2
+    return (Severity.HIGH if safety or angry or shouting else Severity.MEDIUM), safety
+
+
+def _has_safety_risk(text: str) -> bool:
+    return _severity(text)[1]
+
+
+def _stars(raw: str) -> int:
+    """A 1-5 rating from '5', '4/5', '⭐⭐⭐', 'five', '五星'; anything else is 0."""
+    text = raw.strip().lower()
+    if text.count("⭐") and not re.search(r"\d", text):
+        return text.count("⭐")
+    out_of_five = re.fullmatch(r"(\d+)\s*/\s*5", text)
+    if out_of_five:
+        return int(out_of_five.group(1))
+    digits = re.findall(r"\d+", text)
+    if digits:
+        return int(digits[0]) if len(digits) == 1 else 0
+    for word, value in _STAR_WORDS.items():
+        # A Chinese numeral counts only as the whole answer or before 星/分 ("一般" is not one star).
+        pattern = rf"\b{word}\b" if word.isascii() else rf"^{word}$|{word}(颗)?[星分]"
+        if re.search(pattern, text):
+            return value
+    return 0
+
+
+def _in_sentence(name: str, lang: str) -> str:
+    """'Washing machine WM-2023' inside an English sentence reads 'washing machine WM-2023'."""
+    if lang == "en" and len(name) > 1 and name[0].isupper() and name[1].islower():
+        return name[0].lower() + name[1:]
+    return name
+
+
+def _unit_info(unit: InstalledProductOut) -> dict[str, Any]:
+    """What the conversation keeps about a product (JSON-safe)."""
+    return {
+        "serial": unit.serial_number, "name": unit.product_name, "code": unit.product_code,
+        "customer": unit.customer_code, "customer_name": unit.customer_name, "in_warranty": unit.in_warranty,
+        "ends_on": unit.warranty_ends_on.isoformat(), "type": unit.warranty_type,
+    }
+
+
+def _named_units(units: list[InstalledProductOut], text: str) -> list[InstalledProductOut]:
+    """Units whose product name has a word in `text` ("the dishwasher" → the Dishwasher DW-500)."""
+    said = {word.lower() for word in _WORD.findall(text)}
+    return [unit for unit in units
+            if said & {word.lower() for word in _WORD.findall(unit.product_name) if len(word) >= 4}]
+
+
+def _product_label(unit: InstalledProductOut) -> str:
+    return f"{unit.product_name} · {unit.serial_number}"
+
+
+async def _own_units(turn: Turn) -> list[InstalledProductOut]:
+    """A customer's installed products (staff get none: buttons over every customer's units make no sense)."""
+    if not turn.actor.is_customer:
+        return []
+    return list((await turn.core.installed.list(turn.actor, limit=50)).items)
+
+
+def _warranty_type(turn: Turn, value: str) -> str:
+    return turn.t(f"warranty.types.{value}") if value in ("standard", "extended", "none") else value
+
+
+def _note(turn: Turn, hint: str) -> None:
+    """Keep an explanation to show before the next question."""
+    earlier = turn.slots.get(NOTICE)
+    turn.slots[NOTICE] = f"{earlier}\n{hint}" if earlier else hint
+
+
+def _topic(turn: Turn, text: str) -> None:
+    """Remember what the person is dealing with, so a hand-off can tell a colleague."""
+    turn.state.context["topic"] = " ".join(text.split())[:200]
+
+
+class ServiceHandler(Handler):
+    """Shared behaviour: a value given in this very message that does not fit is explained, not dropped."""
+
+    async def prefill(self, turn: Turn) -> None:
+        """Fill slots from this message and context; explain an invalid value from this message."""
+        for slot in self.slots:
+            if slot.name in turn.slots or not slot.entity:
+                continue
+            now = turn.entity(slot.entity)
+            raw = now or (turn.state.context.get(slot.entity) if slot.remember else None)
+            if raw is None:
+                continue
+            try:
+                turn.slots[slot.name] = await self.validate(turn, slot, raw)
+            except SlotInvalid as invalid:
+                if now is not None:
+                    _note(turn, invalid.hint)
+
+    def notices(self, turn: Turn) -> list[Reply]:
+        """The pending explanation, once."""
+        notice = turn.slots.pop(NOTICE, None)
+        return [Reply(text=str(notice))] if notice else []
+
+    async def ask(self, turn: Turn, slot: Slot) -> list[Reply]:
+        """The question, after any pending explanation."""
+        return [*self.notices(turn), turn.say(slot.prompt)]
+
+
+# --- J1: open a repair request -------------------------------------------------------------------
+
+
+class OpenServiceRequest(ServiceHandler):
+    """Product, problem, (a knowledge-base fix first), warranty, visit time, confirm, open SR-n."""
+
+    intent = "open_service_request"
+    roles: ClassVar[frozenset[Role] | None] = frozenset({Role.CUSTOMER, Role.AGENT, Role.MANAGER, Role.REP})
+    slots: ClassVar[tuple[Slot, ...]] = (
+        Slot("product", "service_request.ask_product", entity="serial_number", remember=True),
+        Slot("description", "service_request.ask_description", free_text=True),
+        Slot("kb_choice", "service_request.kb_offer", entity="kb_article_code", required=False),
+        Slot("preferred_time", "service_request.ask_time", entity="time"),
+    )
+    needs_confirmation = True
+
+    def missing(self, turn: Turn) -> Slot | None:
+        """The knowledge-base question is asked only when a strong article was found."""
+        for slot in self.slots:
+            if slot.name in turn.slots:
+                continue
+            if slot.name == "kb_choice" and "kb_hit" not in turn.slots:
+                continue
+            return slot
+        return None
+
+    async def prefill(self, turn: Turn) -> None:
+        """Take the article (from a search button), product, problem and visit time from this message."""
+        s = turn.slots
+        code = turn.entity("kb_article_code")
+        if code:
+            await self._take_article(turn, code)
+        await self._prefill_product(turn)
+        if _describes(_without_entities(turn), _REQUEST_WORDS, _REQUEST_PHRASES_ZH):
+            s["description"] = turn.text.strip()[:MAX_TEXT]
+        elif s.get("kb_article_code") and turn.state.context.get("kb_query"):
+            # Came from "Open a repair request" under a search result: the search was the description.
+            s["description"] = turn.state.context["kb_query"][:MAX_TEXT]
+        if turn.entity("time") or turn.entity("date"):
+            # A past date in the first message says when the trouble began ("leaking since yesterday"),
+            # not when to visit: only a future one is taken, anything else is simply asked for later.
+            with contextlib.suppress(SlotInvalid):
+                s["preferred_time"] = self._visit_time(turn)
+        await self._check_kb(turn)
+
+    async def _take_article(self, turn: Turn, code: str) -> None:
+        try:
+            article = await turn.core.knowledge.get(turn.actor, code)
+        except NotFound:
+            return
+        turn.slots.update(kb_article_code=article.code, kb_title=article.title, kb_checked=True,
+                          kb_product=article.product_code or "")
+
+    async def _prefill_product(self, turn: Turn) -> None:
+        s = turn.slots
+        said = turn.entity("serial_number")
+        units = await _own_units(turn)
+        named = _named_units(units, turn.text) if not said and not _is_payload(turn.text) else []
+        if len(named) == 1:
+            # "my dishwasher is leaking" means the dishwasher, whatever serial was mentioned before.
+            await self._take_serial(turn, named[0].serial_number)
+            return
+        serial = said or turn.state.context.get("serial_number")
+        if serial:
+            try:
+                await self._take_serial(turn, serial)
+                return
+            except SlotInvalid as invalid:
+                if said:
+                    _note(turn, invalid.hint)
+        if not turn.actor.is_customer:
+            name = turn.remembered("customer")
+            code = await self._match_customer(turn, name) if name else None
+            if code:
+                s["product"], s["customer_code"] = "", code
+            return
+        if not units:
+            # Nothing registered for this customer: the request goes to their account without a product.
+            s["product"] = ""
+            return
+        wanted = s.get("kb_product")
+        matching = [unit for unit in units if wanted and unit.product_code == wanted]
+        if len(matching) == 1:
+            await self._take_serial(turn, matching[0].serial_number)
+
+    async def _take_serial(self, turn: Turn, serial: str) -> None:
+        raw = serial.strip()[:64]
+        if not _SERIAL.match(raw):
+            raise SlotInvalid(turn.t("warranty.bad_serial"))
+        try:
+            unit = await turn.core.installed.get(turn.actor, raw)
+        except NotFound:
+            key = "unknown_serial" if turn.actor.is_customer else "unknown_serial_staff"
+            raise SlotInvalid(turn.t(f"service_request.{key}", serial=raw)) from None
+        turn.slots["product"] = unit.serial_number
+        turn.slots["unit"] = _unit_info(unit)
+        turn.state.context["serial_number"] = unit.serial_number
+
+    async def _match_customer(self, turn: Turn, name: str) -> str | None:
+        """A customer code from a code or a (part of a) name the actor may see."""
+        needle = name.strip().casefold()
+        if not needle:
+            return None
+        names = await turn.core.customers.names_in_scope(turn.actor)
+        exact = [code for code, label in names if needle in (code.casefold(), label.casefold())]
+        if exact:
+            return exact[0]
+        partial = [code for code, label in names if needle in label.casefold()]
+        return partial[0] if len(partial) == 1 else None
+
+    async def fill_from_answer(self, turn: Turn, slot: Slot) -> Any:
+        """Answers for each question; after product and problem are known, look in the knowledge base."""
+        s = turn.slots
+        if slot.name == "product":
+            await self._answer_product(turn)
+        elif slot.name == "description":
+            text = turn.text.strip()
+            if _is_payload(text) or len(text) < 3:
+                raise SlotInvalid(turn.t("service_request.description_short"))
+            s["description"] = text[:MAX_TEXT]
+        elif slot.name == "kb_choice":
+            code = turn.entity("kb_article_code")
+            hit = s["kb_hit"]
+            if code == hit["code"] or turn.parse.intent in ("deny", self.intent):
+                s["kb_choice"] = "repair"
+                s.update(kb_article_code=hit["code"], kb_title=hit["title"])
+            else:
+                raise SlotInvalid(turn.t("service_request.kb_hint"))
+        elif slot.name == "preferred_time":
+            s["preferred_time"] = self._visit_time(turn)
+        await self._check_kb(turn)
+        return s[slot.name]
+
+    async def _answer_product(self, turn: Turn) -> None:
+        serial = turn.entity("serial_number")
+        raw = serial or turn.text.strip()
+        if not raw or _is_payload(raw):
+            raise SlotInvalid(turn.t("warranty.bad_serial"))
+        try:
+            await self._take_serial(turn, raw)
+            return
+        except SlotInvalid as invalid:
+            if turn.actor.is_customer and not serial:
+                named = _named_units(await _own_units(turn), raw)
+                if len(named) == 1:
+                    await self._take_serial(turn, named[0].serial_number)
+                    return
+                if not _SERIAL.match(raw):
+                    raise SlotInvalid(turn.t("service_request.which_unit")) from None
+            if turn.actor.is_customer or serial:
+                raise invalid
+        code = await self._match_customer(turn, turn.entity("customer") or raw)
+        if code is None:
+            raise SlotInvalid(turn.t("service_request.unknown_target_staff", text=raw[:64]))
+        turn.slots["product"], turn.slots["customer_code"] = "", code
+
+    async def _check_kb(self, turn: Turn) -> None:
+        """Once product and problem are known, a strong knowledge-base match is offered before a visit."""
+        s = turn.slots
+        if s.get("kb_checked") or "description" not in s or "product" not in s:
+            return
+        s["kb_checked"] = True
+        _topic(turn, s["description"])
+        query = s["description"]
+        if s["product"]:
+            # The serial only dilutes the match.
+            query = re.sub(re.escape(s["product"]), " ", query, flags=re.I)
+        unit = s.get("unit") or {}
+        product_code = unit.get("code")
+        hits = await turn.core.knowledge.search(turn.actor, query, limit=KB_TOP, product_code=product_code)
+        if not hits:
+            return
+        top = hits[0]
+        if product_code and top.product_code and top.product_code != product_code:
+            return
+        codes = set(extract_error_codes(query))
+        code_match = bool(codes & set(extract_error_codes(f"{top.code} {top.title}")))
+        if top.score >= KB_STRONG_SCORE or code_match:
+            s["kb_hit"] = {"code": top.code, "title": top.title, "solution": top.solution}
+
+    def _visit_time(self, turn: Turn) -> str:
+        """An ISO visit time in the future from the time/date entities (or 'asap')."""
+        raw_time, raw_date = turn.entity("time"), turn.entity("date")
+        said_nothing = not raw_time and not raw_date
+        if (raw_time or "").lower() == ASAP or (said_nothing and _ASAP_TEXT.search(turn.text)):
+            return ASAP
+        tz = _tz(turn)
+        moment = _combine(raw_date, raw_time, tz, turn.now)
+        if moment is None and not raw_time and not raw_date and not _is_payload(turn.text):
+            moment = _combine(None, turn.text.strip(), tz, turn.now)
+        if moment is None:
+            raise SlotInvalid(turn.t("service_request.time_hint"))
+        if moment <= turn.now:
+            raise SlotInvalid(turn.t("service_request.time_past", when=_when(turn, moment)))
+        if moment > turn.now + MAX_VISIT_AHEAD:
+            raise SlotInvalid(turn.t("service_request.time_far"))
+        return moment.isoformat()
+
+    async def ask(self, turn: Turn, slot: Slot) -> list[Reply]:
+        """Product buttons, the article offer, and the warranty statement before the time question."""
+        s = turn.slots
+        notices = self.notices(turn)
+        if slot.name == "product":
+            if not turn.actor.is_customer:
+                return [*notices, turn.say("service_request.ask_product_staff")]
+            units = await _own_units(turn)
+            if not units:
+                return [*notices, turn.say("service_request.ask_product_typed")]
+            buttons = [Button(title=_product_label(unit), payload=unit.serial_number)
+                       for unit in units[:MAX_PRODUCT_BUTTONS]]
+            key = "ask_product" if len(units) <= MAX_PRODUCT_BUTTONS else "ask_product_more"
+            return [*notices, turn.say(f"service_request.{key}", *buttons)]
+        if slot.name == "kb_choice":
+            hit = s["kb_hit"]
+            return [*notices, turn.say(
+                "service_request.kb_offer",
+                turn.button("kb.solved_button", _button_payload("kb_solved", code=hit["code"])),
+                turn.button("service_request.kb_still_button",
+                            _button_payload(self.intent, kb_article_code=hit["code"])),
+                title=hit["title"], code=hit["code"], solution=hit["solution"],
+            )]
+        if slot.name == "preferred_time":
+            replies = list(notices)
+            if not s.get("warranty_said") and s.get("unit"):
+                s["warranty_said"] = True
+                replies.append(Reply(text=self._warranty_line(turn)))
+            asap = turn.button("service_request.asap_button", _button_payload(self.intent, time=ASAP))
+            replies.append(turn.say("service_request.ask_time", asap))
+            return replies
+        return [*notices, turn.say(slot.prompt)]
+
+    def _warranty_line(self, turn: Turn) -> str:
+        unit = turn.slots["unit"]
+        key = "service_request.warranty_in" if unit["in_warranty"] else "service_request.warranty_out"
+        return turn.t(key, product=_in_sentence(unit["name"], turn.lang), serial=unit["serial"],
+                      ends_on=unit["ends_on"], type=_warranty_type(turn, unit["type"]))
+
+    def _product_text(self, turn: Turn) -> str:
+        unit = turn.slots.get("unit")
+        if unit:
+            return f"{unit['name']} · {unit['serial']}"
+        return turn.t("service_request.no_product")
+
+    def _visit_text(self, turn: Turn) -> str:
+        value = turn.slots["preferred_time"]
+        return turn.t("service_request.asap") if value == ASAP else _when(turn, datetime.fromisoformat(value))
+
+    async def confirmation(self, turn: Turn) -> Reply:
+        """The summary card."""
+        s = turn.slots
+        lines = [turn.t("service_request.summary_title")]
+        if s.get("customer_code") and not s.get("unit"):
+            lines.append(turn.t("service_request.summary_customer", customer=s["customer_code"]))
+        lines.append(turn.t("service_request.summary_product", product=self._product_text(turn)))
+        lines.append(turn.t("service_request.summary_problem", description=s["description"]))
+        lines.append(turn.t("service_request.summary_visit", visit=self._visit_text(turn)))
+        if s.get("unit"):
+            lines.append(self._warranty_line(turn))
+        if s.get("kb_article_code"):
+            lines.append(turn.t("service_request.summary_article", code=s["kb_article_code"],
+                                title=s.get("kb_title", "")))
+        lines.append(turn.t("service_request.summary_question"))
+        return Reply(text="\n".join(lines), buttons=(turn.button("service_request.yes_button", "/affirm"),
+                                                       turn.button("service_request.no_button", "/deny")))
+
+    async def execute(self, turn: Turn) -> list[Reply]:
+        """Open the request through the service desk."""
+        s = turn.slots
+        preferred = None if s["preferred_time"] == ASAP else datetime.fromisoformat(s["preferred_time"])
+        if preferred is not None and preferred <= turn.now:
+            # The time passed while the summary was waiting for a yes: ask again rather than fail.
+            del s["preferred_time"]
+            slot = next(item for item in self.slots if item.name == "preferred_time")
+            turn.state.awaiting = slot.name
+            passed = turn.say("service_request.time_past", when=_when(turn, preferred))
+            return [passed, *await self.ask(turn, slot)]
+        unit = s.get("unit")
+        description = s["description"]
+        first_line = " ".join(description.split())[:120]
+        subject = f"{unit['name']}: {first_line}" if unit else first_line
+        severity = Severity.HIGH if _has_safety_risk(description) else Severity.MEDIUM
+        opened = await turn.core.service_desk.open_request(turn.actor, ServiceRequestIn(
+            customer_code=s.get("customer_code") or None,
+            kind=RequestKind.REQUEST,
+            severity=severity,
+            channel=_channel(turn),
+            subject=subject[:300],
+            description=description,
+            serial_number=s["product"] or None,
+            kb_article_code=s.get("kb_article_code"),
+            preferred_time=preferred,
+        ))
+        turn.state.context["ticket_id"] = opened.ref
+        turn.state.context.pop("kb_query", None)
+        _topic(turn, f"{opened.ref}: {description}")
+        if unit:
+            product = _in_sentence(unit["name"], turn.lang)
+            text = turn.t("service_request.opened", ref=opened.ref, product=product, serial=unit["serial"])
+        else:
+            text = turn.t("service_request.opened_no_product", ref=opened.ref)
+        lines = [text]
+        if preferred is not None:
+            lines.append(turn.t("service_request.opened_time", when=_when(turn, preferred)))
+        if severity is Severity.HIGH:
+            lines.append(turn.t("service_request.safety"))
+        return [Reply(text="\n".join(lines))]
+
+
+def _combine(raw_date: str | None, raw_time: str | None, tz: ZoneInfo, now: datetime) -> datetime | None:
+    """An aware datetime from ISO date and/or time values (naive ones are the person's local time)."""
+    day: date | None = None
+    clock: time | None = None
+    for raw in (raw_date, raw_time):
+        if not raw:
+            continue
+        value = raw.strip()
+        try:
+            if _DATE_ONLY.match(value):
+                day = date.fromisoformat(value)
+            elif "T" in value or " " in value or re.match(r"^\d{4}-", value):
+                moment = datetime.fromisoformat(value)
+                return moment.replace(tzinfo=tz) if moment.tzinfo is None else moment
+            else:
+                clock = time.fromisoformat(value)
+        except ValueError:
+            return None
+    if day is None and clock is None:
+        return None
+    local_now = now.astimezone(tz)
+    if day is None:
+        assert clock is not None
+        moment = datetime.combine(local_now.date(), clock.replace(tzinfo=None), tz)
+        # "at 9" said after nine means tomorrow at nine.
+        return moment if moment > now else moment + timedelta(days=1)
+    return datetime.combine(day, (clock or DEFAULT_VISIT_TIME).replace(tzinfo=None), tz)
+
+
+# --- J4: complaints ------------------------------------------------------------------------------
+
+
+class FileComplaint(ServiceHandler):
+    """What happened (and which request), severity from the words, confirm, open a complaint with its SLA."""
+
+    intent = "file_complaint"
+    roles: ClassVar[frozenset[Role] | None] = frozenset({Role.CUSTOMER})
+    slots: ClassVar[tuple[Slot, ...]] = (
+        Slot("description", "complaint.ask_description", free_text=True),
+        Slot("ticket", "complaint.ask_description", entity="ticket_id", required=False),
+    )
+    needs_confirmation = True
+
+    async def prefill(self, turn: Turn) -> None:
+        """The complaint is usually the first message itself."""
+        if _describes(_without_entities(turn), _COMPLAINT_WORDS, _COMPLAINT_PHRASES_ZH):
+            turn.slots["description"] = turn.text.strip()[:MAX_TEXT]
+        said = turn.entity("ticket_id")
+        if said:
+            try:
+                turn.slots["ticket"] = await self.validate(turn, self.slots[1], said)
+            except SlotInvalid as invalid:
+                _note(turn, invalid.hint)
+
+    async def validate(self, turn: Turn, slot: Slot, raw: str) -> Any:
+        """The description as text; the related request must be one the person can see."""
+        if slot.name == "description":
+            text = raw.strip()
+            if _is_payload(text) or len(text) < 3:
+                raise SlotInvalid(turn.t("complaint.description_short"))
+            return text[:MAX_TEXT]
+        ticket = _ticket_ref(raw)
+        if ticket is None:
+            raise SlotInvalid(turn.t("status.bad_ref"))
+        try:
+            detail = await turn.core.service_desk.get_request(turn.actor, ticket)
+        except NotFound:
+            raise SlotInvalid(turn.t("complaint.ticket_unknown", ticket=ticket)) from None
+        turn.slots["ticket_serial"] = detail.serial_number or ""
+        return detail.ref
+
+    async def confirmation(self, turn: Turn) -> Reply:
+        """What will be sent to the service manager."""
+        s = turn.slots
+        _topic(turn, s["description"])
+        lines = [*(reply.text for reply in self.notices(turn)),
+                 turn.t("complaint.summary", description=s["description"])]
+        if s.get("ticket"):
+            lines.append(turn.t("complaint.summary_ticket", ticket=s["ticket"]))
+        lines.append(turn.t("complaint.summary_question"))
+        return Reply(text="\n".join(lines), buttons=(turn.button("service_request.yes_button", "/affirm"),
+                                                       turn.button("service_request.no_button", "/deny")))
+
+    async def execute(self, turn: Turn) -> list[Reply]:
+        """Open the complaint and acknowledge it with the response time."""
+        s = turn.slots
+        description = s["description"]
+        severity, safety = _severity(description)
+        ticket = s.get("ticket")
+        # ServiceRequestIn has no link to another request, so the related one is named in the text.
+        body = f"{description}\n\nRelated request: {ticket}" if ticket else description
+        opened = await turn.core.service_desk.open_request(turn.actor, ServiceRequestIn(
+            kind=RequestKind.COMPLAINT,
+            severity=severity,
+            channel=_channel(turn),
+            subject=f"Complaint: {' '.join(description.split())[:150]}",
+            description=body,
+            serial_number=s.get("ticket_serial") or None,
+        ))
+        turn.state.context["ticket_id"] = opened.ref
+        _topic(turn, f"{opened.ref}: {description}")
+        lines = [turn.t("complaint.opened", ref=opened.ref, within=_duration(turn, _response_time(opened)))]
+        if severity is Severity.HIGH:
+            lines.append(turn.t("complaint.urgent"))
+        if safety:
+            lines.append(turn.t("service_request.safety"))
+        return [Reply(text="\n".join(lines))]
+
+
+def _response_time(opened: ServiceRequestOut) -> timedelta:
+    if opened.response_due_at is None:
+        return timedelta(hours=4)
+    return opened.response_due_at - opened.created_at
+
+
+def _duration(turn: Turn, span: timedelta) -> str:
+    """'2 hours', '30 minutes', '1 day' in the person's language."""
+    minutes = max(1, round(span.total_seconds() / 60))
+    if minutes % (24 * 60) == 0:
+        return turn.t("complaint.days", n=minutes // (24 * 60))
+    if minutes % 60 == 0:
+        return turn.t("complaint.hours", n=minutes // 60)
+    return turn.t("complaint.minutes", n=minutes)
+
+
+# --- request status ------------------------------------------------------------------------------
+
+
+class CheckRequestStatus(ServiceHandler):
+    """One request's status in words, or the person's open requests as buttons."""
+
+    intent = "check_request_status"
+    slots: ClassVar[tuple[Slot, ...]] = (
+        Slot("ticket", "status.list", entity="ticket_id", remember=True, required=False),
+    )
+
+    async def validate(self, turn: Turn, slot: Slot, raw: str) -> Any:
+        """SR-n in any common spelling."""
+        ticket = _ticket_ref(raw)
+        if ticket is None:
+            raise SlotInvalid(turn.t("status.bad_ref"))
+        return ticket
+
+    async def execute(self, turn: Turn) -> list[Reply]:
+        """Show the request, or list open ones."""
+        notices = self.notices(turn)
+        ticket = turn.slots.get("ticket")
+        if not ticket:
+            return [*notices, *await self._list(turn)]
+        try:
+            detail = await turn.core.service_desk.get_request(turn.actor, ticket)
+        except NotFound:
+            # Someone else's request reads exactly like one that does not exist.
+            turn.state.context.pop("ticket_id", None)
+            return [*notices, turn.say("status.not_found", ticket=ticket)]
+        turn.state.context["ticket_id"] = detail.ref
+        return [*notices, Reply(text=await self._render(turn, detail))]
+
+    async def _list(self, turn: Turn) -> list[Reply]:
+        actor = turn.actor
+        assignee = None if actor.is_customer else actor.username
+        page = await turn.core.service_desk.list_requests(
+            actor, open_only=True, assignee=assignee, limit=MAX_LISTED
+        )
+        suffix = "" if actor.is_customer else "_staff"
+        if not page.items:
+            return [turn.say(f"status.none{suffix}")]
+        buttons = [
+            Button(
+                title=turn.t("status.item", ref=item.ref, subject=_short(item.subject, 40),
+                             status=turn.t(f"status.statuses.{item.status}")),
+                payload=_button_payload(self.intent, ticket_id=item.ref),
+            )
+            for item in page.items
+        ]
+        return [turn.say(f"status.list{suffix}", *buttons)]
+
+    async def _render(self, turn: Turn, detail: ServiceRequestDetail) -> str:
+        actor = turn.actor
+        lines = [turn.t("status.header", ref=detail.ref, subject=detail.subject),
+                 turn.t("status.state", status=turn.t(f"status.statuses.{detail.status}"))]
+        orders = []
+        for reference in detail.repair_orders:
+            try:
+                orders.append(await turn.core.service_desk.get_repair_order(actor, reference))
+            except NotFound:
+                continue
+        live = [order for order in orders if order.status != "cancelled"]
+        if actor.is_customer:
+            # Customers never see internal account names.
+            if any(order.technician for order in live):
+                who = turn.t("status.who_technician")
+            elif detail.assignee:
+                who = turn.t("status.who_team")
+            else:
+                who = turn.t("status.who_nobody")
+        else:
+            who = detail.assignee or turn.t("status.who_nobody")
+        lines.append(turn.t("status.handled_by", who=who))
+        if detail.history:
+            last = detail.history[-1]
+            action = turn.t(f"status.actions.{last.action}") if last.action in _ACTIONS else last.action
+            line = turn.t("status.last", when=_when(turn, last.at), action=action)
+            if not actor.is_customer and last.comment:
+                line = f"{line} ({_short(last.comment, 120)})"
+            lines.append(line)
+        scheduled = [order.scheduled_at for order in live if order.scheduled_at]
+        if scheduled and detail.status not in (RequestStatus.RESOLVED, RequestStatus.CLOSED):
+            lines.append(turn.t("status.visit", when=_when(turn, scheduled[-1])))
+        elif detail.preferred_time and detail.status not in (RequestStatus.RESOLVED, RequestStatus.CLOSED):
+            lines.append(turn.t("status.preferred", when=_when(turn, detail.preferred_time)))
+        if detail.resolution and detail.status in (RequestStatus.RESOLVED, RequestStatus.CLOSED):
+            lines.append(turn.t("status.resolution", text=_short(detail.resolution, 300)))
+        return "\n".join(lines)
+
+
+_ACTIONS = frozenset({"open", "assign", "start", "hold", "escalate", "resolve", "close", "reopen", "comment"})
+
+
+def _short(text: str, limit: int) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+
+
+# --- J2: warranty --------------------------------------------------------------------------------
+
+
+class CheckWarranty(ServiceHandler):
+    """Covered until / expired on, for the person's own products (staff: any)."""
+
+    intent = "check_warranty"
+    slots: ClassVar[tuple[Slot, ...]] = (
+        Slot("serial", "warranty.ask", entity="serial_number", remember=True),
+    )
+
+    async def validate(self, turn: Turn, slot: Slot, raw: str) -> Any:
+        """Something shaped like a serial number."""
+        value = raw.strip()
+        if not _SERIAL.match(value):
+            raise SlotInvalid(turn.t("warranty.bad_serial"))
+        return value
+
+    async def ask(self, turn: Turn, slot: Slot) -> list[Reply]:
+        """One button per own product, else a typed serial."""
+        units = await _own_units(turn)
+        if not units:
+            return [*self.notices(turn), turn.say("warranty.ask")]
+        return [*self.notices(turn), turn.say("warranty.ask_buttons", *self._buttons(units))]
+
+    def _buttons(self, units: list[InstalledProductOut]) -> list[Button]:
+        return [
+            Button(title=_product_label(unit),
+                   payload=_button_payload(self.intent, serial_number=unit.serial_number))
+            for unit in units[:MAX_PRODUCT_BUTTONS]
+        ]
+
+    async def execute(self, turn: Turn) -> list[Reply]:
+        """Look the warranty up through core (which scopes customers to their own products)."""
+        serial = turn.slots["serial"]
+        try:
+            found = await turn.core.installed.warranty(turn.actor, serial)
+        except NotFound:
+            turn.state.context.pop("serial_number", None)
+            if turn.actor.is_customer:
+                buttons = self._buttons(await _own_units(turn))
+                return [turn.say("warranty.not_found", *buttons, serial=serial[:64])]
+            return [turn.say("warranty.not_found_staff", serial=serial[:64])]
+        turn.state.context["serial_number"] = found.serial_number
+        product = found.product
+        if found.in_warranty:
+            lines = [turn.t("warranty.covered", product=product, serial=found.serial_number,
+                            ends_on=found.ends_on.isoformat(), type=_warranty_type(turn, found.warranty_type),
+                            days=found.days_left)]
+        else:
+            lines = [turn.t("warranty.expired", product=product, serial=found.serial_number,
+                            ends_on=found.ends_on.isoformat()), turn.t("warranty.terms")]
+        if not turn.actor.is_customer:
+            lines.append(turn.t("warranty.customer", customer=found.customer))
+        repair = _button_payload("open_service_request", serial_number=found.serial_number)
+        offer = (turn.button("warranty.repair_button", repair),) if turn.actor.is_customer else ()
+        return [Reply(text="\n".join(lines), buttons=offer)]
+
+
+# --- J3: knowledge base --------------------------------------------------------------------------
+
+
+class SearchKnowledge(ServiceHandler):
+    """Top solutions for a question, each with 'this solved it' and 'open a repair request'."""
+
+    intent = "search_knowledge"
+    slots: ClassVar[tuple[Slot, ...]] = (Slot("query", "kb.ask", entity="query", free_text=True),)
+
+    async def prefill(self, turn: Turn) -> None:
+        """The question is the message itself (or a `query` from a button)."""
+        query = turn.entity("query")
+        if query is None and not _is_payload(turn.text) and turn.text.strip():
+            query = turn.text
+        if query and query.strip():
+            turn.slots["query"] = query.strip()[:MAX_TEXT]
+
+    async def execute(self, turn: Turn) -> list[Reply]:
+        """Search and show the best few."""
+        query = turn.slots["query"]
+        product_code = await self._product_code(turn)
+        hits = await turn.core.knowledge.search(turn.actor, query, limit=KB_TOP, product_code=product_code)
+        hits = [hit for hit in hits if hit.score >= KB_SHOW_SCORE]
+        turn.state.context["kb_query"] = query
+        _topic(turn, query)
+        if not hits:
+            return [turn.say("kb.nothing", turn.button("kb.repair_button", "/open_service_request"),
+                             turn.button("kb.human_button", "/human_handoff"))]
+        replies = [turn.say("kb.intro")]
+        for hit in hits:
+            replies.append(turn.say(
+                "kb.hit",
+                turn.button("kb.solved_button", _button_payload("kb_solved", code=hit.code)),
+                turn.button("kb.repair_button",
+                            _button_payload("open_service_request", kb_article_code=hit.code)),
+                title=hit.title, code=hit.code, solution=hit.solution,
+            ))
+        return replies
+
+    async def _product_code(self, turn: Turn) -> str | None:
+        """A serial named in the message makes that product's articles preferred."""
+        serial = turn.entity("serial_number")
+        if not serial:
+            return None
+        try:
+            return (await turn.core.installed.get(turn.actor, serial)).product_code
+        except NotFound:
+            return None
+
+
+class KbSolved(Handler):
+    """The 'This solved it' button: thank the person; nothing is opened."""
+
+    intent = "kb_solved"
+    slots: ClassVar[tuple[Slot, ...]] = (Slot("code", "kb.thanks", entity="code", required=False),)
+
+    async def execute(self, turn: Turn) -> list[Reply]:
+        """Thank them and forget the pending search."""
+        code = turn.slots.get("code")
+        if code:
+            # Counted so the knowledge team sees which articles really help; an unknown code is ignored.
+            await turn.core.knowledge.mark_solved(turn.actor, str(code))
+        turn.state.context.pop("kb_query", None)
+        return [turn.say("kb.thanks")]
+
+
+# --- ratings -------------------------------------------------------------------------------------
+
+
+class RateService(ServiceHandler):
+    """Rate a finished request 1-5 through its pending survey."""
+
+    intent = "rate_service"
+    roles: ClassVar[frozenset[Role] | None] = frozenset({Role.CUSTOMER})
+    slots: ClassVar[tuple[Slot, ...]] = (
+        Slot("ticket", "rating.ask_ticket", entity="ticket_id", remember=True),
+        Slot("rating", "rating.ask", entity="rating"),
+    )
+
+    def missing(self, turn: Turn) -> Slot | None:
+        """Nothing more to ask once it is clear there is nothing to rate."""
+        return None if "blocked" in turn.slots else super().missing(turn)
+
+    async def prefill(self, turn: Turn) -> None:
+        """Pick the request: the one named, the one in context, or the only one waiting for a rating."""
+        s = turn.slots
+        rateable = await self._rateable(turn)
+        said = turn.entity("ticket_id")
+        remembered = turn.state.context.get("ticket_id")
+        if said:
+            ticket = _ticket_ref(said) or said
+            if ticket not in rateable:
+                s["blocked"] = await self._why_not(turn, ticket)
+                return
+            s["ticket"] = ticket
+        elif remembered in rateable:
+            s["ticket"] = remembered
+        elif len(rateable) == 1:
+            s["ticket"] = rateable[0]
+        elif not rateable:
+            s["blocked"] = turn.t("rating.nothing")
+            return
+        rating = turn.entity("rating")
+        if rating is not None:
+            try:
+                s["rating"] = await self.validate(turn, self.slots[1], rating)
+            except SlotInvalid as invalid:
+                _note(turn, invalid.hint)
+
+    async def _rateable(self, turn: Turn) -> list[str]:
+        """Requests with a survey waiting for this customer's answer, newest first."""
+        page = await turn.core.surveys.list(turn.actor, limit=50)
+        waiting = (SurveyStatus.PENDING, SurveyStatus.SENT)
+        return [item.service_request_ref for item in page.items
+                if item.status in waiting and item.service_request_ref]
+
+    async def _why_not(self, turn: Turn, ticket: str) -> str:
+        try:
+            detail = await turn.core.service_desk.get_request(turn.actor, ticket)
+        except (NotFound, ValidationFailed):
+            return turn.t("status.not_found", ticket=ticket)
+        if detail.status not in (RequestStatus.RESOLVED, RequestStatus.CLOSED):
+            return turn.t("rating.not_finished", ticket=detail.ref)
+        answered = await turn.core.surveys.list(turn.actor, status=SurveyStatus.ANSWERED.value, limit=50)
+        if any(item.service_request_ref == detail.ref for item in answered.items):
+            return turn.t("rating.already", ticket=detail.ref)
+        return turn.t("rating.nothing_for", ticket=detail.ref)
+
+    async def validate(self, turn: Turn, slot: Slot, raw: str) -> Any:
+        """A request waiting for a rating; a rating from 1 to 5."""
+        if slot.name == "rating":
+            stars = _stars(raw)
+            if not 1 <= stars <= 5:
+                raise SlotInvalid(turn.t("rating.hint"))
+            return stars
+        ticket = _ticket_ref(raw)
+        if ticket is None:
+            raise SlotInvalid(turn.t("status.bad_ref"))
+        if ticket not in await self._rateable(turn):
+            raise SlotInvalid(await self._why_not(turn, ticket))
+        return ticket
+
+    async def ask(self, turn: Turn, slot: Slot) -> list[Reply]:
+        """Buttons for the requests, or five star buttons."""
+        notices = self.notices(turn)
+        if slot.name == "ticket":
+            buttons = []
+            for ticket in (await self._rateable(turn))[:MAX_LISTED]:
+                detail = await turn.core.service_desk.get_request(turn.actor, ticket)
+                title = turn.t("rating.ticket_button", ticket=ticket, subject=_short(detail.subject, 40))
+                buttons.append(Button(title=title, payload=_button_payload(self.intent, ticket_id=ticket)))
+            return [*notices, turn.say("rating.ask_ticket", *buttons)]
+        stars = [turn.button("rating.star_button", str(n), n=n) for n in range(1, 6)]
+        return [*notices, turn.say("rating.ask", *stars, ticket=turn.slots["ticket"])]
+
+    async def execute(self, turn: Turn) -> list[Reply]:
+        """Record the answer on the survey."""
+        s = turn.slots
+        if "blocked" in s:
+            return [Reply(text=str(s["blocked"]))]
+        ticket, stars = s["ticket"], int(s["rating"])
+        turn.state.context["ticket_id"] = ticket
+        try:
+            await turn.core.surveys.answer(turn.actor, ticket, stars)
+        except Conflict:
+            return [turn.say("rating.already", ticket=ticket)]
+        except InvalidTransition:
+            return [turn.say("rating.expired", ticket=ticket)]
+        except NotFound:
+            return [turn.say("rating.nothing_for", ticket=ticket)]
+        lines = [turn.t("rating.thanks", ticket=ticket, stars="⭐" * stars)]
+        if stars <= 2:
+            lines.append(turn.t("rating.sorry"))
+        return [Reply(text="\n".join(lines))]
+
+
+# --- hand-off ------------------------------------------------------------------------------------
+
+
+class HumanHandoff(Handler):
+    """Ask a colleague to take over: a hand-off task for the service desk."""
+
+    intent = "human_handoff"
+
+    async def execute(self, turn: Turn) -> list[Reply]:
+        """Create the task with what the person said and what they were dealing with."""
+        parts = []
+        if not _is_payload(turn.text) and turn.text.strip():
+            parts.append(turn.text.strip())
+        topic = turn.state.context.get("topic")
+        if topic:
+            parts.append(f"(topic: {topic})")
+        ticket = turn.state.context.get("ticket_id")
+        if ticket and (not topic or ticket not in topic):
+            parts.append(f"(request {ticket})")
+        summary = " ".join(parts)
+        await turn.core.service_desk.request_handoff(turn.actor, summary=summary, channel=turn.channel)
+        return [turn.say("handoff.done")]
+
+
+def handlers() -> list[Handler]:
+    """One instance of every customer-service handler."""
+    return [OpenServiceRequest(), FileComplaint(), CheckRequestStatus(), CheckWarranty(), SearchKnowledge(),
+            KbSolved(), RateService(), HumanHandoff()]

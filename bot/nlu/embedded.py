@@ -1,0 +1,654 @@
+"""The embedded NLU engine: TF-IDF n-grams and a linear classifier; trains in seconds, parses in < 1 ms.
+
+Training uses scikit-learn (TfidfVectorizer char_wb + word + CJK n-grams, LinearSVC). Confidences are
+a softmax over the SVM scores with a temperature fitted on out-of-fold scores, and the `nlu_fallback`
+threshold is tuned on the same out-of-fold predictions (never on held-out data). The saved model holds
+only plain Python and numpy objects (vocabularies, idf, weights), so parsing needs no scikit-learn
+object and a model does not depend on the scikit-learn version that trained it.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+import re
+import tempfile
+import time
+import unicodedata
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from functools import partial
+from itertools import pairwise
+from pathlib import Path
+from typing import Any
+
+import joblib
+import numpy as np
+import numpy.typing as npt
+
+from bot.nlu.entities import RULE_ENTITIES, EntityExtractor, contextualise
+from bot.nlu.lang import detect_lang
+from bot.nlu.types import FALLBACK_INTENT, Entity, ParseContext, ParseResult
+from bot.nlu.yaml_data import Example, NluData
+
+MODEL_FORMAT = "crmbot-nlu-embedded"
+MODEL_VERSION = 1
+MAX_CLASSIFY_CHARS = 1000
+RANKING_SIZE = 10
+TIE_MARGIN = 0.003
+# The tuned fallback threshold stays in this range: an intent no class claims with 20% is not understood
+# (the out-of-fold F1 curve is flat near zero, so tuning alone would happily pick 0).
+MIN_THRESHOLD, MAX_THRESHOLD = 0.2, 0.7
+OUT_OF_SCOPE = "out_of_scope"
+# Identifiers are replaced by a placeholder before classification: "WM2023-00917" says nothing about the
+# intent that "a serial number" does not, and unseen ids would otherwise look like noise.
+MASKED_ENTITIES: dict[str, str] = {
+    "serial_number": "zzserial",
+    "ticket_id": "zzticket",
+    "job_id": "zzjob",
+    "phone": "zzphone",
+    "email": "zzemail",
+    "part": "zzpart",
+}
+# A few emoji carry a whole answer in chat.
+EMOJI_WORDS: dict[str, str] = {
+    "👍": " ok ",
+    "👌": " ok ",
+    "✅": " ok ",
+    "🆗": " ok ",
+    "✔": " ok ",
+    "👎": " no ",
+    "❌": " no ",
+    "🚫": " no ",
+    "👋": " hi ",
+    "🙏": " thanks ",
+    # Star ratings typed as glyphs ("⭐⭐⭐⭐⭐") are words, not noise.
+    "★": " star ",
+    "⭐": " star ",
+    "☆": " nostar ",
+}
+_SPACE_RE = re.compile(r"\s+")
+_CONTROL_RE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\ufffd\ufeff\u200b-\u200f\u2028-\u202f\ud800-\udfff]")
+_MEANINGFUL_RE = re.compile(
+    r"[0-9A-Za-z\u00c0-\u024f\u0370-\u03ff\u0400-\u04ff\u3040-\u30ff\u3400-\u9fff\uac00-\ud7af\uf900-\ufaff]"
+)
+_CJK_TOKEN_RE = re.compile("[\u3400-\u9fff\uf900-\ufaff]")
+_EMOJI_RE = re.compile("|".join(map(re.escape, EMOJI_WORDS)))
+
+
+class ModelError(RuntimeError):
+    """A model file that cannot be used (missing, corrupt, another format version)."""
+
+
+class TrainingError(ValueError):
+    """Training data this engine cannot learn from."""
+
+
+def normalise_text(text: str) -> str:
+    """NFKC (full-width → half-width), lower case, no control characters, whitespace collapsed; CJK kept."""
+    text = text[: MAX_CLASSIFY_CHARS * 2]
+    text = _CONTROL_RE.sub(" ", text)
+    text = _EMOJI_RE.sub(lambda match: EMOJI_WORDS[match.group(0)], text)
+    text = unicodedata.normalize("NFKC", text).lower()
+    return _SPACE_RE.sub(" ", text).strip()[:MAX_CLASSIFY_CHARS]
+
+
+def cjk_ngrams(doc: str) -> list[str]:
+    """Chinese characters and character bigrams (words are not space-separated in Chinese)."""
+    chars = _CJK_TOKEN_RE.findall(doc)
+    return chars + [a + b for a, b in pairwise(chars)]
+
+
+def mask_entities(text: str, entities: Sequence[Entity]) -> str:
+    """The text with identifier entities replaced by placeholders (offsets from the original text)."""
+    pieces: list[str] = []
+    position = 0
+    for entity in sorted(entities, key=lambda item: item.start):
+        placeholder = MASKED_ENTITIES.get(entity.entity)
+        if placeholder is None or entity.start < position:
+            continue
+        pieces.append(text[position : entity.start])
+        pieces.append(f" {placeholder} ")
+        position = entity.end
+    pieces.append(text[position:])
+    return "".join(pieces)
+
+
+@dataclass(frozen=True, slots=True)
+class TrainConfig:
+    """How to train; the defaults were picked on cross-validation and the held-out sets (see bench/nlu.py)."""
+
+    char_ngrams: tuple[int, int] = (1, 3)
+    word_ngrams: tuple[int, int] = (1, 2)
+    cjk_ngrams: bool = True
+    c: float = 1.0
+    class_weight: str | None = "balanced"
+    folds: int = 5
+    augment: int = 2  # extra copies of each example with the customer name swapped for another one
+    seed: int = 13
+    threshold: float | None = None  # None: tuned on out-of-fold predictions
+    per_language_threshold: bool = True
+
+
+@dataclass(slots=True)
+class _Features:
+    """One TF-IDF block at inference: analyzer, vocabulary, idf, and its first column in the weight matrix."""
+
+    analyzer: Callable[[str], list[str]]
+    vocabulary: dict[str, int]
+    idf: npt.NDArray[np.float32]
+    offset: int
+
+
+@dataclass(slots=True)
+class TrainReport:
+    """What training did (shown by `crmbot nlu train` and bench/nlu.py)."""
+
+    examples: int
+    intents: int
+    features: int
+    seconds: float
+    temperature: float
+    thresholds: dict[str, float]
+    cv_accuracy: float | None
+    cv_macro_f1: float | None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _vectorizer_specs(config: TrainConfig) -> list[dict[str, Any]]:
+    specs: list[dict[str, Any]] = [
+        {"name": "char", "analyzer": "char_wb", "ngram_range": tuple(config.char_ngrams)},
+        {
+            "name": "word",
+            "analyzer": "word",
+            "ngram_range": tuple(config.word_ngrams),
+            "token_pattern": r"(?u)\b\w+\b",
+        },
+    ]
+    if config.cjk_ngrams:
+        specs.append({"name": "cjk", "analyzer": "cjk"})
+    return specs
+
+
+def char_wb_ngrams(text: str, low: int, high: int) -> list[str]:
+    """Character n-grams inside word boundaries, padded with a space (scikit-learn's "char_wb")."""
+    grams: list[str] = []
+    for word in text.split():
+        padded = f" {word} "
+        length = len(padded)
+        for n in range(low, high + 1):
+            if n >= length:
+                grams.append(padded)  # a short word counts once, whole
+                break
+            grams.extend(padded[i : i + n] for i in range(length - n + 1))
+    return grams
+
+
+def word_ngrams(text: str, low: int, high: int, pattern: re.Pattern[str]) -> list[str]:
+    """Word n-grams (scikit-learn's "word" analyzer without stop words)."""
+    tokens = pattern.findall(text)
+    grams = list(tokens) if low == 1 else []
+    for n in range(max(low, 2), min(high, len(tokens)) + 1):
+        grams.extend(" ".join(tokens[i : i + n]) for i in range(len(tokens) - n + 1))
+    return grams
+
+
+def build_analyzer(spec: dict[str, Any]) -> Callable[[str], list[str]]:
+    """The text → features function of one block; the same function trains and parses, so no
+    scikit-learn object is needed (or imported) to parse."""
+    kind = spec["analyzer"]
+    if kind == "cjk":
+        return cjk_ngrams
+    low, high = (int(value) for value in spec["ngram_range"])
+    if kind == "char_wb":
+        return partial(char_wb_ngrams, low=low, high=high)
+    if kind == "word":
+        return partial(word_ngrams, low=low, high=high, pattern=re.compile(spec["token_pattern"]))
+    raise ModelError(f"unknown feature analyzer {kind!r}")
+
+
+def _make_vectorizer(spec: dict[str, Any]) -> Any:
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    # dtype float32 halves memory; normalise_text has lower-cased already.
+    return TfidfVectorizer(
+        analyzer=build_analyzer(spec), sublinear_tf=True, lowercase=False, dtype=np.float32
+    )
+
+
+def _softmax(scores: npt.NDArray[np.float64], temperature: float) -> npt.NDArray[np.float64]:
+    z = scores / temperature
+    z = z - z.max(axis=-1, keepdims=True)
+    e = np.exp(z)
+    result: npt.NDArray[np.float64] = e / e.sum(axis=-1, keepdims=True)
+    return result
+
+
+def _fit_temperature(scores: npt.NDArray[np.float64], gold: npt.NDArray[np.int64]) -> float:
+    """The softmax temperature with the lowest negative log-likelihood on out-of-fold scores."""
+    best_t, best_nll = 1.0, math.inf
+    rows = np.arange(len(gold))
+    for t in np.exp(np.linspace(math.log(0.02), math.log(5.0), 80)):
+        p = _softmax(scores, float(t))
+        nll = float(-np.log(np.clip(p[rows, gold], 1e-12, None)).mean())
+        if nll < best_nll:
+            best_t, best_nll = float(t), nll
+    return best_t
+
+
+def _macro_f1(gold: Sequence[str], predicted: Sequence[str]) -> float:
+    hits: Counter[str] = Counter()
+    false_positives: Counter[str] = Counter()
+    misses: Counter[str] = Counter()
+    for g, p in zip(gold, predicted, strict=True):
+        if g == p:
+            hits[g] += 1
+        else:
+            false_positives[p] += 1
+            misses[g] += 1
+    labels = set(gold) | set(predicted)
+    total = sum(
+        2 * hits[label] / (2 * hits[label] + false_positives[label] + misses[label])
+        for label in labels
+        if hits[label]
+    )
+    return total / len(labels) if labels else 0.0
+
+
+def _tune_threshold(
+    probabilities: npt.NDArray[np.float64], classes: Sequence[str], gold: Sequence[str], fallback_label: str
+) -> tuple[float, float, float]:
+    """(threshold, accuracy, macro-F1) maximising macro-F1 when unsure answers count as `fallback_label`."""
+    top = probabilities.argmax(axis=1)
+    confidence = probabilities.max(axis=1)
+    predicted = [classes[index] for index in top]
+    scored: list[tuple[float, float, float]] = []
+    for threshold in np.round(np.arange(MIN_THRESHOLD, MAX_THRESHOLD + 0.001, 0.02), 2):
+        labels = [fallback_label if c < threshold else p for c, p in zip(confidence, predicted, strict=True)]
+        accuracy = sum(1 for g, p in zip(gold, labels, strict=True) if g == p) / max(len(gold), 1)
+        scored.append((float(threshold), accuracy, _macro_f1(gold, labels)))
+    # The F1 curve is flat and noisy near its top: take the lowest threshold within TIE_MARGIN of the
+    # best, so fewer in-scope messages get "I did not get that" for a gain that is only noise.
+    best_f1 = max(f1 for _t, _a, f1 in scored)
+    return next(item for item in scored if item[2] >= best_f1 - TIE_MARGIN)
+
+
+def _augment(examples: Sequence[Example], copies: int, seed: int) -> tuple[list[Example], list[int]]:
+    """Each example with a customer name, `copies` more times with other customers' names (same language);
+    and for every resulting example the index of the example it came from."""
+    origins = list(range(len(examples)))
+    if copies <= 0:
+        return list(examples), origins
+    rng = random.Random(seed)
+    pools: dict[tuple[str, str], list[str]] = {}
+    for example in examples:
+        for entity in example.entities:
+            if entity.entity == "customer":
+                pools.setdefault((detect_lang(example.text), entity.entity), []).append(entity.text)
+    pools = {key: sorted(set(names)) for key, names in pools.items()}
+    augmented = list(examples)
+    for origin, example in enumerate(examples):
+        names = [entity for entity in example.entities if entity.entity == "customer"]
+        if not names:
+            continue
+        pool = pools.get((detect_lang(example.text), "customer"), [])
+        if len(pool) < 2:
+            continue
+        for _ in range(copies):
+            text = example.text
+            for entity in sorted(names, key=lambda item: -item.start):
+                text = text[: entity.start] + rng.choice(pool) + text[entity.end :]
+            augmented.append(
+                Example(text=text, intent=example.intent, source=example.source, line=example.line)
+            )
+            origins.append(origin)
+    return augmented, origins
+
+
+def _lexicon_from(data: NluData) -> tuple[dict[str, dict[str, str]], dict[str, list[str]]]:
+    """Entity synonyms, lookups and regexes of the data set, keyed by entity (Rasa's RegexEntityExtractor
+    and EntitySynonymMapper, in one). Rule-resolved entities keep their rules."""
+    value_entity: dict[str, str] = {}
+    lexicon: dict[str, dict[str, str]] = {}
+    entity_names = set(data.entity_names)
+    for example in data.examples:
+        for entity in example.entities:
+            value_entity.setdefault(entity.value, entity.entity)
+            if entity.entity not in RULE_ENTITIES:
+                lexicon.setdefault(entity.entity, {})[entity.text] = entity.value
+    for text, value in data.synonyms.items():
+        entity_name = value_entity.get(value)
+        if entity_name is not None and entity_name not in RULE_ENTITIES:
+            lexicon.setdefault(entity_name, {})[text] = value
+    for name, items in data.lookups.items():
+        if name in entity_names and name not in RULE_ENTITIES:
+            for item in items:
+                lexicon.setdefault(name, {}).setdefault(item, data.synonyms.get(item.lower(), item))
+    regexes = {name: list(patterns) for name, patterns in data.regexes.items() if name in entity_names}
+    return lexicon, regexes
+
+
+class EmbeddedNlu:
+    """Train, save, load and parse. `parse` is async for the NluEngine protocol; `parse_sync` is the same."""
+
+    def __init__(self, state: dict[str, Any]) -> None:
+        if state.get("format") != MODEL_FORMAT:
+            raise ModelError("this is not a crmbot NLU model")
+        if state.get("version") != MODEL_VERSION:
+            raise ModelError(
+                f"the NLU model has format version {state.get('version')!r} but this crmbot reads version "
+                f"{MODEL_VERSION}; train a new one with `crmbot nlu train`"
+            )
+        self._state = state
+        self.classes: tuple[str, ...] = tuple(state["classes"])
+        self.temperature: float = float(state["temperature"])
+        self.thresholds: dict[str, float] = dict(state["thresholds"])
+        self.data_hash: str = state["data_hash"]
+        self._weights: npt.NDArray[np.float32] = state["weights"]
+        self._bias: npt.NDArray[np.float32] = state["bias"]
+        self._blocks: list[_Features] = []
+        for spec, vocabulary, idf, offset in zip(
+            state["specs"], state["vocabularies"], state["idfs"], state["offsets"], strict=True
+        ):
+            analyzer = build_analyzer(spec)
+            self._blocks.append(_Features(analyzer, vocabulary, idf, int(offset)))
+        self.extractor = EntityExtractor(state.get("lexicon") or {}, state.get("regexes") or {})
+        self.fallback_label = OUT_OF_SCOPE if OUT_OF_SCOPE in self.classes else FALLBACK_INTENT
+
+    # --- training ---------------------------------------------------------------------------------
+
+    @classmethod
+    def train(
+        cls, data: NluData | Sequence[Example], config: TrainConfig | None = None
+    ) -> tuple[EmbeddedNlu, TrainReport]:
+        """Fit on the examples; returns the engine and what training measured."""
+        from scipy.sparse import hstack
+        from sklearn.model_selection import KFold, StratifiedKFold
+        from sklearn.svm import LinearSVC
+
+        config = config or TrainConfig()
+        started = time.perf_counter()
+        nlu_data = data if isinstance(data, NluData) else NluData(examples=list(data))
+        examples = [example for example in nlu_data.examples if example.text.strip()]
+        counts = Counter(example.intent for example in examples)
+        if len(counts) < 2:
+            raise TrainingError(f"training needs examples of at least two intents, found {len(counts)}")
+        extractor = EntityExtractor()
+        context = ParseContext(now=datetime(2026, 1, 1, tzinfo=UTC))
+        augmented, origins = _augment(examples, config.augment, config.seed)
+
+        def prepare(text: str) -> str:
+            return normalise_text(mask_entities(text, extractor.extract(text[:MAX_CLASSIFY_CHARS], context)))
+
+        texts = [prepare(example.text) for example in augmented]
+        labels = np.asarray([example.intent for example in augmented])
+        classes = sorted(counts)
+        class_index = {name: index for index, name in enumerate(classes)}
+        specs = _vectorizer_specs(config)
+
+        def fit(train_texts: list[str], train_labels: npt.NDArray[Any]) -> tuple[list[Any], Any]:
+            vectorizers: list[Any] = []
+            blocks = []
+            for spec in specs:
+                vectorizer = _make_vectorizer(spec)
+                try:
+                    blocks.append(vectorizer.fit_transform(train_texts))
+                except ValueError:  # "empty vocabulary": e.g. no Chinese at all for the CJK block
+                    vectorizers.append(None)
+                    continue
+                vectorizers.append(vectorizer)
+            if not blocks:
+                raise TrainingError("the training examples contain no usable text")
+            matrix = hstack(blocks).tocsr()
+            model = LinearSVC(C=config.c, class_weight=config.class_weight, random_state=config.seed)
+            model.fit(matrix, train_labels)
+            return vectorizers, model
+
+        def scores(vectorizers: list[Any], model: Any, batch: list[str]) -> npt.NDArray[np.float64]:
+            matrix = hstack([vec.transform(batch) for vec in vectorizers if vec is not None]).tocsr()
+            raw = np.asarray(model.decision_function(matrix), dtype=np.float64)
+            if raw.ndim == 1:  # two classes: sklearn returns one column (score of classes_[1])
+                raw = np.stack([-raw, raw], axis=1)
+            # Re-order columns to `classes` (a fold may miss a class: its score stays very low).
+            full = np.full((len(batch), len(classes)), -10.0)
+            for column, name in enumerate(model.classes_):
+                full[:, class_index[name]] = raw[:, column]
+            return full
+
+        # Out-of-fold scores of the ORIGINAL examples (augmented copies stay in the training folds only).
+        original = len(examples)
+        temperature, thresholds = 0.3, {"*": config.threshold if config.threshold is not None else 0.3}
+        cv_accuracy: float | None = None
+        cv_f1: float | None = None
+        cv_errors: list[tuple[str, str, str, float]] = []
+        smallest = min(counts.values())
+        folds = min(config.folds, smallest) if smallest >= 2 else min(config.folds, original)
+        if folds >= 2:
+            gold = labels[:original]
+            splitter: Any = (
+                StratifiedKFold(n_splits=folds, shuffle=True, random_state=config.seed)
+                if smallest >= folds
+                else KFold(n_splits=folds, shuffle=True, random_state=config.seed)
+            )
+            oof = np.zeros((original, len(classes)))
+            for train_index, test_index in splitter.split(np.zeros(original), gold):
+                held_out = set(test_index.tolist())
+                extra = [i for i in range(original, len(augmented)) if origins[i] not in held_out]
+                fold_index = list(train_index) + extra
+                fold_labels = labels[fold_index]
+                if len(set(fold_labels)) < 2:
+                    continue
+                vectorizers, model = fit([texts[i] for i in fold_index], fold_labels)
+                oof[test_index] = scores(vectorizers, model, [texts[i] for i in test_index])
+            gold_index = np.asarray([class_index[name] for name in gold], dtype=np.int64)
+            temperature = _fit_temperature(oof, gold_index)
+            probabilities = _softmax(oof, temperature)
+            fallback_label = OUT_OF_SCOPE if OUT_OF_SCOPE in class_index else FALLBACK_INTENT
+            gold_list = [str(name) for name in gold]
+            threshold, _accuracy, _f1 = _tune_threshold(probabilities, classes, gold_list, fallback_label)
+            thresholds = {"*": config.threshold if config.threshold is not None else threshold}
+            langs = [detect_lang(example.text) for example in examples]
+            if config.threshold is None and config.per_language_threshold:
+                for lang in sorted(set(langs)):
+                    rows = [i for i, value in enumerate(langs) if value == lang]
+                    if len(rows) >= 200:
+                        thresholds[lang], _acc, _f1 = _tune_threshold(
+                            probabilities[rows], classes, [gold_list[i] for i in rows], fallback_label
+                        )
+            # What the tuned engine gets wrong out of fold: the training data's weak spots.
+            predicted: list[str] = []
+            for row, lang in enumerate(langs):
+                best = int(probabilities[row].argmax())
+                low = probabilities[row, best] < thresholds.get(lang, thresholds["*"])
+                predicted.append(fallback_label if low else classes[best])
+            cv_accuracy = sum(g == p for g, p in zip(gold_list, predicted, strict=True)) / original
+            cv_f1 = _macro_f1(gold_list, predicted)
+            cv_errors = [
+                (examples[row].text, gold_list[row], predicted[row], float(probabilities[row].max()))
+                for row in range(original)
+                if gold_list[row] != predicted[row]
+            ]
+        fitted, model = fit(texts, labels)
+        used_specs = [spec for spec, vec in zip(specs, fitted, strict=True) if vec is not None]
+        vectorizers = [vec for vec in fitted if vec is not None]
+        raw_coef = np.asarray(model.coef_, dtype=np.float32)
+        raw_bias = np.asarray(model.intercept_, dtype=np.float32)
+        if raw_coef.shape[0] == 1:  # two classes
+            raw_coef = np.vstack([-raw_coef, raw_coef])
+            raw_bias = np.concatenate([-raw_bias, raw_bias])
+        order = [list(model.classes_).index(name) for name in classes]
+        weights = np.ascontiguousarray(raw_coef[order].T)  # (features, classes): one row per n-gram
+        offsets = np.cumsum([0] + [len(vec.vocabulary_) for vec in vectorizers])[:-1]
+        lexicon, regexes = _lexicon_from(nlu_data)
+        state: dict[str, Any] = {
+            "format": MODEL_FORMAT,
+            "version": MODEL_VERSION,
+            "trained_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "data_hash": nlu_data.data_hash(),
+            "config": asdict(config),
+            "classes": classes,
+            "specs": used_specs,
+            "vocabularies": [{str(k): int(v) for k, v in vec.vocabulary_.items()} for vec in vectorizers],
+            "idfs": [np.asarray(vec.idf_, dtype=np.float32) for vec in vectorizers],
+            "offsets": [int(offset) for offset in offsets],
+            "weights": weights,
+            "bias": raw_bias[order],
+            "temperature": temperature,
+            "thresholds": thresholds,
+            "lexicon": lexicon,
+            "regexes": regexes,
+            "examples": len(examples),
+        }
+        engine = cls(state)
+        report = TrainReport(
+            examples=len(examples),
+            intents=len(classes),
+            features=int(weights.shape[0]),
+            seconds=time.perf_counter() - started,
+            temperature=temperature,
+            thresholds=thresholds,
+            cv_accuracy=cv_accuracy,
+            cv_macro_f1=cv_f1,
+            extra={
+                "augmented_examples": len(augmented) - len(examples),
+                "folds": folds,
+                "cv_errors": cv_errors,
+            },
+        )
+        return engine, report
+
+    # --- persistence ------------------------------------------------------------------------------
+
+    def save(self, path: Path | str) -> Path:
+        """Write the model atomically (a temporary file renamed into place)."""
+        target = Path(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        handle, temporary = tempfile.mkstemp(prefix=target.name + ".", suffix=".tmp", dir=target.parent)
+        os.close(handle)
+        try:
+            joblib.dump(self._state, temporary, compress=3)
+            os.replace(temporary, target)
+        except BaseException:
+            Path(temporary).unlink(missing_ok=True)
+            raise
+        return target
+
+    @classmethod
+    def load(cls, path: Path | str) -> EmbeddedNlu:
+        """Read a model written by `save`; ModelError when it is missing, corrupt or of another version."""
+        source = Path(path)
+        if not source.is_file():
+            raise ModelError(f"no NLU model at {source}")
+        try:
+            state = joblib.load(source)
+        except Exception as exc:  # unpickling can fail in many ways; all mean "not a usable model"
+            raise ModelError(f"{source} is not a readable NLU model ({type(exc).__name__})") from None
+        if not isinstance(state, dict):
+            raise ModelError(f"{source} is not a crmbot NLU model")
+        try:
+            return cls(state)
+        except ModelError as exc:
+            raise ModelError(f"{source}: {exc}") from None
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ModelError(f"{source} is not a complete crmbot NLU model ({exc})") from None
+
+    # --- inference --------------------------------------------------------------------------------
+
+    @property
+    def info(self) -> dict[str, Any]:
+        """Format, version, training time, data hash, intents, thresholds."""
+        return {
+            "format": MODEL_FORMAT,
+            "version": MODEL_VERSION,
+            "trained_at": self._state.get("trained_at"),
+            "data_hash": self.data_hash,
+            "intents": list(self.classes),
+            "features": int(self._weights.shape[0]),
+            "temperature": self.temperature,
+            "thresholds": dict(self.thresholds),
+            "examples": self._state.get("examples"),
+        }
+
+    def threshold_for(self, lang: str) -> float:
+        """The fallback threshold for a language (or the overall one)."""
+        return self.thresholds.get(lang, self.thresholds.get("*", 0.0))
+
+    def scores(self, text: str) -> npt.NDArray[np.float64]:
+        """Linear scores per class for already normalised text."""
+        total = self._bias.astype(np.float64)
+        for block in self._blocks:
+            counts = Counter(block.analyzer(text))
+            columns: list[int] = []
+            values: list[float] = []
+            for token, count in counts.items():
+                column = block.vocabulary.get(token)
+                if column is not None:
+                    columns.append(column + block.offset)
+                    values.append((1.0 + math.log(count)) * float(block.idf[column]))
+            if not columns:
+                continue
+            vector = np.asarray(values, dtype=np.float32)
+            vector /= np.float32(np.linalg.norm(vector))
+            total = total + vector @ self._weights[columns]
+        return total
+
+    def rank(self, text: str) -> list[tuple[str, float]]:
+        """(intent, probability) for every class, best first, for already normalised text."""
+        probabilities = _softmax(self.scores(text)[None, :], self.temperature)[0]
+        order = np.argsort(-probabilities)
+        return [(self.classes[index], float(probabilities[index])) for index in order]
+
+    def parse_sync(self, text: str, context: ParseContext) -> ParseResult:
+        """Intent, ranking, entities and language of one message; never raises on odd input."""
+        if not isinstance(text, str):
+            text = str(text)
+        head = text[:MAX_CLASSIFY_CHARS]
+        lang = detect_lang(head, default="zh" if context.lang == "zh" else "en")
+        try:
+            entities = self.extractor.extract(head, context)
+        except Exception:  # a rule bug must not take the conversation down; the intent still counts
+            import logging
+
+            logging.getLogger("crmbot.nlu").exception("Entity extraction failed")
+            entities = ()
+        normal = normalise_text(mask_entities(head, entities))
+        if not _MEANINGFUL_RE.search(normal):
+            ranking: tuple[tuple[str, float], ...] = ((FALLBACK_INTENT, 1.0),)
+            return ParseResult(
+                text=text,
+                intent=FALLBACK_INTENT,
+                confidence=1.0,
+                entities=entities,
+                ranking=ranking,
+                lang=lang,
+            )
+        ranked = self.rank(normal)
+        intent, confidence = ranked[0]
+        threshold = self.threshold_for(lang)
+        top = [(name, round(score, 6)) for name, score in ranked[:RANKING_SIZE]]
+        if confidence < threshold:
+            # Like Rasa's FallbackClassifier: nlu_fallback on top with the threshold as its confidence.
+            top = [(FALLBACK_INTENT, round(threshold, 6)), *top[: RANKING_SIZE - 1]]
+            return ParseResult(
+                text=text,
+                intent=FALLBACK_INTENT,
+                confidence=round(threshold, 6),
+                entities=entities,
+                ranking=tuple(top),
+                lang=lang,
+            )
+        return ParseResult(
+            text=text,
+            intent=intent,
+            confidence=round(confidence, 6),
+            entities=contextualise(entities, intent),
+            ranking=tuple(top),
+            lang=lang,
+        )
+
+    async def parse(self, text: str, context: ParseContext) -> ParseResult:
+        """The NluEngine protocol (parsing is sub-millisecond: no thread hop)."""
+        return self.parse_sync(text, context)

@@ -1,0 +1,33 @@
+"""Language detection: Chinese when ideographs make up a meaningful share of the message."""
+
+from __future__ import annotations
+
+import pytest
+
+from bot.nlu.lang import detect_lang
+
+
+@pytest.mark.parametrize(
+    ("text", "lang"),
+    [
+        ("my washing machine is leaking", "en"),
+        ("我的洗衣机漏水了", "zh"),
+        ("我的洗衣机WM2023-00917漏水", "zh"),
+        ("查一下Acme的pipeline", "zh"),
+        ("显示 Acme", "zh"),
+        ("visited 张三 today with Li", "en"),
+        ("log a visit to Acme, met 王经理", "en"),
+        ("SR-12 进度", "zh"),
+        ("ＳＲ－１２怎么样了", "zh"),
+        ("hello", "en"),
+    ],
+)
+def test_detect_lang(text: str, lang: str) -> None:
+    assert detect_lang(text) == lang
+
+
+def test_no_letters_uses_the_default() -> None:
+    assert detect_lang("4/5", default="zh") == "zh"
+    assert detect_lang("👍", default="en") == "en"
+    assert detect_lang("", default="zh") == "zh"
+    assert detect_lang("WM2023-00917", default="zh") == "en"  # Latin letters, even in an identifier
