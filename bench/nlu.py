@@ -28,7 +28,7 @@ from zoneinfo import ZoneInfo
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bot.nlu.embedded import EmbeddedNlu  # noqa: E402
+from bot.nlu.embedded import EmbeddedNlu, normalise_text  # noqa: E402
 from bot.nlu.entities import warm_up  # noqa: E402
 from bot.nlu.evaluate import evaluate, predicted_label, worst_confusions  # noqa: E402
 from bot.nlu.lang import detect_lang  # noqa: E402
@@ -142,6 +142,22 @@ def main() -> None:
             f"{sub['macro avg']['f1-score']:>10.3f}{oos.get('recall', 0.0):>12.3f}"
             f"{oos.get('precision', 0.0):>10.3f}"
         )
+    # A held-out text that also appears in the training data measures memory, not generalisation.
+    seen = {normalise_text(e.text) for e in data.examples}
+    unseen = [e for e in heldout if normalise_text(e.text) not in seen]
+    if len(unseen) < len(heldout):
+        clean = evaluate(engine, unseen, context)
+        print(
+            f"{len(heldout) - len(unseen)} held-out texts are also in the training data; "
+            f"on the {len(unseen)} unseen ones:"
+        )
+        for name, sub in [("unseen", clean), *sorted(clean["by_lang"].items())]:
+            oos = sub.get("out_of_scope", {})
+            print(
+                f"{name:<10}{int(sub['macro avg']['support']):>6}{sub['accuracy']:>10.3f}"
+                f"{sub['macro avg']['f1-score']:>10.3f}{oos.get('recall', 0.0):>12.3f}"
+                f"{oos.get('precision', 0.0):>10.3f}"
+            )
     if args.json:
         args.json.write_text(json.dumps(result, ensure_ascii=False, indent=2), encoding="utf-8")
 

@@ -23,6 +23,7 @@ log = logging.getLogger("crmbot.assistant")
 
 MAX_TEXT = 4000
 # A button payload in Rasa's form: /intent or /intent{"entity": "value", ...}
+IDENTIFIER = re.compile(r"(?=.*[0-9#_/-])[A-Za-z0-9._/#+-]{1,32}")
 PAYLOAD = re.compile(r"^/([a-z_]{2,40})(\{.{0,1000}\})?$", re.DOTALL)
 
 
@@ -137,7 +138,12 @@ class Assistant:
             return [Reply(text=t(lang, "error.internal"))]
 
     def _language(self, text: str, state: State, actor: Actor) -> str:
-        """The message's own language when it has words; otherwise the conversation's or the user's."""
-        if any(char.isalpha() for char in text) and not text.startswith("/"):
-            return detect_lang(text)
-        return state.lang or actor.lang or self._core.settings.default_lang
+        """The message's own language when it has words; otherwise the conversation's or the user's.
+
+        A lone token ("OP-2", "ok", "5", a button payload) says nothing about the language: a Chinese
+        conversation stays Chinese when the person types a code.
+        """
+        known = state.lang or actor.lang or self._core.settings.default_lang
+        if text.startswith("/") or IDENTIFIER.fullmatch(text) or not any(char.isalpha() for char in text):
+            return known
+        return detect_lang(text)

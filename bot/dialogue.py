@@ -23,6 +23,7 @@ MAX_SLOT_ATTEMPTS = 3
 # A message that clearly starts something else while a question is pending switches to it.
 SWITCH_CONFIDENCE = 0.80
 # Entities remembered between turns so "and its warranty?" knows which serial.
+FREE_TEXT_SWITCH_LENGTH = 25
 CONTEXT_ENTITIES = ("serial_number", "ticket_id", "job_id", "customer", "deal")
 
 
@@ -198,10 +199,23 @@ class Dialogue:
             if intent == "help":
                 helper = self._handlers["help"]
                 return [*await helper.execute(turn), *await self._reask(turn, active)]
-            if self._switches(turn, active):
-                state.finish()
-            else:
+            if not self._other_intent(turn, active):
                 return await self._answer(turn, active)
+            slot = next((item for item in active.slots if item.name == state.awaiting), None)
+            if slot is not None and not slot.free_text:
+                # "Acme kitchen" may parse as customer_overview, yet it is the customer we asked for:
+                # an answer that fits the question wins over a new intent.
+                try:
+                    state.slots[slot.name] = await active.fill_from_answer(turn, slot)
+                except SlotInvalid:
+                    pass
+                else:
+                    state.attempts = 0
+                    return await self._advance(turn, active)
+            elif slot is not None and len(turn.text) > FREE_TEXT_SWITCH_LENGTH:
+                # A description or summary is prose that may look like an intent: keep it as the answer.
+                return await self._answer(turn, active)
+            state.finish()
         return await self.start(turn, intent)
 
     async def start(self, turn: Turn, intent: str) -> list[Reply]:
@@ -252,6 +266,7 @@ class Dialogue:
         if handler.needs_confirmation:
             state.awaiting = CONFIRM
             return [await handler.confirmation(turn)]
+        state.awaiting = None
         return await self._run(turn, handler)
 
     async def _run(self, turn: Turn, handler: Handler) -> list[Reply]:
@@ -271,16 +286,9 @@ class Dialogue:
         slot = next((item for item in handler.slots if item.name == state.awaiting), None)
         return await handler.ask(turn, slot) if slot else []
 
-    def _switches(self, turn: Turn, active: Handler) -> bool:
-        """Whether a message during a pending question starts something else instead of answering."""
+    def _other_intent(self, turn: Turn, active: Handler) -> bool:
+        """Whether a message during a pending question confidently asks for something else."""
         parse = turn.parse
         if parse.intent in ("affirm", "deny", "out_of_scope", FALLBACK_INTENT, active.intent):
             return False
-        if parse.intent not in self._handlers or parse.confidence < SWITCH_CONFIDENCE:
-            return False
-        slot = next((item for item in active.slots if item.name == turn.state.awaiting), None)
-        # A free-text answer (a description, a summary) is itself prose that may look like an intent:
-        # only switch when the message carries none of the entity the slot asks for and is a command.
-        if slot is not None and slot.entity and turn.entity(slot.entity):
-            return False
-        return not (slot is not None and slot.free_text and len(turn.text) > 25)
+        return parse.intent in self._handlers and parse.confidence >= SWITCH_CONFIDENCE

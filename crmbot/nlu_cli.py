@@ -84,7 +84,10 @@ def _settings_timezone() -> str:
 def _engine(model: Path | None) -> EmbeddedNlu:
     if model is not None:
         return EmbeddedNlu.load(model)
-    return ensure_model(_settings_model_path())
+    path = _settings_model_path()
+    if not path.exists():
+        err.print(f"No NLU model at {path} yet: training one on the shipped data…", highlight=False)
+    return ensure_model(path)
 
 
 @nlu_app.command("train")
@@ -185,7 +188,11 @@ def test(
     console.print(_summary("all", report))
     for lang, sub in report["by_lang"].items():
         console.print(_summary(lang, sub))
-        table = Table("intent", "precision", "recall", "f1", "support", "confused with", title=f"{lang}")
+        table = Table(title=lang)
+        table.add_column("intent", no_wrap=True)
+        for header in ("precision", "recall", "f1", "support"):
+            table.add_column(header, justify="right", no_wrap=True)
+        table.add_column("confused with")
         for intent, row in intent_rows(sub):
             confused = ", ".join(f"{name} ×{count}" for name, count in row.get("confused_with", {}).items())
             table.add_row(

@@ -9,9 +9,8 @@ from typing import Any
 from sqlalchemy import func, select
 
 from bot.assistant import Assistant, RateLimit
-from bot.dialogue import Dialogue
 from bot.i18n import keys, t
-from bot.intents import all_handlers, field, sales, smalltalk
+from bot.intents import sales
 from bot.messages import Reply
 from bot.nlu.types import Entity, ParseResult
 from core.container import Core
@@ -45,9 +44,8 @@ STAFF_TOP_KEYS = ("staff", "visit", "deal", "pipeline", "overview", "jobs")
 
 
 def staff_chat(core: Core, nlu: ScriptedNlu, sender: str) -> Chat:
-    """A chat whose dialogue has the staff handlers (whether or not the registry has them yet)."""
-    dialogue = Dialogue([*all_handlers(), *sales.handlers(), *field.handlers()], smalltalk.fallback)
-    assistant = Assistant(core, nlu, dialogue=dialogue, rate_limit=RateLimit(burst=1000, per_second=1000))
+    """A chat with the registered handlers (and no rate limit getting in the way of long scripts)."""
+    assistant = Assistant(core, nlu, rate_limit=RateLimit(burst=1000, per_second=1000))
     return Chat(assistant=assistant, nlu=nlu, channel="rest", sender=sender)
 
 
@@ -100,6 +98,33 @@ def test_catalogs_have_every_staff_key_in_both_languages() -> None:
     zh = {key for key in keys("zh") if key.split(".")[0] in STAFF_TOP_KEYS}
     assert en == zh and len(en) > 100
     assert t("zh", "staff.day", weekday="五", day=19, month=6) == "6月19日（周五）"
+
+
+NAMES = [
+    ("ACME", "Acme Corp"), ("ACME-K", "Acme Kitchen Supplies"), ("CUS-0007", "Pacific Kitchen Supply"),
+    ("CUS-0008", "BrightHome Online Store"), ("CUS-0012", "北京华联商厦有限公司"), ("CUS-0013", "上海家电城"),
+    ("CUS-0014", "浦东家电连锁有限公司"), ("CUS-0015", "Globex Ltd"),
+]
+
+
+def matched(text: str, *, whole: bool = False) -> list[str]:
+    """Codes the customer matcher settles on for a message (several when it would ask)."""
+    return [found.code for found in sales.pick(sales.find_customers(NAMES, text, whole=whole))]
+
+
+def test_customer_matching_in_messages_and_answers() -> None:
+    assert matched("visited Acme today with Li") == ["ACME", "ACME-K"]  # ask
+    assert matched("visited acme kitchen this morning") == ["ACME-K"]  # more of the name said
+    assert matched("visited Acme Corp") == ["ACME"]
+    assert matched("talked to Pacific about the new kitchen line") == ["CUS-0007"]
+    assert matched("visited Pacific, saw their bright shelves") == ["CUS-0007"]  # not in "BrightHome"
+    assert matched("we discussed home appliances and online promotions") == []  # trade words alone
+    assert matched("visited globx yesterday") == ["CUS-0015"]  # a typo
+    assert matched("follow up with CUS-0012 next week") == ["CUS-0012"]  # a code anywhere
+    assert matched("今天拜访了华联，和李总聊了续约") == ["CUS-0012"]  # per character
+    assert matched("见了浦东家电连锁的采购，聊了家电促销") == ["CUS-0014"]  # "家电" alone says nothing
+    assert matched("ACME-K", whole=True) == ["ACME-K"] and matched("acme", whole=True) == ["ACME", "ACME-K"]
+    assert matched("Zenith", whole=True) == [] and matched("", whole=True) == []
 
 
 # --- log_visit -----------------------------------------------------------------------------------------
@@ -200,6 +225,7 @@ async def test_rep_of_another_team_gets_the_unknown_answer_for_acme(core: Core, 
     # Without a customer entity (names read from the words) the answers are the same too.
     manager = staff_chat(core, nlu, "south.manager")
     in_words = await manager.text("show me acme", "customer_overview")
+    await manager.say("cancel", "cancel")
     assert in_words == await manager.text("show me zenith", "customer_overview")
     assert in_words == "I couldn't tell which of your customers you mean.\nWhich customer? (name or code)"
 

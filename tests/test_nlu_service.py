@@ -35,7 +35,7 @@ def data(tmp_path: Path) -> Path:
 
 
 def test_default_model_path_is_under_the_data_dir(tmp_path: Path) -> None:
-    settings = Settings(data_dir=tmp_path / "var", _env_file=None)  # type: ignore[call-arg]
+    settings = Settings(data_dir=tmp_path / "var", _env_file=None)
     assert default_model_path(settings) == tmp_path / "var" / "nlu" / "model.joblib"
 
 
@@ -84,3 +84,10 @@ def test_settings_from_the_environment(tmp_path: Path, monkeypatch: pytest.Monke
     monkeypatch.chdir(tmp_path)
     engine = build_nlu(Settings(), data=data)
     assert isinstance(engine, RasaNlu) and engine.url == "http://rasa:5005"
+
+
+async def test_build_nlu_async_does_not_block_the_loop(tmp_path: Path, data: Path) -> None:
+    from bot.nlu.service import build_nlu_async
+
+    engine = await build_nlu_async(FakeSettings(data_dir=tmp_path / "var"), data=data)
+    assert isinstance(engine, EmbeddedNlu)

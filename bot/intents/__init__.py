@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from bot.dialogue import Dialogue, Handler
-from bot.intents import service, smalltalk
+from bot.intents import field, sales, service, smalltalk
 
 
 def all_handlers() -> list[Handler]:
@@ -11,6 +11,8 @@ def all_handlers() -> list[Handler]:
     return [
         smalltalk.Greet(), smalltalk.Goodbye(), smalltalk.Help(), smalltalk.Affirm(), smalltalk.Deny(),
         *service.handlers(),
+        *sales.handlers(),
+        *field.handlers(),
     ]
 
 

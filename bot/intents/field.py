@@ -36,6 +36,7 @@ DONE_TAIL = re.compile(
     r"[\s,，.。:：\-–—]*(?:(?:all\s+)?done|finished|completed|已?完工了?|已?完成了?|搞定了?)[\s.。!！]*$",
     re.IGNORECASE)
 BARE_NUMBER = re.compile(r"^\s*#?\s*(\d{1,9})\s*$")
+VALID_CODE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/-]{0,63}")  # what core accepts as a part code
 COMPLETABLE = frozenset({RepairStatus.ACCEPTED.value, RepairStatus.IN_PROGRESS.value})
 PART_CODE = re.compile(r"(?<![A-Za-z0-9-])P-?(\d{2,6})(?![A-Za-z0-9-])", re.IGNORECASE)
 NUMBER_WORDS = {"a": 1, "an": 1, "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7,
@@ -131,7 +132,7 @@ def parts_used(text: str, entities: list[str]) -> list[list[Any]]:
         code = value.strip().upper()
         numbered = PART_CODE.fullmatch(code)
         code = f"P-{numbered.group(1)}" if numbered else code
-        if code and code not in codes:
+        if VALID_CODE.fullmatch(code) and code not in codes:
             codes.append(code)
     result: list[list[Any]] = []
     for code in codes:

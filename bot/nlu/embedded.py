@@ -210,13 +210,16 @@ def build_analyzer(spec: dict[str, Any]) -> Callable[[str], list[str]]:
     raise ModelError(f"unknown feature analyzer {kind!r}")
 
 
-def _make_vectorizer(spec: dict[str, Any]) -> Any:
+def _pretokenized(tokens: list[str]) -> list[str]:
+    """Training documents arrive already split into features (once, not once per fold)."""
+    return tokens
+
+
+def _make_vectorizer() -> Any:
     from sklearn.feature_extraction.text import TfidfVectorizer
 
     # dtype float32 halves memory; normalise_text has lower-cased already.
-    return TfidfVectorizer(
-        analyzer=build_analyzer(spec), sublinear_tf=True, lowercase=False, dtype=np.float32
-    )
+    return TfidfVectorizer(analyzer=_pretokenized, sublinear_tf=True, lowercase=False, dtype=np.float32)
 
 
 def _softmax(scores: npt.NDArray[np.float64], temperature: float) -> npt.NDArray[np.float64]:
@@ -389,13 +392,15 @@ class EmbeddedNlu:
         class_index = {name: index for index, name in enumerate(classes)}
         specs = _vectorizer_specs(config)
 
-        def fit(train_texts: list[str], train_labels: npt.NDArray[Any]) -> tuple[list[Any], Any]:
+        features = [[build_analyzer(spec)(text) for text in texts] for spec in specs]
+
+        def fit(rows: Sequence[int], train_labels: npt.NDArray[Any]) -> tuple[list[Any], Any]:
             vectorizers: list[Any] = []
             blocks = []
-            for spec in specs:
-                vectorizer = _make_vectorizer(spec)
+            for block in features:
+                vectorizer = _make_vectorizer()
                 try:
-                    blocks.append(vectorizer.fit_transform(train_texts))
+                    blocks.append(vectorizer.fit_transform([block[i] for i in rows]))
                 except ValueError:  # "empty vocabulary": e.g. no Chinese at all for the CJK block
                     vectorizers.append(None)
                     continue
@@ -407,13 +412,19 @@ class EmbeddedNlu:
             model.fit(matrix, train_labels)
             return vectorizers, model
 
-        def scores(vectorizers: list[Any], model: Any, batch: list[str]) -> npt.NDArray[np.float64]:
-            matrix = hstack([vec.transform(batch) for vec in vectorizers if vec is not None]).tocsr()
+        def scores(vectorizers: list[Any], model: Any, rows: Sequence[int]) -> npt.NDArray[np.float64]:
+            matrix = hstack(
+                [
+                    vec.transform([block[i] for i in rows])
+                    for vec, block in zip(vectorizers, features, strict=True)
+                    if vec is not None
+                ]
+            ).tocsr()
             raw = np.asarray(model.decision_function(matrix), dtype=np.float64)
             if raw.ndim == 1:  # two classes: sklearn returns one column (score of classes_[1])
                 raw = np.stack([-raw, raw], axis=1)
             # Re-order columns to `classes` (a fold may miss a class: its score stays very low).
-            full = np.full((len(batch), len(classes)), -10.0)
+            full = np.full((len(rows), len(classes)), -10.0)
             for column, name in enumerate(model.classes_):
                 full[:, class_index[name]] = raw[:, column]
             return full
@@ -441,8 +452,8 @@ class EmbeddedNlu:
                 fold_labels = labels[fold_index]
                 if len(set(fold_labels)) < 2:
                     continue
-                vectorizers, model = fit([texts[i] for i in fold_index], fold_labels)
-                oof[test_index] = scores(vectorizers, model, [texts[i] for i in test_index])
+                vectorizers, model = fit(fold_index, fold_labels)
+                oof[test_index] = scores(vectorizers, model, list(test_index))
             gold_index = np.asarray([class_index[name] for name in gold], dtype=np.int64)
             temperature = _fit_temperature(oof, gold_index)
             probabilities = _softmax(oof, temperature)
@@ -471,7 +482,7 @@ class EmbeddedNlu:
                 for row in range(original)
                 if gold_list[row] != predicted[row]
             ]
-        fitted, model = fit(texts, labels)
+        fitted, model = fit(range(len(texts)), labels)
         used_specs = [spec for spec, vec in zip(specs, fitted, strict=True) if vec is not None]
         vectorizers = [vec for vec in fitted if vec is not None]
         raw_coef = np.asarray(model.coef_, dtype=np.float32)
@@ -571,6 +582,12 @@ class EmbeddedNlu:
             "thresholds": dict(self.thresholds),
             "examples": self._state.get("examples"),
         }
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """The TrainConfig the model was trained with, as a dict."""
+        config: dict[str, Any] = dict(self._state.get("config") or {})
+        return config
 
     def threshold_for(self, lang: str) -> float:
         """The fallback threshold for a language (or the overall one)."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
+from dataclasses import asdict
 from pathlib import Path
 from typing import Protocol
 
@@ -73,9 +74,9 @@ def ensure_model(model_path: Path | str, data: DataPaths | None = None) -> Embed
         else:
             logger.info("No NLU model at %s yet: training one", path)
     else:
-        if engine.data_hash == wanted:
+        if engine.data_hash == wanted and engine.config == asdict(TrainConfig()):
             return engine
-        logger.info("NLU training data changed since %s was trained: retraining", path)
+        logger.info("NLU training data or settings changed since %s was trained: retraining", path)
     engine, report = EmbeddedNlu.train(nlu_data)
     engine.save(path)
     logger.info(
@@ -86,6 +87,15 @@ def ensure_model(model_path: Path | str, data: DataPaths | None = None) -> Embed
         path,
     )
     return engine
+
+
+async def build_nlu_async(
+    settings: NluSettings, *, data: DataPaths | None = None, model_path: Path | str | None = None
+) -> NluEngine:
+    """`build_nlu` in a worker thread, for async composition roots (training takes seconds)."""
+    import asyncio
+
+    return await asyncio.to_thread(build_nlu, settings, data=data, model_path=model_path)
 
 
 def build_nlu(
