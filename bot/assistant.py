@@ -57,7 +57,9 @@ class SenderLimiter:
 
 def clean_text(text: str) -> str:
     """Drop control characters and surrounding blanks; cap the length (a chat message, not a file)."""
-    cleaned = "".join(char for char in text[: MAX_TEXT * 2] if char in "\n\t" or unicodedata.category(char)[0] != "C")
+    cleaned = "".join(
+        char for char in text[: MAX_TEXT * 2] if char in "\n\t" or unicodedata.category(char)[0] != "C"
+    )
     return cleaned.strip()[:MAX_TEXT]
 
 
@@ -74,16 +76,24 @@ def parse_payload(text: str, lang: str) -> ParseResult | None:
             return None
         if not isinstance(values, dict):
             return None
-        entities = [Entity(entity=str(key)[:40], value=str(value)[:500], start=0, end=0, extractor="payload")
-                    for key, value in values.items()]
+        entities = [
+            Entity(entity=str(key)[:40], value=str(value)[:500], start=0, end=0, extractor="payload")
+            for key, value in values.items()
+        ]
     return ParseResult(text=text, intent=match.group(1), confidence=1.0, entities=tuple(entities), lang=lang)
 
 
 class Assistant:
     """Turns one incoming message into replies, whatever the channel."""
 
-    def __init__(self, core: Core, nlu: NluEngine, *, rate_limit: RateLimit | None = None,
-                 dialogue: Dialogue | None = None) -> None:
+    def __init__(
+        self,
+        core: Core,
+        nlu: NluEngine,
+        *,
+        rate_limit: RateLimit | None = None,
+        dialogue: Dialogue | None = None,
+    ) -> None:
         self._core = core
         self._nlu = nlu
         self._dialogue = dialogue or build_dialogue()
@@ -115,17 +125,27 @@ class Assistant:
         await store.save(message.channel, message.conversation_id, key, state.to_json())
         return replies
 
-    async def _converse(self, actor: Actor, message: IncomingMessage, state: State, text: str,
-                        lang: str) -> list[Reply]:
+    async def _converse(
+        self, actor: Actor, message: IncomingMessage, state: State, text: str, lang: str
+    ) -> list[Reply]:
         if not text and not message.attachments:
             return [Reply(text=t(lang, "dialogue.empty"))]
         now = self._core.clock.now()
         try:
             parse = parse_payload(text, lang) or await self._nlu.parse(
-                text, ParseContext(now=now, timezone=actor.timezone or self._core.settings.timezone, lang=lang)
+                text,
+                ParseContext(now=now, timezone=actor.timezone or self._core.settings.timezone, lang=lang),
             )
-            turn = Turn(core=self._core, actor=actor, lang=lang, parse=parse, text=text, state=state, now=now,
-                        channel=message.channel)
+            turn = Turn(
+                core=self._core,
+                actor=actor,
+                lang=lang,
+                parse=parse,
+                text=text,
+                state=state,
+                now=now,
+                channel=message.channel,
+            )
             replies = await self._dialogue.respond(turn)
             for entity in parse.entities:
                 if entity.entity in CONTEXT_ENTITIES:

@@ -56,8 +56,13 @@ class State:
     def to_json(self) -> dict[str, Any]:
         """A JSON-safe dict."""
         return {
-            "active": self.active, "slots": self.slots, "awaiting": self.awaiting, "attempts": self.attempts,
-            "context": self.context, "fallbacks": self.fallbacks, "lang": self.lang,
+            "active": self.active,
+            "slots": self.slots,
+            "awaiting": self.awaiting,
+            "attempts": self.attempts,
+            "context": self.context,
+            "fallbacks": self.fallbacks,
+            "lang": self.lang,
         }
 
     def finish(self) -> None:
@@ -176,10 +181,24 @@ class Handler:
 HandlerFactory = Callable[[], Handler]
 
 
+def role_reading(role: Role, intent: str, turn: Turn) -> str:
+    """Read an ambiguous message the way the speaker means it: a customer's "is my job done?" asks
+    about their request, a technician's "my tickets?" means their jobs (the words are the same)."""
+    if role is Role.CUSTOMER and intent in ("my_jobs", "complete_job"):
+        return "check_request_status"
+    if role is Role.CUSTOMER and intent == "accept_job":
+        return "affirm"
+    if role is Role.TECHNICIAN and intent == "check_request_status" and not turn.entity("ticket_id"):
+        return "my_jobs"
+    return intent
+
+
 class Dialogue:
     """Routes each parsed message to the right handler and keeps the slot-filling state."""
 
-    def __init__(self, handlers: Sequence[Handler], fallback: Callable[[Turn], Awaitable[list[Reply]]]) -> None:
+    def __init__(
+        self, handlers: Sequence[Handler], fallback: Callable[[Turn], Awaitable[list[Reply]]]
+    ) -> None:
         self._handlers = {handler.intent: handler for handler in handlers}
         self._fallback = fallback
 
@@ -221,13 +240,16 @@ class Dialogue:
     async def start(self, turn: Turn, intent: str) -> list[Reply]:
         """Begin a handler for `intent` with what this message says."""
         state = turn.state
+        intent = role_reading(turn.actor.role, intent, turn)
         handler = self._handlers.get(intent)
         if handler is None or intent in ("out_of_scope", FALLBACK_INTENT):
             return await self._fallback(turn)
         state.fallbacks = 0
         if handler.roles is not None and not turn.actor.is_admin and turn.actor.role not in handler.roles:
-            return [turn.say("dialogue.not_for_role", role=turn.t(f"roles.{turn.actor.role.value}")),
-                    *await self._handlers["help"].execute(turn)]
+            return [
+                turn.say("dialogue.not_for_role", role=turn.t(f"roles.{turn.actor.role.value}")),
+                *await self._handlers["help"].execute(turn),
+            ]
         state.finish()
         state.active = intent
         await handler.prefill(turn)

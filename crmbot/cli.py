@@ -157,7 +157,9 @@ def _safe_url(settings: Settings) -> str:
 
 @app.command()
 def chat(
-    as_user: Annotated[str | None, typer.Option("--as", help="Username to talk as (default: your login name).")] = None,
+    as_user: Annotated[
+        str | None, typer.Option("--as", help="Username to talk as (default: your login name).")
+    ] = None,
 ) -> None:
     """Talk to the assistant in this terminal, as a given user."""
     import getpass
@@ -173,8 +175,10 @@ def chat(
         try:
             actor = await core.org.actor_for_username(username)
         except DomainError:
-            err.print(f"No crmbot user '{username}'. Use --as USERNAME (after `crmbot demo`, try --as wang.fang).",
-                      markup=False)
+            err.print(
+                f"No crmbot user '{username}'. Use --as USERNAME (after `crmbot demo`, try --as wang.fang).",
+                markup=False,
+            )
             raise typer.Exit(1) from None
         nlu = await asyncio.to_thread(build_nlu, settings)
         await chat_loop(Assistant(core, nlu), actor, console)

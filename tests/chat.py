@@ -21,24 +21,46 @@ class ScriptedNlu:
     queued: list[ParseResult] = field(default_factory=list)
     seen: list[tuple[str, ParseContext]] = field(default_factory=list)
 
-    def expect(self, intent: str, confidence: float = 0.97, ranking: tuple[tuple[str, float], ...] = (),
-               **entities: str) -> None:
+    def expect(
+        self,
+        intent: str,
+        confidence: float = 0.97,
+        ranking: tuple[tuple[str, float], ...] = (),
+        **entities: str,
+    ) -> None:
         """Queue what the next message will parse as."""
-        self.queued.append(ParseResult(
-            text="", intent=intent, confidence=confidence,
-            entities=tuple(Entity(entity=name, value=value, start=0, end=0) for name, value in entities.items()),
-            ranking=ranking or ((intent, confidence),),
-        ))
+        self.queued.append(
+            ParseResult(
+                text="",
+                intent=intent,
+                confidence=confidence,
+                entities=tuple(
+                    Entity(entity=name, value=value, start=0, end=0) for name, value in entities.items()
+                ),
+                ranking=ranking or ((intent, confidence),),
+            )
+        )
 
     async def parse(self, text: str, context: ParseContext) -> ParseResult:
         """The queued parse, with this text."""
         self.seen.append((text, context))
         if not self.queued:
-            return ParseResult(text=text, intent="nlu_fallback", confidence=0.2, lang=detect_lang(text),
-                               ranking=(("nlu_fallback", 0.2),))
+            return ParseResult(
+                text=text,
+                intent="nlu_fallback",
+                confidence=0.2,
+                lang=detect_lang(text),
+                ranking=(("nlu_fallback", 0.2),),
+            )
         queued = self.queued.pop(0)
-        return ParseResult(text=text, intent=queued.intent, confidence=queued.confidence, entities=queued.entities,
-                           ranking=queued.ranking, lang=detect_lang(text))
+        return ParseResult(
+            text=text,
+            intent=queued.intent,
+            confidence=queued.confidence,
+            entities=queued.entities,
+            ranking=queued.ranking,
+            lang=detect_lang(text),
+        )
 
 
 @dataclass
@@ -51,7 +73,9 @@ class Chat:
     sender: str
     counter: int = 0
 
-    async def say(self, text: str, intent: str | None = None, confidence: float = 0.97, **entities: str) -> list[Reply]:
+    async def say(
+        self, text: str, intent: str | None = None, confidence: float = 0.97, **entities: str
+    ) -> list[Reply]:
         """Send `text`; if `intent` is given, that is what the NLU understands."""
         if intent is not None:
             self.nlu.expect(intent, confidence, **entities)

@@ -24,8 +24,11 @@ async def test_greet_help_and_fallback_buttons(core: Core, world: World) -> None
     assert "Hello Acme Buyer" in await chat.text("hi", "greet")
     help_text = await chat.text("what can you do", "help")
     assert "Request a repair" in help_text and "Log a visit" not in help_text
-    nlu.expect("nlu_fallback", 0.3, ranking=(("nlu_fallback", 0.3), ("check_warranty", 0.25),
-                                              ("greet", 0.2), ("search_knowledge", 0.1)))
+    nlu.expect(
+        "nlu_fallback",
+        0.3,
+        ranking=(("nlu_fallback", 0.3), ("check_warranty", 0.25), ("greet", 0.2), ("search_knowledge", 0.1)),
+    )
     replies = await chat.say("blorp")
     assert [button.payload for button in replies[0].buttons] == ["/check_warranty", "/search_knowledge"]
     await chat.say("zzz")
@@ -45,8 +48,17 @@ async def test_chinese_message_gets_chinese_reply(core: Core, world: World) -> N
 async def test_bad_input_never_raises(core: Core, world: World) -> None:
     nlu = ScriptedNlu()
     chat = make_chat(core, nlu, "acme-buyer")
-    for junk in ["", "   ", "\x00\x01\x02", "😀" * 50, "x" * 10_000, "'; DROP TABLE customers; --",
-                 "<script>alert(1)</script>", "**bold** _x_ [a](http://e)", "/open_service_request{bad json"]:
+    for junk in [
+        "",
+        "   ",
+        "\x00\x01\x02",
+        "😀" * 50,
+        "x" * 10_000,
+        "'; DROP TABLE customers; --",
+        "<script>alert(1)</script>",
+        "**bold** _x_ [a](http://e)",
+        "/open_service_request{bad json",
+    ]:
         replies = await chat.say(junk)
         assert replies and all(reply.text for reply in replies)
         assert all("Traceback" not in reply.text for reply in replies)

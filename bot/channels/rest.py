@@ -1,4 +1,4 @@
-"""REST channel in Rasa's format: POST /webhooks/rest/webhook {"sender","message"} → [{"recipient_id","text",…}]."""
+"""REST channel in Rasa's format: POST /webhooks/rest/webhook {"sender","message"} → replies."""
 
 from __future__ import annotations
 
@@ -34,8 +34,11 @@ def require_channel_token(
     """Only the integration token may speak for arbitrary senders; personal tokens may not."""
     expected: str = request.app.state.api_token
     if credentials is None or not hmac.compare_digest(credentials.credentials.encode(), expected.encode()):
-        raise HTTPException(status_code=401, detail="The REST channel needs 'Authorization: Bearer <API token>'.",
-                            headers={"WWW-Authenticate": "Bearer"})
+        raise HTTPException(
+            status_code=401,
+            detail="The REST channel needs 'Authorization: Bearer <API token>'.",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
 
 
 def reply_json(recipient: str, reply: Reply) -> dict[str, Any]:
@@ -56,8 +59,9 @@ def rest_router() -> APIRouter:
     async def webhook(body: RestMessage, request: Request) -> list[dict[str, Any]]:
         """Handle one message from `rest:<sender>` and return the replies."""
         assistant: Assistant = request.app.state.assistant
-        message = IncomingMessage(channel=CHANNEL, sender_id=body.sender, text=body.message,
-                                  message_id=body.message_id)
+        message = IncomingMessage(
+            channel=CHANNEL, sender_id=body.sender, text=body.message, message_id=body.message_id
+        )
         replies = await assistant.handle(message)
         return [reply_json(body.sender, reply) for reply in replies]
 

@@ -19,7 +19,9 @@ def render(console: Console, replies: list[Reply]) -> list[Button]:
     """Print replies; return the buttons of the last reply that had any, numbered from 1."""
     choices: list[Button] = []
     for reply in replies:
-        console.print(f"[bold cyan]crmbot:[/bold cyan] {reply.text}", markup=True, highlight=False, soft_wrap=True)
+        console.print(
+            f"[bold cyan]crmbot:[/bold cyan] {reply.text}", markup=True, highlight=False, soft_wrap=True
+        )
         if reply.image is not None:
             console.print(f"  [dim](chart: {reply.image_alt or 'image'}, {len(reply.image)} bytes)[/dim]")
         if reply.buttons:
@@ -41,8 +43,10 @@ async def chat_loop(
     assistant: Assistant, actor: Actor, console: Console, read_line: Callable[[str], str] = input
 ) -> None:
     """Read a line, answer it, until the person quits (Ctrl-D, Ctrl-C or 'quit')."""
-    console.print(f"Talking to crmbot as [bold]{actor.username}[/bold] ({actor.role.value}). "
-                  "Type 'quit' to leave; numbers pick buttons.")
+    console.print(
+        f"Talking to crmbot as [bold]{actor.username}[/bold] ({actor.role.value}). "
+        "Type 'quit' to leave; numbers pick buttons."
+    )
     choices: list[Button] = []
     while True:
         try:
@@ -53,6 +57,7 @@ async def chat_loop(
         if line.strip().lower() in QUIT_WORDS:
             return
         text = resolve_choice(line, choices)
-        replies = await assistant.handle_as(actor, IncomingMessage(channel=CHANNEL, sender_id=actor.username,
-                                                                   text=text))
+        replies = await assistant.handle_as(
+            actor, IncomingMessage(channel=CHANNEL, sender_id=actor.username, text=text)
+        )
         choices = render(console, replies) or choices

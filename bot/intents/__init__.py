@@ -9,7 +9,11 @@ from bot.intents import field, sales, service, smalltalk
 def all_handlers() -> list[Handler]:
     """One instance of every handler."""
     return [
-        smalltalk.Greet(), smalltalk.Goodbye(), smalltalk.Help(), smalltalk.Affirm(), smalltalk.Deny(),
+        smalltalk.Greet(),
+        smalltalk.Goodbye(),
+        smalltalk.Help(),
+        smalltalk.Affirm(),
+        smalltalk.Deny(),
         *service.handlers(),
         *sales.handlers(),
         *field.handlers(),

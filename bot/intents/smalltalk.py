@@ -44,7 +44,9 @@ class Help(Handler):
     async def execute(self, turn: Turn) -> list[Reply]:
         """The role's list of things to try."""
         role = turn.actor.role.value
-        text = "\n".join([turn.t("help.intro", name=display_name(turn)), turn.t(f"help.{role}"), turn.t("help.footer")])
+        text = "\n".join(
+            [turn.t("help.intro", name=display_name(turn)), turn.t(f"help.{role}"), turn.t("help.footer")]
+        )
         return [Reply(text=text)]
 
 
@@ -78,4 +80,8 @@ async def fallback(turn: Turn) -> list[Reply]:
     suggestions = [name for name, _score in turn.parse.ranking if name not in NOT_SUGGESTED][:2]
     if not suggestions:
         return [turn.say("fallback.rephrase_plain")]
-    return [turn.say("fallback.rephrase", *(turn.button(f"intent_names.{name}", f"/{name}") for name in suggestions))]
+    return [
+        turn.say(
+            "fallback.rephrase", *(turn.button(f"intent_names.{name}", f"/{name}") for name in suggestions)
+        )
+    ]

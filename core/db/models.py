@@ -534,7 +534,9 @@ class Conversation(Base):
     """Dialogue state of one person in one chat, so a half-filled request survives a restart."""
 
     __tablename__ = "conversations"
-    __table_args__ = (UniqueConstraint("channel", "chat_id", "user_key", name="uq_conversations_channel_chat_user"),)
+    __table_args__ = (
+        UniqueConstraint("channel", "chat_id", "user_key", name="uq_conversations_channel_chat_user"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     channel: Mapped[str] = mapped_column(String(20))

@@ -50,8 +50,13 @@ class ConversationStore(Service):
                     await uow.commit()
                 return
             if row is None:
-                row = Conversation(channel=channel, chat_id=chat_id[:128], user_key=user_key[:128], state=state,
-                                   updated_at=self._clock.now())
+                row = Conversation(
+                    channel=channel,
+                    chat_id=chat_id[:128],
+                    user_key=user_key[:128],
+                    state=state,
+                    updated_at=self._clock.now(),
+                )
                 session.add(row)
             else:
                 row.state = state
@@ -61,7 +66,9 @@ class ConversationStore(Service):
     async def first_delivery(self, channel: str, message_id: str) -> bool:
         """Record a platform message id; False when it was seen before (a redelivery)."""
         async with self._uow() as uow:
-            uow.session.add(InboundMessage(channel=channel, message_id=message_id[:128], received_at=self._clock.now()))
+            uow.session.add(
+                InboundMessage(channel=channel, message_id=message_id[:128], received_at=self._clock.now())
+            )
             try:
                 await uow.commit()
             except IntegrityError:

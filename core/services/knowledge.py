@@ -214,7 +214,9 @@ class KnowledgeService(Service):
                 return False
             # Counted in SQL so concurrent clicks never lose one.
             await uow.session.execute(
-                update(KbArticle).where(KbArticle.id == article.id).values(solved_count=KbArticle.solved_count + 1)
+                update(KbArticle)
+                .where(KbArticle.id == article.id)
+                .values(solved_count=KbArticle.solved_count + 1)
             )
             await uow.commit()
             return True

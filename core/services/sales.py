@@ -493,11 +493,19 @@ class SalesService(Service):
             conditions.append(Opportunity.expected_close <= close_to)
         async with self._uow() as uow:
             rows = (
-                await uow.session.execute(
-                    select(Opportunity.stage, Opportunity.amount, Opportunity.probability, Opportunity.expected_close)
-                    .where(*conditions)
+                (
+                    await uow.session.execute(
+                        select(
+                            Opportunity.stage,
+                            Opportunity.amount,
+                            Opportunity.probability,
+                            Opportunity.expected_close,
+                        ).where(*conditions)
+                    )
                 )
-            ).tuples().all()
+                .tuples()
+                .all()
+            )
         zero = Decimal("0.00")
         counts = dict.fromkeys((stage.value for stage in OpportunityStage), 0)
         amounts = dict.fromkeys(counts, zero)
@@ -512,7 +520,9 @@ class SalesService(Service):
                 month = expected_close.strftime("%Y-%m")
                 by_month[month] = by_month.get(month, zero) + weighted
         stages = [
-            PipelineStageOut(stage=stage, count=counts[stage], amount=amounts[stage], weighted=weighted_amounts[stage])
+            PipelineStageOut(
+                stage=stage, count=counts[stage], amount=amounts[stage], weighted=weighted_amounts[stage]
+            )
             for stage in counts
         ]
         open_stages = [entry for entry in stages if entry.stage not in CLOSED_STAGES]

@@ -710,7 +710,7 @@ class ServiceDesk(Service):
     # --- hand-off to a person --------------------------------------------------------------------
 
     async def request_handoff(self, actor: Actor, *, summary: str, channel: str) -> TaskOut:
-        """Someone asked for a human: a hand-off task for the least busy service agent, due within the hour."""
+        """Someone asked for a human: a hand-off task for the least busy agent, due within the hour."""
         text = " ".join(summary.split())[:250] or "(no message)"
         async with self._uow() as uow:
             session = uow.session
@@ -732,19 +732,36 @@ class ServiceDesk(Service):
             now = self._clock.now()
             who = actor.name or actor.username
             task = Task(
-                title=f"Hand-off ({channel}) from {who}: {text}"[:300], kind=TaskKind.HANDOFF.value,
-                status=TaskStatus.OPEN.value, due_at=now + timedelta(hours=1),
-                assignee_id=agent.id if agent else None, customer_id=actor.customer_id, created_at=now,
+                title=f"Hand-off ({channel}) from {who}: {text}"[:300],
+                kind=TaskKind.HANDOFF.value,
+                status=TaskStatus.OPEN.value,
+                due_at=now + timedelta(hours=1),
+                assignee_id=agent.id if agent else None,
+                customer_id=actor.customer_id,
+                created_at=now,
             )
             session.add(task)
             await session.flush()
-            uow.emit(events.TaskCreated(aggregate_id=task.id, actor_id=actor.user_id,
-                                        assignee_id=task.assignee_id, due_at=task.due_at, kind=task.kind))
+            uow.emit(
+                events.TaskCreated(
+                    aggregate_id=task.id,
+                    actor_id=actor.user_id,
+                    assignee_id=task.assignee_id,
+                    due_at=task.due_at,
+                    kind=task.kind,
+                )
+            )
             await uow.commit()
             customer = await session.get(Customer, actor.customer_id) if actor.customer_id else None
-            return TaskOut(id=task.id, title=task.title, kind=task.kind, status=task.status, due_at=task.due_at,
-                           assignee=agent.username if agent else None,
-                           customer_code=customer.code if customer else None)
+            return TaskOut(
+                id=task.id,
+                title=task.title,
+                kind=task.kind,
+                status=task.status,
+                due_at=task.due_at,
+                assignee=agent.username if agent else None,
+                customer_code=customer.code if customer else None,
+            )
 
     # --- stock ----------------------------------------------------------------------------------
 
