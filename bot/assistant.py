@@ -115,14 +115,17 @@ class Assistant:
         """Answer a message from a known actor (the terminal chat trusts its local user)."""
         key = f"{message.channel}:{message.sender_id}"
         store = self._core.conversations
-        state = State.from_json(await store.load(message.channel, message.conversation_id, key))
+        saved = await store.load(message.channel, message.conversation_id, key)
+        state = State.from_json(saved)
         text = clean_text(message.text)
         lang = self._language(text, state, actor)
         if not self._limiter.allow(key):
             return [Reply(text=t(lang, "dialogue.slow_down"))]
         state.lang = lang
         replies = await self._converse(actor, message, state, text, lang)
-        await store.save(message.channel, message.conversation_id, key, state.to_json())
+        if (new_state := state.to_json()) != State.from_json(saved).to_json():
+            # Most turns (a greeting, a look-up) change nothing to remember: skip the write.
+            await store.save(message.channel, message.conversation_id, key, new_state)
         return replies
 
     async def _converse(

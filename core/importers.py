@@ -140,6 +140,8 @@ async def import_csv(
     except SQLAlchemyError as exc:
         raise ImportFailed([RowError(0, _database_reason(exc))]) from exc
     ticker.finish()
+    if kind == "kb":
+        core.knowledge.invalidate()
     return ImportReport(kind=kind, created=created, updated=updated, encoding=table.encoding, notices=notices)
 
 

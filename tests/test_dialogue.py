@@ -62,3 +62,48 @@ async def test_bad_input_never_raises(core: Core, world: World) -> None:
         replies = await chat.say(junk)
         assert replies and all(reply.text for reply in replies)
         assert all("Traceback" not in reply.text for reply in replies)
+
+
+async def test_rate_limit_per_sender(core: Core, world: World) -> None:
+    from bot.assistant import Assistant, RateLimit
+    from tests.chat import Chat
+
+    nlu = ScriptedNlu()
+    assistant = Assistant(core, nlu, rate_limit=RateLimit(burst=2, per_second=0.001))
+    flooder = Chat(assistant=assistant, nlu=nlu, channel="rest", sender="acme-buyer")
+    other = Chat(assistant=assistant, nlu=nlu, channel="rest", sender="rep.north")
+    assert "Hello" in await flooder.text("hi", "greet")
+    assert "Hello" in await flooder.text("hi", "greet")
+    nlu.queued.clear()
+    assert "faster than I can keep up" in await flooder.text("hi")
+    assert "Hello" in await other.text("hi", "greet")  # another sender is not affected
+
+
+async def test_half_filled_request_survives_a_restart(core: Core, world: World) -> None:
+    from bot.assistant import Assistant
+    from tests.chat import Chat
+
+    nlu = ScriptedNlu()
+    before = Chat(assistant=Assistant(core, nlu), nlu=nlu, channel="rest", sender="acme-buyer")
+    asked = await before.text(
+        "my washer WM2023-00917 leaks", "open_service_request", serial_number="WM2023-00917"
+    )
+    assert "When would you like the technician to come?" in asked
+    after = Chat(
+        assistant=Assistant(core, nlu), nlu=nlu, channel="rest", sender="acme-buyer"
+    )  # a new process
+    summary = await after.say("tomorrow 10am", "inform", time="2026-06-16T10:00:00+08:00")
+    assert [button.payload for button in summary[-1].buttons][:2] == ["/affirm", "/deny"]
+    assert "SR-1" in await after.text("/affirm")
+
+
+async def test_a_redelivered_message_is_answered_once(core: Core, world: World) -> None:
+    from bot.assistant import Assistant
+    from bot.messages import IncomingMessage
+
+    nlu = ScriptedNlu()
+    assistant = Assistant(core, nlu)
+    message = IncomingMessage(channel="rest", sender_id="acme-buyer", text="hi", message_id="m-1")
+    nlu.expect("greet")
+    assert len(await assistant.handle(message)) == 1
+    assert await assistant.handle(message) == []

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import time
 from datetime import datetime
 
 from sqlalchemy import ColumnElement, func, select, update
@@ -19,6 +20,7 @@ from core.schemas import KbArticleIn, KbArticleOut, KbSearchHit, Page
 from core.services.base import Service, UowFactory
 
 MAX_CATEGORY_DEPTH = 6
+REFRESH_INTERVAL = 2.0
 
 
 def split_category(path: str) -> tuple[str, ...]:
@@ -65,6 +67,7 @@ class KnowledgeService(Service):
         self._indexed_through: datetime | None = None
         self._indexed_count = 0
         self._refresh_lock = asyncio.Lock()
+        self._checked_at = -REFRESH_INTERVAL
 
     async def upsert(self, actor: Actor, data: KbArticleIn) -> KbArticleOut:
         """Create or update an article by code."""
@@ -221,8 +224,19 @@ class KnowledgeService(Service):
             await uow.commit()
             return True
 
+    def invalidate(self) -> None:
+        """Articles were written behind this service's back (an import): look again on the next search."""
+        self._checked_at = -REFRESH_INTERVAL
+
     async def _refresh(self) -> None:
-        """Pull articles changed since the last look into the index (cheap when nothing changed)."""
+        """Pull articles changed since the last look into the index (cheap when nothing changed).
+
+        Changes made in this process are indexed at once; other processes' changes are looked for at
+        most every REFRESH_INTERVAL seconds, so a busy chat does not ask the database on every search.
+        """
+        if time.monotonic() - self._checked_at < REFRESH_INTERVAL:
+            return
+        self._checked_at = time.monotonic()
         async with self._refresh_lock, self._uow() as uow:
             session = uow.session
             latest, count = (
