@@ -115,3 +115,28 @@ def test_demo_warranty_requests_and_deals_through_the_api(server: tuple[str, str
     }
     missing = httpx.get(f"{base}/api/v1/warranty/NO-SUCH-SERIAL", headers=headers)
     assert missing.status_code == 404 and "Traceback" not in missing.text
+
+
+def test_demo_customer_chats_over_the_rest_channel(server: tuple[str, str, str]) -> None:
+    base, token, _ = server
+    headers = {"Authorization": f"Bearer {token}"}
+
+    def say(message: str) -> list[dict[str, object]]:
+        response = httpx.post(
+            f"{base}/webhooks/rest/webhook",
+            headers=headers,
+            timeout=30,
+            json={"sender": "demo-customer", "message": message},
+        )
+        assert response.status_code == 200, response.text
+        replies: list[dict[str, object]] = response.json()
+        return replies
+
+    warranty = " ".join(str(reply["text"]) for reply in say("is WM2023-00917 still under warranty?"))
+    assert "WM2023-00917" in warranty and "covered until" in warranty
+    chinese = " ".join(str(reply["text"]) for reply in say("洗碗机显示E13是什么意思"))
+    assert "E13" in chinese
+    stranger = httpx.post(
+        f"{base}/webhooks/rest/webhook", headers=headers, json={"sender": "x", "message": "hi"}
+    )
+    assert "not linked" in stranger.json()[0]["text"]
