@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 
-from core.db.models import Conversation, InboundMessage
+from core.db.models import ButtonPayload, Conversation, InboundMessage
 from core.services.base import Service
 
 MAX_STATE_BYTES = 64_000
@@ -74,6 +75,28 @@ class ConversationStore(Service):
             except IntegrityError:
                 return False
         return True
+
+    async def payload_token(self, payload: str) -> str:
+        """A short token standing for a long button payload (the same payload gets the same token)."""
+        token = hashlib.blake2b(payload.encode("utf-8"), digest_size=9).hexdigest()
+        async with self._uow() as uow:
+            exists = (
+                await uow.session.execute(select(ButtonPayload.id).where(ButtonPayload.token == token))
+            ).first()
+            if exists is None:
+                uow.session.add(ButtonPayload(token=token, payload=payload[:4000], created_at=self._clock.now()))
+                try:
+                    await uow.commit()
+                except IntegrityError:
+                    pass  # the same payload was stored at the same moment by another worker
+        return token
+
+    async def payload_for(self, token: str) -> str | None:
+        """The payload a token stands for, or None when unknown (an old or forged button)."""
+        async with self._uow() as uow:
+            return (
+                await uow.session.execute(select(ButtonPayload.payload).where(ButtonPayload.token == token[:32]))
+            ).scalar_one_or_none()
 
     async def forget_inbound_before(self, age: timedelta) -> int:
         """Drop de-duplication records older than `age` (platforms stop redelivering after a day)."""
