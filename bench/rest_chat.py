@@ -79,8 +79,9 @@ async def _link_senders(workdir: Path, senders: int) -> None:
 
 async def measure(
     base: str, token: str, turns: int, senders: int, concurrency: int
-) -> tuple[list[float], float]:
-    """Sequential latencies, then the wall time of the same number of turns `concurrency` at a time."""
+) -> tuple[list[float], float, list[float]]:
+    """Sequential latencies, the wall time of the same number of turns `concurrency` at a time, and
+    /model/parse latencies."""
     async with httpx.AsyncClient(base_url=base, timeout=30) as client:
         for _ in range(600):
             try:
@@ -110,7 +111,16 @@ async def measure(
 
         started = time.perf_counter()
         await asyncio.gather(*(bounded(index) for index in range(turns)))
-        return sequential, time.perf_counter() - started
+        concurrent_seconds = time.perf_counter() - started
+        parses = []
+        for index in range(turns):
+            started = time.perf_counter()
+            response = await client.post(
+                "/model/parse", json={"text": MESSAGES[index % len(MESSAGES)]}, headers=headers
+            )
+            parses.append(time.perf_counter() - started)
+            response.raise_for_status()
+        return sequential, concurrent_seconds, parses
 
 
 def main() -> None:
@@ -142,7 +152,7 @@ def main() -> None:
                 if token_file.exists():
                     break
                 time.sleep(0.1)
-            sequential, concurrent_seconds = asyncio.run(
+            sequential, concurrent_seconds, parses = asyncio.run(
                 measure(
                     f"http://127.0.0.1:{port}",
                     token_file.read_text().strip(),
@@ -165,6 +175,11 @@ def main() -> None:
     )
     print(f"sequential turns/s: {len(ordered) / sum(ordered):.0f}")
     print(f"concurrent turns/s: {arguments.turns / concurrent_seconds:.0f}")
+    parses.sort()
+    print(
+        f"/model/parse over HTTP ms: p50 {statistics.median(parses) * 1000:.2f}  "
+        f"p99 {parses[int(len(parses) * 0.99)] * 1000:.2f}"
+    )
     print(f"server RSS: {rss:.0f} MiB")
 
 

@@ -1876,13 +1876,13 @@ async def _personas(core: Core) -> list[tuple[str, str, str]]:
          f"'{job_ref} done, replaced pump, part P-100'."),
         ("chen.jing", "manager",
          "Sales director heading the group, identity demo-manager. Try 'pipeline this quarter', "
-         "'show me Acme', the morning digest."),
+         "'show me Acme', 'mark the hospital deal as won'."),
         ("sun.li", "manager",
          "Shanghai service manager (complaints and escalations land here), identity demo-service-manager. "
-         "Try 'open complaints', 'your technician was rude' as a customer first."),
+         "Try 'show me Acme', 'status of SR-1'."),
         ("liu.yang", "agent",
-         "Shanghai service desk, identity demo-agent. Try 'open requests', "
-         "'search the knowledge base for E21'."),
+         "Shanghai service desk, identity demo-agent. Try 'status of SR-1', "
+         "'error E21 on the washing machine'."),
         ("admin", "admin", "Sees everything, identity demo-admin; add yourself with `crmbot users add`."),
     ]
 
