@@ -126,7 +126,9 @@ def run(
 
                 await upgrade(core.engine)
             nlu = await asyncio.to_thread(build_nlu, settings)
-            app = create_app(core, token, assistant=Assistant(core, nlu), nlu=nlu)
+            assistant = Assistant(core, nlu)
+            app = create_app(core, token, assistant=assistant, nlu=nlu)
+            channels = await start_channels(app, core, assistant, settings)
             server = uvicorn.Server(
                 uvicorn.Config(app, host=bind_host, port=bind_port, log_level="info", access_log=False)
             )
@@ -139,11 +141,38 @@ def run(
                 )
             else:
                 console.print("API token: from CRMBOT_API_TOKEN or " + str(settings.data_dir / "api_token"))
-            await server.serve()
+            try:
+                await server.serve()
+            finally:
+                for stop in reversed(channels):
+                    await stop()
         finally:
             await core.close()
 
     asyncio.run(main())
+
+
+async def start_channels(
+    app: Any, core: Core, assistant: Any, settings: Settings
+) -> list[Callable[[], Awaitable[None]]]:
+    """Connect the messaging platforms that are configured; returns how to stop each."""
+    stops: list[Callable[[], Awaitable[None]]] = []
+    if settings.telegram_token is not None:
+        from bot.channels.telegram import TelegramChannel, build_bot
+
+        telegram = TelegramChannel(assistant, core, build_bot(settings))
+        if settings.telegram_webhook_url:
+            secret = settings.telegram_webhook_secret
+            plain_secret = secret.get_secret_value() if secret else None
+            app.include_router(telegram.webhook_router(plain_secret))
+            await telegram.register_webhook(settings.telegram_webhook_url, plain_secret)
+            console.print(f"Telegram: webhook {settings.telegram_webhook_url}")
+        else:
+            telegram.start_polling()
+            console.print("Telegram: long polling")
+        app.state.senders = {**getattr(app.state, "senders", {}), "telegram": telegram.sender}
+        stops.append(telegram.close)
+    return stops
 
 
 def _safe_url(settings: Settings) -> str:

@@ -78,6 +78,7 @@ class FakeTelegram:
         self._updates: list[dict[str, Any]] = []
         self._forced: list[dict[str, Any]] = []
         self._new_update = asyncio.Event()
+        self._closing = False
         self._message_ids = itertools.count(1)
         self._runner: web.AppRunner | None = None
         self.url = ""
@@ -98,6 +99,7 @@ class FakeTelegram:
 
     async def stop(self) -> None:
         """Stop listening (any long poll in progress ends)."""
+        self._closing = True
         self._new_update.set()
         if self._runner is not None:
             await self._runner.cleanup()
@@ -201,6 +203,10 @@ class FakeTelegram:
             params.update(await request.json())
         else:
             params.update((await request.post()) if request.method == "POST" else request.query)
+        for key, value in list(params.items()):
+            # aiogram uploads a file as its own form field and refers to it as "attach://<field>".
+            if isinstance(value, str) and value.startswith("attach://"):
+                params[key] = params.pop(value.removeprefix("attach://"), value)
         for key in JSON_FIELDS & params.keys():
             if isinstance(params[key], str):
                 params[key] = json.loads(params[key])
@@ -234,7 +240,7 @@ class FakeTelegram:
                 self._forced = []
                 return served
             remaining = deadline - time.monotonic()
-            if remaining <= 0:
+            if remaining <= 0 or self._closing:
                 return []
             self._new_update.clear()
             try:

@@ -180,6 +180,24 @@ async def test_the_same_update_delivered_twice_is_answered_once(
     assert len(fake.called("sendMessage")) == 1
 
 
+async def test_polling_stops_promptly_even_right_after_starting(
+    core: Core, fake: FakeTelegram, tg_settings: Settings
+) -> None:
+    async with open_channel(core, tg_settings, Recorder()) as channel:
+        early = channel.start_polling()
+        await channel.stop()  # before the task even ran
+        await asyncio.wait_for(early, 2)
+        starting = channel.start_polling()
+        await asyncio.sleep(0)  # now inside deleteWebhook
+        await channel.stop()
+        await asyncio.wait_for(starting, 2)
+        late = asyncio.create_task(channel.run_polling())
+        await fake.wait_for(lambda: bool(fake.called("getUpdates")))
+        await channel.stop()
+        await asyncio.wait_for(late, 2)
+        await channel.stop()  # idempotent
+
+
 async def test_expired_or_foreign_buttons_are_told_in_the_persons_language(
     core: Core, fake: FakeTelegram, tg_settings: Settings
 ) -> None:
@@ -220,16 +238,16 @@ async def test_webhook_with_the_right_secret_is_processed_once(
     assert sent["text"].startswith("Hello ") and sent["chat_id"] == str(ACME)
 
 
-@pytest.mark.parametrize("secret", [None, "", "wrong-secret", SECRET + "x"])
 async def test_webhook_with_a_missing_or_wrong_secret_is_refused_untouched(
-    core: Core, fake: FakeTelegram, tg_settings: Settings, secret: str | None
+    core: Core, fake: FakeTelegram, tg_settings: Settings
 ) -> None:
     recorder = Recorder()
-    headers = {} if secret is None else {"X-Telegram-Bot-Api-Secret-Token": secret}
     async with open_channel(core, tg_settings, recorder) as channel, webhook_client(channel) as http:
-        response = await http.post("/telegram/webhook", json=text_update(1, ACME, "hi"), headers=headers)
-    assert response.status_code == 401
-    assert response.json()["error"]["code"] == "unauthorized"
+        for secret in (None, "", "wrong-secret", SECRET + "x", SECRET.lower(), "密钥".encode()):
+            headers = {} if secret is None else {"X-Telegram-Bot-Api-Secret-Token": secret}
+            response = await http.post("/telegram/webhook", json=text_update(1, ACME, "hi"), headers=headers)
+            assert response.status_code == 401, secret
+            assert response.json()["error"]["code"] == "unauthorized"
     assert fake.calls == [] and recorder.seen == []
 
 
@@ -279,9 +297,9 @@ async def test_commands_become_intents_and_the_deep_link_travels_in_metadata(
     texts = ["/start link-ABC123", "/start", "/help", "/cancel@crmbot_test_bot", "/unknown_thing"]
     async with open_channel(core, tg_settings, recorder) as channel, webhook_client(channel) as http:
         for number, text in enumerate(texts, start=1):
-            response = await http.post(
-                "/telegram/webhook", json=text_update(number, ACME, text), headers=headers
-            )
+            # A chat each: five replies to one chat in a row would be paced to one a second.
+            update = text_update(number, ACME + number, text)
+            response = await http.post("/telegram/webhook", json=update, headers=headers)
             assert response.status_code == 200
     assert [(message.text, message.metadata) for message in recorder.seen] == [
         ("/greet", {"start": "link-ABC123"}),
@@ -374,7 +392,7 @@ async def test_files_over_the_cap_are_refused_with_a_message(
     ]  # the huge one: not even asked
 
 
-# --- rendering and sending ---------------------------------------------------------------------------------------
+# --- rendering and sending ------------------------------------------------------------------------------
 
 
 async def test_callback_data_stays_within_64_bytes_for_chinese_titles_and_long_payloads(

@@ -11,7 +11,6 @@ import time
 import weakref
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
-from contextlib import suppress
 from pathlib import Path
 from typing import Protocol, TypeVar
 
@@ -338,6 +337,8 @@ class TelegramSender:
         """One button per row; callback_data carries a short token for the payload, never the label."""
         if not reply.buttons:
             return None
+        if len(reply.buttons) > MAX_BUTTONS:
+            log.warning("reply has %d buttons; Telegram shows at most %d", len(reply.buttons), MAX_BUTTONS)
         rows: list[list[InlineKeyboardButton]] = []
         for button in reply.buttons[:MAX_BUTTONS]:
             data = PAYLOAD_PREFIX + await self._payloads.payload_token(button.payload)
@@ -385,6 +386,7 @@ class TelegramChannel:
         self._chat_locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
         self._in_flight: set[asyncio.Task[object]] = set()
         self._polling: asyncio.Task[None] | None = None
+        self._stop_requested = False
 
     @property
     def allowed_updates(self) -> list[str]:
@@ -402,12 +404,31 @@ class TelegramChannel:
             except TelegramAPIError as error:
                 log.warning("setMyCommands (%s) failed: %s", lang, error)
 
+    def start_polling(self) -> asyncio.Task[None]:
+        """run_polling() in a background task that stop() can end even before it has begun."""
+        self._stop_requested = False
+        self._polling = asyncio.create_task(self.run_polling(), name="telegram-polling")
+        return self._polling
+
     async def run_polling(self) -> None:
         """Long-poll getUpdates until stop(); removes any webhook first (Telegram allows only one)."""
-        await self.bot.delete_webhook(drop_pending_updates=False)
-        await self.setup_commands()
-        self._polling = asyncio.current_task()
+        current = asyncio.current_task()
+        if self._polling is not current:  # awaited directly rather than through start_polling()
+            self._polling = current
+            self._stop_requested = False
         try:
+            if self._stop_requested:
+                return
+            try:
+                await self.bot.delete_webhook(drop_pending_updates=False)
+            except TelegramAPIError as error:
+                # Not fatal: aiogram's polling loop retries with backoff until Telegram is reachable.
+                log.warning("deleteWebhook failed before polling: %s", error)
+            if not self._stop_requested:
+                await self.setup_commands()
+            if self._stop_requested:
+                return  # stop() came before polling began
+            # No await between the check above and start_polling taking its lock: stop() sees either.
             await self.dispatcher.start_polling(
                 self.bot,
                 polling_timeout=self._polling_timeout,
@@ -421,14 +442,19 @@ class TelegramChannel:
     async def stop(self, grace: float = 10.0) -> None:
         """Stop polling (if running) and let conversations in progress finish, up to `grace` seconds."""
         polling = self._polling
-        if polling is not None:
+        if polling is not None and polling is not asyncio.current_task():
+            self._stop_requested = True
             try:
                 await asyncio.wait_for(self.dispatcher.stop_polling(), grace)
-            except (RuntimeError, TimeoutError):
-                polling.cancel()  # not yet inside start_polling, or stuck: cancel instead
-                with suppress(asyncio.CancelledError):
-                    await polling
-        pending = {task for task in self._in_flight if not task.done() and task is not asyncio.current_task()}
+            except RuntimeError:
+                pass  # not inside start_polling yet: run_polling returns at its next check
+            except TimeoutError:
+                log.warning("polling did not stop within %s s", grace)
+            _done, stuck = await asyncio.wait({polling}, timeout=grace)
+            for task in stuck:
+                task.cancel()
+        current = asyncio.current_task()
+        pending = {task for task in self._in_flight if not task.done() and task is not current}
         if pending:
             await asyncio.wait(pending, timeout=grace)
 

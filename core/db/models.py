@@ -8,7 +8,6 @@ from typing import Any, ClassVar
 
 from sqlalchemy import (
     JSON,
-    LargeBinary,
     Boolean,
     CheckConstraint,
     Date,
@@ -16,6 +15,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Text,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from datetime import timedelta
 from typing import Any
@@ -84,18 +85,21 @@ class ConversationStore(Service):
                 await uow.session.execute(select(ButtonPayload.id).where(ButtonPayload.token == token))
             ).first()
             if exists is None:
-                uow.session.add(ButtonPayload(token=token, payload=payload[:4000], created_at=self._clock.now()))
-                try:
+                uow.session.add(
+                    ButtonPayload(token=token, payload=payload[:4000], created_at=self._clock.now())
+                )
+                # The same payload may be stored at the same moment by another worker: theirs is as good.
+                with contextlib.suppress(IntegrityError):
                     await uow.commit()
-                except IntegrityError:
-                    pass  # the same payload was stored at the same moment by another worker
         return token
 
     async def payload_for(self, token: str) -> str | None:
         """The payload a token stands for, or None when unknown (an old or forged button)."""
         async with self._uow() as uow:
             return (
-                await uow.session.execute(select(ButtonPayload.payload).where(ButtonPayload.token == token[:32]))
+                await uow.session.execute(
+                    select(ButtonPayload.payload).where(ButtonPayload.token == token[:32])
+                )
             ).scalar_one_or_none()
 
     async def forget_inbound_before(self, age: timedelta) -> int:
