@@ -172,6 +172,24 @@ async def start_channels(
             console.print("Telegram: long polling")
         app.state.senders = {**getattr(app.state, "senders", {}), "telegram": telegram.sender}
         stops.append(telegram.close)
+    if settings.slack_bot_token is not None:
+        from bot.channels.slack import SlackChannel
+
+        slack = SlackChannel(assistant, core, settings)
+        if settings.slack_app_token is not None:
+            socket_task = asyncio.create_task(slack.run_socket_mode())
+            console.print("Slack: Socket Mode")
+
+            async def stop_slack() -> None:
+                await slack.close(grace=10.0)
+                await asyncio.gather(socket_task, return_exceptions=True)
+
+            stops.append(stop_slack)
+        else:
+            app.include_router(slack.events_router())
+            console.print("Slack: events at POST /slack/events")
+            stops.append(slack.close)
+        app.state.senders = {**getattr(app.state, "senders", {}), "slack": slack.sender()}
     return stops
 
 

@@ -7,13 +7,15 @@ a 429 with Retry-After on demand.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from aiohttp import web
+from aiohttp import WSMsgType, web
 
 BOT_TOKEN = "xoxb-test-token"
+APP_TOKEN = "xapp-test-token"
 TEAM_ID = "T0CRM"
 BOT_USER_ID = "UBOT"
 BOT_ID = "BBOT"
@@ -47,7 +49,11 @@ class FakeSlack:
     uploads: dict[str, bytes] = field(default_factory=dict)
     responses: list[dict[str, Any]] = field(default_factory=list)
     failures: dict[str, list[Failure]] = field(default_factory=dict)
+    socket_acks: list[dict[str, Any]] = field(default_factory=list)
+    socket_ready: asyncio.Event = field(default_factory=asyncio.Event)
     port: int = 0
+    _socket: web.WebSocketResponse | None = None
+    _acked: asyncio.Event = field(default_factory=asyncio.Event)
     _runner: web.AppRunner | None = None
     _ts: int = 0
 
@@ -65,9 +71,17 @@ class FakeSlack:
         profile: dict[str, Any] = {"real_name": user_id, "display_name": user_id}
         if email is not None:
             profile["email"] = email
-        self.users[user_id] = {"id": user_id, "team_id": team_id, "name": user_id, "profile": profile, **flags}
+        self.users[user_id] = {
+            "id": user_id,
+            "team_id": team_id,
+            "name": user_id,
+            "profile": profile,
+            **flags,
+        }
 
-    def fail(self, method: str, error: str, *, status: int = 200, retry_after: int | None = None, times: int = 1) -> None:
+    def fail(
+        self, method: str, error: str, *, status: int = 200, retry_after: int | None = None, times: int = 1
+    ) -> None:
         """Make the next `times` calls of `method` fail with `error` (429 + Retry-After when asked)."""
         self.failures.setdefault(method, []).append(Failure(error, status, retry_after, times))
 
@@ -102,13 +116,12 @@ class FakeSlack:
         app.router.add_route("*", "/api/{method}", self._api)
         app.router.add_post("/upload/{file_id}", self._upload)
         app.router.add_post("/respond/{key}", self._respond)
+        app.router.add_get("/socket", self._socket_mode)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
         await site.start()
-        server = site._server
-        assert server is not None
-        self.port = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.port = int(self._runner.addresses[0][1])
         return self.base_url
 
     async def close(self) -> None:
@@ -131,7 +144,7 @@ class FakeSlack:
         auth = request.headers.get("Authorization", "")
         token = auth.removeprefix("Bearer ") if auth.startswith("Bearer ") else params.get("token")
         self.calls.append(Call(method, params, token))
-        if token != BOT_TOKEN:
+        if token != (APP_TOKEN if method == "apps.connections.open" else BOT_TOKEN):
             return web.json_response({"ok": False, "error": "invalid_auth"})
         queued = self.failures.get(method)
         if queued:
@@ -140,7 +153,9 @@ class FakeSlack:
             if failure.times <= 0:
                 queued.pop(0)
             headers = {"Retry-After": str(failure.retry_after)} if failure.retry_after is not None else {}
-            return web.json_response({"ok": False, "error": failure.error}, status=failure.status, headers=headers)
+            return web.json_response(
+                {"ok": False, "error": failure.error}, status=failure.status, headers=headers
+            )
         handler = getattr(self, "_" + method.replace(".", "_"), None)
         if handler is None:
             return web.json_response({"ok": False, "error": "unknown_method"}, status=404)
@@ -162,6 +177,9 @@ class FakeSlack:
             "bot_id": BOT_ID,
             "is_enterprise_install": False,
         }
+
+    def _apps_connections_open(self, params: dict[str, Any]) -> dict[str, Any]:
+        return {"ok": True, "url": f"ws://127.0.0.1:{self.port}/socket"}
 
     def _users_info(self, params: dict[str, Any]) -> dict[str, Any]:
         user = self.users.get(str(params.get("user")))
@@ -187,7 +205,11 @@ class FakeSlack:
     def _files_getUploadURLExternal(self, params: dict[str, Any]) -> dict[str, Any]:
         file_id = f"F{len(self.uploads) + 1:04d}"
         self.uploads[file_id] = b""
-        return {"ok": True, "upload_url": f"http://127.0.0.1:{self.port}/upload/{file_id}", "file_id": file_id}
+        return {
+            "ok": True,
+            "upload_url": f"http://127.0.0.1:{self.port}/upload/{file_id}",
+            "file_id": file_id,
+        }
 
     def _files_completeUploadExternal(self, params: dict[str, Any]) -> dict[str, Any]:
         files = json.loads(params.get("files") or "[]")
@@ -204,3 +226,33 @@ class FakeSlack:
         body = await request.json()
         self.responses.append({"key": request.match_info["key"], **body})
         return web.Response(text="ok")
+
+    # --- Socket Mode ---------------------------------------------------------------------------------------
+
+    async def _socket_mode(self, request: web.Request) -> web.WebSocketResponse:
+        socket = web.WebSocketResponse()
+        await socket.prepare(request)
+        self._socket = socket
+        await socket.send_json(
+            {"type": "hello", "num_connections": 1, "connection_info": {"app_id": "A0CRM"}}
+        )
+        self.socket_ready.set()
+        async for frame in socket:
+            if frame.type == WSMsgType.TEXT:
+                self.socket_acks.append(json.loads(frame.data))
+                self._acked.set()
+        return socket
+
+    async def push(self, envelope: dict[str, Any]) -> None:
+        """Send a Socket Mode envelope to the connected app."""
+        assert self._socket is not None, "no Socket Mode connection"
+        await self._socket.send_json(envelope)
+
+    async def acked(self, envelope_id: str) -> dict[str, Any]:
+        """Wait for the app's acknowledgement of an envelope."""
+        while True:
+            for ack in self.socket_acks:
+                if ack.get("envelope_id") == envelope_id:
+                    return ack
+            self._acked.clear()
+            await self._acked.wait()

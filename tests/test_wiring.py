@@ -90,3 +90,34 @@ async def test_webhook_mode_mounts_the_route_and_registers(
     finally:
         for stop in stops:
             await stop()
+
+
+async def test_slack_http_mode_mounts_the_signed_events_route(
+    core: Core, world: World, settings: Settings
+) -> None:
+    configured = settings.model_copy(
+        update={
+            "slack_bot_token": SecretStr("xoxb-test"),
+            "slack_signing_secret": SecretStr("signing-secret"),
+            "slack_api_url": "http://127.0.0.1:9/api/",
+        }
+    )
+    assistant = Assistant(core, ScriptedNlu())
+    app = create_app(core, "test-admin-token", assistant=assistant)
+    stops = await start_channels(app, core, assistant, configured)
+    try:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
+            forged = await client.post(
+                "/slack/events",
+                content=b'{"type":"event_callback"}',
+                headers={
+                    "X-Slack-Request-Timestamp": "1",
+                    "X-Slack-Signature": "v0=forged",
+                    "Content-Type": "application/json",
+                },
+            )
+            assert forged.status_code == 401
+        assert "slack" in app.state.senders
+    finally:
+        for stop in stops:
+            await stop()

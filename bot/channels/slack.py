@@ -2,7 +2,7 @@
 become chat.postMessage with Block Kit, image replies a file upload.
 
 The adapter only translates (DESIGN §2): everything it decides is about Slack (markup, blocks, limits,
-retries, acknowledgement), never about the CRM. The one exception the brief asks for is matching a Slack
+retries, acknowledgement), never about the CRM. The one step beyond translation is matching a Slack
 account to a staff user by its workspace email, which goes through core.org like any other link.
 
 Composition root::
@@ -30,6 +30,7 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from slack_bolt.adapter.starlette.async_handler import AsyncSlackRequestHandler
 from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncBoltContext, AsyncRespond
+from slack_bolt.lazy_listener.async_internals import to_runnable_function
 from slack_bolt.lazy_listener.async_runner import AsyncLazyListenerRunner
 from slack_bolt.request.async_request import AsyncBoltRequest
 from slack_sdk.errors import SlackApiError, SlackClientError
@@ -45,7 +46,6 @@ from bot.messages import IncomingMessage, Reply
 from core.auth import SYSTEM
 from core.container import Core
 from core.domain.enums import STAFF_ROLES, Role
-from core.errors import DomainError, NotFound
 from core.services.conversations import ConversationStore
 from core.settings import Settings
 
@@ -192,8 +192,14 @@ async def render(reply: Reply, shorten: Shorten | None = None) -> tuple[str, lis
 class ChannelPacer:
     """At most one message per `interval` seconds to each Slack conversation (Slack: ≈1/s per channel)."""
 
-    def __init__(self, interval: float = 1.0, max_keys: int = MAX_REMEMBERED) -> None:
+    def __init__(
+        self,
+        interval: float = 1.0,
+        max_keys: int = MAX_REMEMBERED,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
         self.interval = interval
+        self._sleep = sleep
         self._next: OrderedDict[str, float] = OrderedDict()
         self._max = max_keys
 
@@ -205,7 +211,7 @@ class ChannelPacer:
         if len(self._next) > self._max:
             self._next.popitem(last=False)
         if slot > now:
-            await asyncio.sleep(slot - now)
+            await self._sleep(slot - now)
 
     def pause(self, conversation: str, seconds: float) -> None:
         """Slack answered 429: nothing more to this conversation for `seconds`."""
@@ -390,10 +396,16 @@ class _TrackedLazyRunner(AsyncLazyListenerRunner):
         self._tasks = tasks
 
     def start(self, function: Callable[..., Awaitable[None]], request: AsyncBoltRequest) -> None:
-        """Run the lazy listener as a tracked task."""
-        task = asyncio.get_running_loop().create_task(self.run(function, request))
+        """Run the lazy listener as a tracked task (argument injection as in Bolt's own asyncio runner)."""
+        job = to_runnable_function(internal_func=function, logger=self.logger, request=request)
+        task = asyncio.get_running_loop().create_task(job)
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._finished)
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and (error := task.exception()) is not None:
+            self.logger.error("Slack lazy listener crashed", exc_info=error)
 
 
 class SlackChannel:
@@ -419,7 +431,6 @@ class SlackChannel:
         self._slots = asyncio.Semaphore(max_concurrency)
         self._tasks: set[asyncio.Task[None]] = set()
         self._unmatched: OrderedDict[str, float] = OrderedDict()
-        self._socket: Any = None
         self._stopping = asyncio.Event()
         self.app = AsyncApp(
             name="crmbot",
@@ -471,13 +482,11 @@ class SlackChannel:
         if token is None or not token.get_secret_value():
             raise ValueError("Socket Mode needs CRMBOT_SLACK_APP_TOKEN (xapp-…).")
         handler = AsyncSocketModeHandler(self.app, token.get_secret_value(), logger=log)
-        self._socket = handler
         await handler.connect_async()  # type: ignore[no-untyped-call]
         log.info("Slack Socket Mode connected")
         try:
             await self._stopping.wait()
         finally:
-            self._socket = None
             await handler.close_async()  # type: ignore[no-untyped-call]
 
     def sender(self) -> SlackSender:
@@ -738,21 +747,7 @@ class SlackChannel:
 
     async def _active_staff_with_email(self, email: str) -> str | None:
         """The username of the only active staff user with this email, or None (none or ambiguous)."""
-        org = self._core.org
-        candidates = [
-            user.username
-            for user in await org.list_users(SYSTEM)
-            if user.email and user.email.lower() == email and _is_staff(user.role)
-        ]
-        active: list[str] = []
-        for username in candidates:
-            try:
-                await org.actor_for_username(username)
-            except NotFound:
-                continue  # deactivated
-            except DomainError:
-                continue
-            active.append(username)
+        active = await self._core.org.active_staff_usernames_by_email(email)
         return active[0] if len(active) == 1 else None
 
 

@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+import builtins
 import hashlib
 import secrets
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
 from core.auth import Actor, load_actor, require_role
 from core.db.models import ApiToken, ChannelIdentity, Customer, Department, NotificationPreference, User
-from core.domain.enums import Channel, DepartmentKind, Role
+from core.domain.enums import STAFF_ROLES, Channel, DepartmentKind, Role
 from core.errors import Conflict, NotFound, ValidationFailed
 from core.schemas import UserIn, UserOut
 from core.services.base import Service, customer_by_code, user_by_username
@@ -235,6 +236,21 @@ class OrgService(Service):
             actor = await load_actor(uow.session, user)
             await uow.commit()
             return actor
+
+    async def active_staff_usernames_by_email(self, email: str) -> builtins.list[str]:
+        """Usernames of active staff with this email (case-insensitive), for matching a Slack profile."""
+        wanted = email.strip().lower()
+        if not wanted:
+            return []
+        async with self._uow() as uow:
+            rows = await uow.session.execute(
+                select(User.username).where(
+                    func.lower(User.email) == wanted,
+                    User.active.is_(True),
+                    User.role.in_([role.value for role in STAFF_ROLES]),
+                )
+            )
+            return list(rows.scalars())
 
     async def list_users(self, actor: Actor) -> list[UserOut]:
         """All users, for admins."""
