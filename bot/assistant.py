@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from bot.dialogue import CONTEXT_ENTITIES, Dialogue, State, Turn
 from bot.i18n import t
 from bot.intents import build_dialogue
+from bot.linking import LinkingFlow
 from bot.messages import IncomingMessage, Reply
 from bot.nlu.lang import detect_lang
 from bot.nlu.types import Entity, NluEngine, ParseContext, ParseResult
@@ -98,6 +99,7 @@ class Assistant:
         self._nlu = nlu
         self._dialogue = dialogue or build_dialogue()
         self._limiter = SenderLimiter(rate_limit or RateLimit())
+        self._linking = LinkingFlow(core, core.linking)
 
     async def handle(self, message: IncomingMessage) -> list[Reply]:
         """Answer a message from a channel identity (an unlinked one gets only the linking hint)."""
@@ -107,8 +109,13 @@ class Assistant:
             return []
         actor = await self._core.org.actor_for_identity(message.channel, message.sender_id)
         if actor is None:
-            lang = detect_lang(message.text) if message.text.strip() else self._core.settings.default_lang
-            return [Reply(text=t(lang, "identity.not_linked"))]
+            # REST senders are named by the integrator, so nobody may link one from chat: only the hint.
+            if message.channel == "rest":
+                lang = detect_lang(message.text) if message.text.strip() else self._core.settings.default_lang
+                return [Reply(text=t(lang, "identity.not_linked"))]
+            if not self._limiter.allow(f"unlinked:{message.channel}:{message.sender_id}"):
+                return [Reply(text=t(self._core.settings.default_lang, "dialogue.slow_down"))]
+            return await self._linking.handle(message)
         return await self.handle_as(actor, message)
 
     async def handle_as(self, actor: Actor, message: IncomingMessage) -> list[Reply]:

@@ -16,7 +16,13 @@ from bot.messages import Button, IncomingMessage, Reply
 from bot.nlu.lang import detect_lang
 from core.container import Core
 from core.errors import Conflict, ValidationFailed
-from core.services.linking import LinkingService, LinkRateLimited, normalise_address, normalise_code
+from core.services.linking import (
+    NOT_SELF_SERVICE,
+    LinkingService,
+    LinkRateLimited,
+    normalise_address,
+    normalise_code,
+)
 
 log = logging.getLogger("crmbot.linking")
 
@@ -87,6 +93,10 @@ class LinkingFlow:
 
     async def handle(self, message: IncomingMessage) -> list[Reply]:
         """One turn of the linking dialogue; its state is kept per chat under 'unlinked:<sender>'."""
+        if message.channel in NOT_SELF_SERVICE:
+            # The REST contract: an unknown sender is told it is not linked, and nothing else.
+            said = detect_lang(message.text, self._core.settings.default_lang)
+            return [Reply(text=t(said, "identity.not_linked"))]
         store = self._core.conversations
         key = "unlinked:" + message.sender_id
         saved = await store.load(message.channel, message.conversation_id, key)

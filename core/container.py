@@ -13,6 +13,7 @@ from core.services.conversations import ConversationStore
 from core.services.customers import CustomerService
 from core.services.installed import InstalledBaseService
 from core.services.knowledge import KnowledgeService
+from core.services.linking import LinkingService
 from core.services.org import OrgService
 from core.services.sales import SalesService
 from core.services.servicedesk import ServiceDesk
@@ -37,6 +38,7 @@ class Core:
     knowledge: KnowledgeService
     surveys: SurveyService
     conversations: ConversationStore
+    linking: LinkingService
 
     def uow(self) -> UnitOfWork:
         """A new unit of work."""
@@ -72,4 +74,5 @@ def build_core(settings: Settings, *, clock: Clock | None = None, engine: AsyncE
         knowledge=KnowledgeService(uow, clock, tz),
         surveys=SurveyService(uow, clock, tz),
         conversations=ConversationStore(uow, clock, tz),
+        linking=LinkingService(uow, clock, tz),
     )

@@ -129,6 +129,8 @@ def run(
             assistant = Assistant(core, nlu)
             app = create_app(core, token, assistant=assistant, nlu=nlu)
             channels = await start_channels(app, core, assistant, settings)
+            if role is RunRole.ALL:
+                channels.append(start_code_delivery(core))
             server = uvicorn.Server(
                 uvicorn.Config(app, host=bind_host, port=bind_port, log_level="info", access_log=False)
             )
@@ -150,6 +152,32 @@ def run(
             await core.close()
 
     asyncio.run(main())
+
+
+def start_code_delivery(core: Core, every: float = 1.0) -> Callable[[], Awaitable[None]]:
+    """Deliver linking codes from the outbox to the mail and SMS folders while the server runs (the person
+    is waiting for the code); returns how to stop. The notifier takes this over when it exists."""
+    import logging
+
+    from notifier.outbox_files import deliver_link_codes
+
+    log = logging.getLogger("crmbot.codes")
+
+    async def loop() -> None:
+        while True:
+            try:
+                await deliver_link_codes(core)
+            except Exception:
+                log.exception("delivering linking codes failed; trying again")
+            await asyncio.sleep(every)
+
+    task = asyncio.create_task(loop())
+
+    async def stop() -> None:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+    return stop
 
 
 async def start_channels(

@@ -95,6 +95,11 @@ def _sms(code: _Code, sender: str, now: datetime) -> bytes:
     return f"To: {code.destination}\nFrom: {sender}\nDate: {now.isoformat()}\n\n{text}\n".encode()
 
 
+def _redacted(payload: dict[str, Any]) -> dict[str, Any]:
+    """The payload without the code: once handled, the outbox keeps no usable secret."""
+    return {**payload, "code": "******"}
+
+
 def _write(path: Path, data: bytes) -> None:
     """Write atomically (temporary file, then rename), readable only by us: the file holds a code."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -147,6 +152,7 @@ async def deliver_link_codes(core: Core) -> int:
                 if row.occurred_at + CODE_TTL <= now:
                     # Sending a dead code only confuses: the person asks for a new one.
                     row.processed_at, row.last_error = now, "expired before delivery"
+                    row.payload = _redacted(row.payload)
                     continue
                 if "@" in code.destination:
                     path = settings.mail_directory / f"link-code-{row.id}.eml"
@@ -161,8 +167,10 @@ async def deliver_link_codes(core: Core) -> int:
                     row.last_error = f"{type(exc).__name__}: {exc}"[:500]
                     if row.attempts >= MAX_ATTEMPTS:
                         row.processed_at = now  # give up; the code expires in minutes anyway
+                        row.payload = _redacted(row.payload)
                     continue
                 row.attempts += 1
-                row.last_error = None
+                row.processed_at, row.last_error = now, None
+                row.payload = _redacted(row.payload)
                 written += 1
             await uow.commit()

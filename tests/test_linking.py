@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import email
 import re
+import shutil
 from datetime import timedelta
 from email import policy
 from itertools import count
@@ -136,8 +138,9 @@ async def test_full_flow_links_a_telegram_account_by_email(
     # Idempotent: the row is processed, a second run writes nothing.
     assert await deliver_link_codes(core) == 0
     assert len(files(settings.mail_directory)) == 1
-    [event] = await link_events(core)
-    assert event.processed_at is not None
+    [delivered] = await link_events(core)
+    assert delivered.processed_at is not None and delivered.last_error is None
+    assert delivered.payload["code"] == "******"  # the handled row keeps no usable code
 
     linked = await person.text(codes[0])
     assert linked == "Linked! You're signed in as Acme Buyer. How can I help?"
@@ -159,13 +162,14 @@ async def test_unknown_address_gets_the_same_answers_and_nothing_is_sent(
     unknown_reply = await unknown.say(UNKNOWN)
     assert known_reply == unknown_reply
     assert len(await link_events(core)) == 1  # only the known address
+    code = await last_code(core)
     rows = await link_rows(core)
     assert [row.destination for row in rows] == [ACME, UNKNOWN]
     assert rows[1].user_id is None and rows[1].code_hash and rows[1].expires_at == rows[0].expires_at
     assert await deliver_link_codes(core) == 1
     assert len(files(settings.mail_directory)) == 1
     # Whatever the unknown address's person types, the answer matches a wrong code for a known one.
-    assert await known.say("000000") == await unknown.say("000000")
+    assert await known.say(wrong(code)) == await unknown.say(wrong(code))
 
 
 async def test_a_code_for_an_address_nobody_owns_never_verifies(
@@ -198,6 +202,12 @@ async def test_shared_or_inactive_addresses_are_treated_as_unknown(core: Core, w
 
 
 async def test_email_is_matched_case_insensitively_and_inside_a_sentence(core: Core, world: World) -> None:
+    # Addresses stored before add_user lower-cased them (or written by other tools) still match.
+    async with core.uow() as uow:
+        await uow.session.execute(
+            update(User).where(User.username == "acme.buyer").values(email="Acme.Buyer@EXAMPLE.com")
+        )
+        await uow.commit()
     person = Person(core)
     await person.say("my email is ACME.Buyer@Example.COM.")
     [event] = await link_events(core)
@@ -234,20 +244,26 @@ async def test_four_wrong_codes_then_the_right_one_links(core: Core, world: Worl
 
 
 async def test_send_a_new_code_button_sends_a_fresh_code_and_kills_the_old_one(
-    core: Core, world: World
+    core: Core, world: World, clock: FrozenClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    issued = iter(["111111", "222222", "333333"])
+    monkeypatch.setattr(linking_module, "new_code", lambda: next(issued))
     person = Person(core)
     await person.say(ACME)
-    first = await last_code(core)
     for _ in range(5):
-        await person.say(wrong(first))
+        await person.say("999999")
+    assert await person.text("111111") == t("en", "linking.bad_code")  # dead
     assert await person.text(RESEND) == t("en", "linking.code_sent")
     events = await link_events(core)
-    assert len(events) == 2 and events[1].payload["destination"] == ACME
-    second = await last_code(core)
-    if second != first:
-        assert (await person.text(first)) == t("en", "linking.bad_code")
-    assert (await person.text(second)).startswith("Linked!")
+    assert [event.payload["code"] for event in events] == ["111111", "222222"]
+    assert events[1].payload["destination"] == ACME
+    clock.advance(timedelta(minutes=1))
+    assert await person.text(RESEND) == t("en", "linking.code_sent")
+    rows = await link_rows(core)
+    # Only the newest code is live: issuing one ends the earlier ones.
+    assert [row.expires_at > clock.now() for row in rows] == [False, False, True]
+    assert await person.text("222222") == t("en", "linking.bad_code")
+    assert (await person.text("333333")).startswith("Linked!")
 
 
 async def test_code_expires_after_ten_minutes(core: Core, world: World, clock: FrozenClock) -> None:
@@ -290,6 +306,19 @@ async def test_destination_rate_limit_is_the_same_for_known_and_unknown(
     assert len(await link_rows(core)) == 5
     # Another address from a new account is not affected.
     assert await Person(core).text("third@example.com") == t("en", "linking.code_sent")
+
+
+async def test_concurrent_requests_cannot_overrun_the_limits(core: Core, world: World) -> None:
+    linking = service(core)
+    results = await asyncio.gather(
+        *(linking.request_code("telegram", f"70{n}", ACME, "en") for n in range(8)),
+        *(linking.request_code("web", "same-person", f"p{n}@example.com", "en") for n in range(6)),
+        return_exceptions=True,
+    )
+    assert sum(isinstance(result, LinkRateLimited) for result in results[:8]) == 3
+    assert sum(isinstance(result, LinkRateLimited) for result in results[8:]) == 3
+    assert all(result is None or isinstance(result, LinkRateLimited) for result in results)
+    assert len(await link_rows(core)) == 5 + 3
 
 
 # --- phone, other identities, already linked ---------------------------------------------------
@@ -391,6 +420,11 @@ async def test_rest_accounts_cannot_link_themselves(core: Core, world: World) ->
     with pytest.raises(ValidationFailed):
         await service(core).verify("rest", "intruder", "123456")
     assert await link_rows(core) == []
+    # Even if the flow were reached from REST, it answers only "not linked".
+    replies = await Person(core, channel="rest", sender="intruder").say(ACME)
+    assert [reply.text for reply in replies] == [t("en", "identity.not_linked")]
+    assert await link_rows(core) == []
+    assert await core.conversations.load("rest", "intruder", "unlinked:intruder") == {}
 
 
 # --- what an unlinked person can see -----------------------------------------------------------
@@ -455,6 +489,28 @@ async def test_a_code_expired_before_delivery_is_not_written(
     assert event.processed_at is not None and event.last_error == "expired before delivery"
 
 
+async def test_a_failed_write_is_retried_then_given_up(core: Core, world: World, settings: Settings) -> None:
+    await service(core).request_code("telegram", "6002", ACME, "en")
+    blocker = settings.mail_directory
+    blocker.parent.mkdir(parents=True, exist_ok=True)
+    blocker.write_text("not a directory")  # mkdir of the mail folder fails
+    assert await deliver_link_codes(core) == 0
+    [event] = await link_events(core)
+    assert event.processed_at is None and event.attempts == 1 and event.last_error
+    blocker.unlink()
+    assert await deliver_link_codes(core) == 1
+    assert len(files(settings.mail_directory)) == 1
+    # A folder that stays broken: five tries, then the row is given up (the code dies in minutes anyway).
+    await service(core).request_code("telegram", "6003", ACME, "en")
+    shutil.rmtree(settings.mail_directory)
+    blocker.write_text("not a directory")
+    for _ in range(6):
+        assert await deliver_link_codes(core) == 0
+    events = await link_events(core)
+    assert events[1].attempts == 5 and events[1].processed_at is not None and events[1].last_error
+    assert events[1].payload["code"] == "******"
+
+
 async def test_other_outbox_events_are_left_alone(core: Core, world: World) -> None:
     async with core.uow() as uow:
         before = (
@@ -488,6 +544,8 @@ def test_normalise_address(raw: str, expected: Any) -> None:
 
 
 def test_codes_in_text() -> None:
+    assert hash_code("telegram", "1", "123456") != hash_code("web", "1", "123456")
+    assert hash_code("telegram", "1", "123456") != hash_code("telegram", "2", "123456")
     assert normalise_code("123 456") == "123456"
     assert normalise_code("１２３４５６") == "123456"
     assert normalise_code("12345") is None and normalise_code("1234567") is None

@@ -257,3 +257,19 @@ class SurveyAnswered(DomainEvent):
     score: int
     service_request_id: int | None
     technician_id: int | None
+
+
+@dataclass(frozen=True, kw_only=True)
+class LinkCodeRequested(DomainEvent):
+    """A linking code was issued for a destination that belongs to a user; the notifier delivers it.
+
+    The code travels in the outbox payload on purpose: the notifier must put it in the message, the row
+    is marked processed once delivered, and the code is dead 10 minutes after issue anyway. Only its
+    hash is kept on the link_codes row.
+    """
+
+    aggregate: ClassVar[str] = "link_code"
+    destination: str
+    channel: str
+    code: str
+    lang: str

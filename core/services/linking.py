@@ -7,16 +7,15 @@ import hmac
 import re
 import secrets
 import unicodedata
-from dataclasses import dataclass
 from datetime import timedelta
-from typing import ClassVar, Literal
+from typing import Literal
 
 from sqlalchemy import ColumnElement, func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.auth import Actor, load_actor
 from core.db.models import ChannelIdentity, LinkCode, User
-from core.domain.events import DomainEvent
+from core.domain.events import LinkCodeRequested
 from core.errors import Conflict, DomainError, ValidationFailed
 from core.services.base import Service
 from core.services.org import parse_identity
@@ -25,6 +24,7 @@ __all__ = [
     "CODE_LENGTH",
     "CODE_TTL",
     "MAX_ATTEMPTS",
+    "NOT_SELF_SERVICE",
     "LinkCodeRequested",
     "LinkRateLimited",
     "LinkingService",
@@ -52,20 +52,6 @@ _CODE_SEPARATORS_RE = re.compile(r"[\s-]")
 _CODE_RE = re.compile(rf"[0-9]{{{CODE_LENGTH}}}", re.ASCII)
 
 
-@dataclass(frozen=True, kw_only=True)
-class LinkCodeRequested(DomainEvent):
-    """A linking code was issued for a destination that belongs to a user; the notifier delivers it.
-
-    The code travels in the outbox payload on purpose: the notifier must put it in the message, the row
-    is marked processed once delivered, and the code is dead 10 minutes after issue anyway. Only its
-    hash is kept on the link_codes row.
-    """
-
-    aggregate: ClassVar[str] = "link_code"
-    destination: str
-    channel: str
-    code: str
-    lang: str
 
 
 class LinkRateLimited(DomainError):
