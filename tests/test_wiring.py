@@ -121,3 +121,24 @@ async def test_slack_http_mode_mounts_the_signed_events_route(
     finally:
         for stop in stops:
             await stop()
+
+
+async def test_linking_codes_are_delivered_while_the_server_runs(
+    core: Core, world: World, settings: Settings
+) -> None:
+    import asyncio
+
+    from crmbot.cli import start_code_delivery
+
+    stop = start_code_delivery(core, every=0.05)
+    try:
+        await core.linking.request_code("telegram", "777", "acme.buyer@example.com", "en")
+        for _ in range(100):
+            mails = list(settings.mail_directory.glob("*.eml"))
+            if mails:
+                break
+            await asyncio.sleep(0.05)
+    finally:
+        await stop()
+    [mail] = mails
+    assert "acme.buyer@example.com" in mail.read_text(encoding="utf-8")
