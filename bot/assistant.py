@@ -19,11 +19,13 @@ from bot.nlu.lang import detect_lang
 from bot.nlu.types import Entity, NluEngine, ParseContext, ParseResult
 from core.auth import Actor
 from core.container import Core
+from core.errors import DomainError
 
 log = logging.getLogger("crmbot.assistant")
 
 MAX_TEXT = 4000
 # A button payload in Rasa's form: /intent or /intent{"entity": "value", ...}
+PENDING_FILES = "pending_attachments"
 IDENTIFIER = re.compile(r"(?=.*[0-9#_/-])[A-Za-z0-9._/#+-]{1,32}")
 PAYLOAD = re.compile(r"^/([a-z_]{2,40})(\{.{0,1000}\})?$", re.DOTALL)
 
@@ -142,6 +144,10 @@ class Assistant:
             return [Reply(text=t(lang, "dialogue.empty"))]
         now = self._core.clock.now()
         try:
+            notes = await self._keep_attachments(actor, message, state, lang)
+            if not text:
+                # A photo without a caption: kept, and tied to the request we are talking about (or the next).
+                return notes + await self._tie_attachments(actor, state, lang)
             parse = parse_payload(text, lang) or await self._nlu.parse(
                 text,
                 ParseContext(now=now, timezone=actor.timezone or self._core.settings.timezone, lang=lang),
@@ -160,12 +166,47 @@ class Assistant:
             for entity in parse.entities:
                 if entity.entity in CONTEXT_ENTITIES:
                     state.context[entity.entity] = entity.value
-            return replies
+            return notes + replies + await self._tie_attachments(actor, state, lang)
         except Exception:
             # Never a stack trace to a person: log it, apologise, and drop the half-done task.
             log.exception("turn failed for %s on %s", actor.username, message.channel)
             state.finish()
             return [Reply(text=t(lang, "error.internal"))]
+
+    async def _keep_attachments(
+        self, actor: Actor, message: IncomingMessage, state: State, lang: str
+    ) -> list[Reply]:
+        """Store the files of a message; their ids wait in the context until a request takes them."""
+        notes: list[Reply] = []
+        pending = [item for item in state.context.get(PENDING_FILES, "").split(",") if item]
+        for attachment in message.attachments:
+            try:
+                stored = await self._core.service_desk.store_attachment(
+                    actor,
+                    channel=message.channel,
+                    filename=attachment.filename,
+                    content_type=attachment.content_type,
+                    data=attachment.data,
+                )
+            except DomainError as refused:
+                notes.append(Reply(text=t(lang, "error.domain", message=refused.message)))
+                continue
+            pending.append(str(stored))
+        if pending:
+            state.context[PENDING_FILES] = ",".join(pending[-20:])
+        return notes
+
+    async def _tie_attachments(self, actor: Actor, state: State, lang: str) -> list[Reply]:
+        """Tie waiting files to the request in context, unless a question is still open."""
+        pending = [int(item) for item in state.context.get(PENDING_FILES, "").split(",") if item.isdigit()]
+        if not pending:
+            return []
+        ticket = state.context.get("ticket_id")
+        if ticket is None or state.active is not None:
+            return [Reply(text=t(lang, "attachments.kept"))] if not state.active and ticket is None else []
+        tied = await self._core.service_desk.attach(actor, ticket, pending)
+        state.context.pop(PENDING_FILES, None)
+        return [Reply(text=t(lang, "attachments.added", count=tied, ref=ticket))] if tied else []
 
     def _language(self, text: str, state: State, actor: Actor) -> str:
         """The message's own language when it has words; otherwise the conversation's or the user's.

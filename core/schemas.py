@@ -294,11 +294,23 @@ class ServiceRequestOut(Out):
     updated_at: datetime
 
 
+class AttachmentOut(Out):
+    """A file attached to a request (the bytes are fetched separately)."""
+
+    id: int
+    filename: str
+    content_type: str
+    size: int
+    channel: str
+    created_at: datetime
+
+
 class ServiceRequestDetail(ServiceRequestOut):
-    """A service request with its history and repair orders."""
+    """A service request with its history, repair orders and attachments."""
 
     history: list[HistoryEntryOut]
     repair_orders: list[str]
+    attachments: list[AttachmentOut] = Field(default_factory=list)
 
 
 class RepairOrderIn(In):

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import pytest
+
 from core.container import Core
+from core.errors import NotFound
 from tests.chat import ScriptedNlu, make_chat
 from tests.world import World
 
@@ -107,3 +110,38 @@ async def test_a_redelivered_message_is_answered_once(core: Core, world: World) 
     nlu.expect("greet")
     assert len(await assistant.handle(message)) == 1
     assert await assistant.handle(message) == []
+
+
+async def test_a_photo_goes_with_the_request_it_was_sent_for(core: Core, world: World) -> None:
+    from bot.assistant import Assistant
+    from bot.messages import Attachment, IncomingMessage
+
+    png = b"\x89PNG\r\n\x1a\n" + b"0" * 100
+    nlu = ScriptedNlu()
+    assistant = Assistant(core, nlu)
+
+    async def send(text: str, *files: Attachment) -> str:
+        replies = await assistant.handle(
+            IncomingMessage(channel="rest", sender_id="acme-buyer", text=text, attachments=files)
+        )
+        return "\n".join(reply.text for reply in replies)
+
+    photo = Attachment(kind="photo", filename="leak.png", content_type="image/png", data=png)
+    nlu.expect("open_service_request", serial_number="WM2023-00917")
+    assert "When would you like" in await send("my washer WM2023-00917 leaks, see photo", photo)
+    nlu.expect("inform", time="2026-06-16T10:00:00+08:00")
+    await send("tomorrow 10am")
+    opened = await send("/affirm")
+    assert "SR-1" in opened and "📎 1 file added to SR-1." in opened
+    detail = await core.service_desk.get_request(world.agent, "SR-1")
+    assert [(file.filename, file.content_type, file.size) for file in detail.attachments] == [
+        ("leak.png", "image/png", len(png))
+    ]
+    assert detail.history[-1].action == "attach"
+    # A second photo without a caption goes to the request in context; a text file is refused.
+    assert "📎 1 file added to SR-1." in await send("", Attachment("photo", "more.png", "image/png", png))
+    refused = await send("", Attachment("document", "notes.exe", "application/octet-stream", b"MZ"))
+    assert "Only photos and PDF documents" in refused
+    # Nobody else sees the files: another customer cannot even see the request.
+    with pytest.raises(NotFound):
+        await core.service_desk.get_request(world.globex_customer, "SR-1")

@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from core.auth import Actor, customer_scope, repair_order_scope, require_role, service_request_scope
 from core.clock import Clock
 from core.db.models import (
+    Attachment,
     Customer,
     Department,
     InstalledProduct,
@@ -35,6 +36,7 @@ from core.domain.warranty import WarrantyStatus
 from core.domain.workflow import REQUEST_OPEN_STATES, repair_move, request_move
 from core.errors import InsufficientStock, InvalidTransition, NotFound, PermissionDenied, ValidationFailed
 from core.schemas import (
+    AttachmentOut,
     HistoryEntryOut,
     Page,
     RepairActionIn,
@@ -57,6 +59,8 @@ from core.services.base import (
 )
 from core.services.installed import normalise_serial
 from core.uow import UnitOfWork
+
+MAX_ATTACHMENT_BYTES = 10 * 1024 * 1024
 
 # Who may take which action on a service request (admins may take all).
 REQUEST_ACTION_ROLES: dict[str, frozenset[Role]] = {
@@ -181,6 +185,17 @@ class ServiceDesk(Service):
             if actor.role is Role.TECHNICIAN:
                 orders_query = orders_query.where(repair_order_scope(actor))
             orders = (await session.execute(orders_query.order_by(RepairOrder.id))).scalars().all()
+            files = (
+                (
+                    await session.execute(
+                        select(Attachment)
+                        .where(Attachment.service_request_id == request.id)
+                        .order_by(Attachment.id)
+                    )
+                )
+                .scalars()
+                .all()
+            )
             return ServiceRequestDetail(
                 **summary.model_dump(),
                 history=[
@@ -195,6 +210,17 @@ class ServiceDesk(Service):
                     for change in changes
                 ],
                 repair_orders=[ref("RO", order_id) for order_id in orders],
+                attachments=[
+                    AttachmentOut(
+                        id=file.id,
+                        filename=file.filename,
+                        content_type=file.content_type,
+                        size=file.size,
+                        channel=file.channel,
+                        created_at=file.created_at,
+                    )
+                    for file in files
+                ],
             )
 
     async def list_requests(
@@ -706,6 +732,64 @@ class ServiceDesk(Service):
                 limit=limit,
                 offset=offset,
             )
+
+    # --- attachments ----------------------------------------------------------------------------
+
+    async def store_attachment(
+        self, actor: Actor, *, channel: str, filename: str, content_type: str, data: bytes
+    ) -> int:
+        """Keep a photo or document someone sent, not yet tied to a request; returns its id."""
+        if actor.user_id is None:
+            raise PermissionDenied("Attachments are sent by a person.")
+        if not data:
+            raise ValidationFailed("The file is empty.", field="attachment")
+        if len(data) > MAX_ATTACHMENT_BYTES:
+            raise ValidationFailed("The file is larger than 10 MB.", field="attachment")
+        kind = content_type.split(";")[0].strip().lower()
+        if not (kind.startswith("image/") or kind == "application/pdf"):
+            raise ValidationFailed("Only photos and PDF documents can be attached.", field="attachment")
+        async with self._uow() as uow:
+            attachment = Attachment(
+                service_request_id=None,
+                uploaded_by_id=actor.user_id,
+                channel=channel[:20],
+                filename=(filename or "file")[:255],
+                content_type=kind[:100],
+                size=len(data),
+                data=data,
+                created_at=self._clock.now(),
+            )
+            uow.session.add(attachment)
+            await uow.session.flush()
+            await uow.commit()
+            return attachment.id
+
+    async def attach(self, actor: Actor, reference: str | int, attachment_ids: Sequence[int]) -> int:
+        """Tie the actor's own unattached files to a request they may see; returns how many were tied."""
+        async with self._uow() as uow:
+            session = uow.session
+            request = await self._visible_request(session, actor, reference)
+            files = (
+                (
+                    await session.execute(
+                        select(Attachment).where(
+                            Attachment.id.in_(list(attachment_ids)[:50]),
+                            Attachment.uploaded_by_id == actor.user_id,
+                            Attachment.service_request_id.is_(None),
+                        )
+                    )
+                )
+                .scalars()
+                .all()
+            )
+            for file in files:
+                file.service_request_id = request.id
+            if files:
+                names = ", ".join(file.filename for file in files)
+                self._record(session, request, actor, "attach", request.status, request.status, names[:500])
+                request.updated_at = self._clock.now()
+            await uow.commit()
+            return len(files)
 
     # --- hand-off to a person --------------------------------------------------------------------
 
