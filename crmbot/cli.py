@@ -118,6 +118,7 @@ def run(
     async def main() -> None:
         from bot.assistant import Assistant
         from bot.nlu.service import build_nlu
+        from bot.outbound import Outbound
 
         core = build_core(settings)
         try:
@@ -129,6 +130,8 @@ def run(
             assistant = Assistant(core, nlu)
             app = create_app(core, token, assistant=assistant, nlu=nlu)
             channels = await start_channels(app, core, assistant, settings)
+            # The send-to-user API over every connected channel (the notifier delivers through it).
+            app.state.outbound = Outbound(core, getattr(app.state, "senders", {}))
             if role is RunRole.ALL:
                 channels.append(start_code_delivery(core))
             server = uvicorn.Server(

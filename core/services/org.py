@@ -237,6 +237,21 @@ class OrgService(Service):
             await uow.commit()
             return actor
 
+    async def identities_of(self, user_id: int, channel: str) -> builtins.list[str]:
+        """A user's account ids on one channel, newest link first (how proactive messages find them)."""
+        async with self._uow() as uow:
+            rows = await uow.session.execute(
+                select(ChannelIdentity.external_id)
+                .join(User, User.id == ChannelIdentity.user_id)
+                .where(
+                    ChannelIdentity.user_id == user_id,
+                    ChannelIdentity.channel == channel,
+                    User.active.is_(True),
+                )
+                .order_by(ChannelIdentity.linked_at.desc(), ChannelIdentity.id.desc())
+            )
+            return list(rows.scalars())
+
     async def active_staff_usernames_by_email(self, email: str) -> builtins.list[str]:
         """Usernames of active staff with this email (case-insensitive), for matching a Slack profile."""
         wanted = email.strip().lower()
