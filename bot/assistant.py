@@ -26,6 +26,7 @@ log = logging.getLogger("crmbot.assistant")
 MAX_TEXT = 4000
 # A button payload in Rasa's form: /intent or /intent{"entity": "value", ...}
 PENDING_FILES = "pending_attachments"
+SELF_LINKING_CHANNELS = frozenset({"telegram", "web"})
 IDENTIFIER = re.compile(r"(?=.*[0-9#_/-])[A-Za-z0-9._/#+-]{1,32}")
 PAYLOAD = re.compile(r"^/([a-z_]{2,40})(\{.{0,1000}\})?$", re.DOTALL)
 
@@ -111,8 +112,9 @@ class Assistant:
             return []
         actor = await self._core.org.actor_for_identity(message.channel, message.sender_id)
         if actor is None:
-            # REST senders are named by the integrator, so nobody may link one from chat: only the hint.
-            if message.channel == "rest":
+            # Only people on Telegram and the web chat link themselves with a code. REST senders are named
+            # by the integrator and Slack accounts are matched to staff by profile email: only the hint.
+            if message.channel not in SELF_LINKING_CHANNELS:
                 lang = detect_lang(message.text) if message.text.strip() else self._core.settings.default_lang
                 return [Reply(text=t(lang, "identity.not_linked"))]
             if not self._limiter.allow(f"unlinked:{message.channel}:{message.sender_id}"):

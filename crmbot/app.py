@@ -8,6 +8,7 @@ from fastapi import Depends, FastAPI
 
 from bot.assistant import Assistant
 from bot.channels.rest import rest_router
+from bot.channels.web import WebChatHub, install_webchat
 from bot.nlu.types import NluEngine
 from core.container import Core
 from crmbot.api import api_router
@@ -23,7 +24,12 @@ DESCRIPTION = (
 
 
 def create_app(
-    core: Core, api_token: str, *, assistant: Assistant | None = None, nlu: NluEngine | None = None
+    core: Core,
+    api_token: str,
+    *,
+    assistant: Assistant | None = None,
+    nlu: NluEngine | None = None,
+    webchat: WebChatHub | None = None,
 ) -> FastAPI:
     """Build the app around an already wired Core (and, when given, the chat assistant and NLU);
     nothing is served without a token."""
@@ -52,6 +58,10 @@ def create_app(
     if assistant is not None:
         app.state.assistant = assistant
         app.include_router(rest_router())
+        # The web chat page, its WebSocket and uploads; its sender pushes to open browser tabs.
+        web_sender = install_webchat(app, webchat or WebChatHub())
+        app.state.webchat_sender = web_sender
+        app.state.senders = {**getattr(app.state, "senders", {}), "web": web_sender}
 
     @app.get("/openapi.json", include_in_schema=False, dependencies=[Depends(current_actor)])
     async def openapi_document() -> dict[str, Any]:
