@@ -165,3 +165,32 @@ async def test_j1_in_chromium_with_reload_and_reconnect(
         await page.screenshot(path=str(tmp_path / "failure.png"), full_page=True)
         print(f"screenshot of the failure: {tmp_path / 'failure.png'}")
         raise
+
+
+async def test_j2_and_j3_in_chromium(server: LiveServer, browser: BrowserContext, tmp_path: Path) -> None:
+    page = browser.pages[0] if browser.pages else await browser.new_page()
+    chat = page.locator("#chat")
+    last_bot = page.locator(".msg.bot").last
+    try:
+        await page.goto(server.url + "/")
+        await expect(chat).to_have_attribute("data-connection", "open")
+        await page.locator(".persona", has_text="Acme Buyer").click()
+        await expect(page.locator("#who")).to_have_text("Signed in as Acme Buyer")
+        # J2: warranty of an own product; another customer's serial reads like an unknown one.
+        await send(page, "is WM2023-00917 still under warranty?")
+        await expect(last_bot).to_contain_text("is covered until")
+        await send(page, "is AB12345 still under warranty?")
+        await expect(last_bot).not_to_contain_text("Globex")
+        await expect(last_bot).not_to_contain_text("covered until")
+        # J3: an error code finds the article, with "this solved it" / "open a repair request" buttons.
+        await send(page, "error E13 on my dishwasher")
+        await expect(page.locator(".msg.bot", has_text="E13").last).to_be_visible()
+        solved = page.locator(".msg.bot .buttons button", has_text="This solved it").last
+        await expect(solved).to_be_enabled()
+        await solved.click()
+        await expect(last_bot).to_contain_text("glad that solved it")
+        await page.screenshot(path=str(tmp_path / "webchat-j2-j3.png"))
+    except BaseException:
+        await page.screenshot(path=str(tmp_path / "failure.png"), full_page=True)
+        print(f"screenshot of the failure: {tmp_path / 'failure.png'}")
+        raise
