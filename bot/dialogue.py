@@ -271,6 +271,10 @@ class Dialogue:
         try:
             state.slots[slot.name] = await handler.fill_from_answer(turn, slot)
         except SlotInvalid as invalid:
+            if turn.parse.intent == "deny" and turn.parse.confidence >= SWITCH_CONFIDENCE:
+                # "no" / "算了" where it is no answer to the question means: stop this.
+                state.finish()
+                return [turn.say("dialogue.cancelled")]
             state.attempts += 1
             if state.attempts >= MAX_SLOT_ATTEMPTS:
                 state.finish()

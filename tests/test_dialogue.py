@@ -145,3 +145,14 @@ async def test_a_photo_goes_with_the_request_it_was_sent_for(core: Core, world: 
     # Nobody else sees the files: another customer cannot even see the request.
     with pytest.raises(NotFound):
         await core.service_desk.get_request(world.globex_customer, "SR-1")
+
+
+async def test_a_no_that_is_no_answer_stops_the_task(core: Core, world: World) -> None:
+    nlu = ScriptedNlu()
+    chat = make_chat(core, nlu, "acme-buyer")
+    asked = await chat.text(
+        "my washer WM2023-00917 leaks", "open_service_request", serial_number="WM2023-00917"
+    )
+    assert "When would you like the technician to come?" in asked
+    assert "Cancelled. Nothing was changed." in await chat.text("no forget it", "deny")
+    assert (await core.service_desk.list_requests(world.agent)).total == 0
