@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import date
+from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import select
+from sqlalchemy import Row, Select, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.clock import Clock
@@ -66,6 +67,17 @@ async def customer_by_code(session: AsyncSession, code: str) -> Customer:
     if customer is None:
         raise NotFound(f"No customer with code '{code[:64]}'.", field="customer_code")
     return customer
+
+
+async def fetch_page(
+    session: AsyncSession, query: Select[Any], *, limit: int, offset: int
+) -> tuple[int, Sequence[Row[Any]]]:
+    """How many rows `query` has in all, and the page of them from `offset` (the query carries the order)."""
+    total = (
+        await session.execute(select(func.count()).select_from(query.order_by(None).subquery()))
+    ).scalar_one()
+    rows = (await session.execute(query.limit(limit).offset(offset))).all()
+    return total, rows
 
 
 async def usernames(session: AsyncSession, ids: set[int | None]) -> dict[int, str]:

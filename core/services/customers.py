@@ -17,7 +17,7 @@ from core.domain.events import CustomerCreated, CustomerTierChanged
 from core.domain.value import ValueModel
 from core.errors import Conflict, NotFound, PermissionDenied, ValidationFailed
 from core.schemas import ContactIn, ContactOut, CustomerIn, CustomerOut, CustomerPatch, Page
-from core.services.base import Service, UowFactory, user_by_username
+from core.services.base import Service, UowFactory, fetch_page, user_by_username
 
 
 def customer_out(customer: Customer, owner: str | None) -> CustomerOut:
@@ -120,8 +120,6 @@ class CustomerService(Service):
                 if value is None and field_name in ("name", "type"):
                     raise ValidationFailed(f"{field_name} cannot be empty.", field=field_name)
                 setattr(customer, field_name, value.value if hasattr(value, "value") else value)
-            if patch.email is not None:
-                customer.email = str(patch.email)
             customer.updated_at = self._clock.now()
             await uow.commit()
             current_owner = await session.get(User, customer.owner_id) if customer.owner_id else None
@@ -159,23 +157,13 @@ class CustomerService(Service):
             session = uow.session
             if owner:
                 conditions.append(Customer.owner_id == (await user_by_username(session, owner)).id)
-            total = (
-                await session.execute(select(func.count()).select_from(Customer).where(*conditions))
-            ).scalar_one()
-            rows = (
-                (
-                    await session.execute(
-                        select(Customer, User.username)
-                        .outerjoin(User, User.id == Customer.owner_id)
-                        .where(*conditions)
-                        .order_by(Customer.name, Customer.id)
-                        .limit(limit)
-                        .offset(offset)
-                    )
-                )
-                .tuples()
-                .all()
+            listing = (
+                select(Customer, User.username)
+                .outerjoin(User, User.id == Customer.owner_id)
+                .where(*conditions)
+                .order_by(Customer.name, Customer.id)
             )
+            total, rows = await fetch_page(session, listing, limit=limit, offset=offset)
             return Page[CustomerOut](
                 items=[customer_out(customer, username) for customer, username in rows],
                 total=total,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import ColumnElement, func, select
+from sqlalchemy import ColumnElement, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.auth import Actor, customer_scope, require_role
@@ -12,7 +12,7 @@ from core.domain.events import InstalledProductRegistered
 from core.domain.warranty import WarrantyStatus, next_maintenance, warranty_end
 from core.errors import Conflict, NotFound
 from core.schemas import InstalledProductIn, InstalledProductOut, Page, ProductIn, ProductOut, WarrantyOut
-from core.services.base import Service, customer_by_code
+from core.services.base import Service, customer_by_code, fetch_page
 
 
 def normalise_serial(serial: str) -> str:
@@ -139,15 +139,8 @@ class InstalledBaseService(Service):
                 .join(Customer, Customer.id == InstalledProduct.customer_id)
                 .where(*conditions)
             )
-            total = (await session.execute(select(func.count()).select_from(base.subquery()))).scalar_one()
-            rows = (
-                (
-                    await session.execute(
-                        base.order_by(InstalledProduct.serial_number).limit(limit).offset(offset)
-                    )
-                )
-                .tuples()
-                .all()
+            total, rows = await fetch_page(
+                session, base.order_by(InstalledProduct.serial_number), limit=limit, offset=offset
             )
             return Page[InstalledProductOut](
                 items=[self._out(unit, product, customer) for unit, product, customer in rows],

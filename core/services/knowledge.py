@@ -17,7 +17,7 @@ from core.domain.enums import Role
 from core.errors import NotFound, ValidationFailed
 from core.kb_index import KbDocument, KbIndex
 from core.schemas import KbArticleIn, KbArticleOut, KbSearchHit, Page
-from core.services.base import Service, UowFactory
+from core.services.base import Service, UowFactory, fetch_page
 
 MAX_CATEGORY_DEPTH = 6
 REFRESH_INTERVAL = 2.0
@@ -147,13 +147,8 @@ class KnowledgeService(Service):
             .where(*conditions)
         )
         async with self._uow() as uow:
-            total = (
-                await uow.session.execute(select(func.count()).select_from(base.subquery()))
-            ).scalar_one()
-            rows = (
-                (await uow.session.execute(base.order_by(KbArticle.code).limit(limit).offset(offset)))
-                .tuples()
-                .all()
+            total, rows = await fetch_page(
+                uow.session, base.order_by(KbArticle.code), limit=limit, offset=offset
             )
             return Page[KbArticleOut](
                 items=[_article_out(article, path, code) for article, path, code in rows],

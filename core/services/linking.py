@@ -52,8 +52,6 @@ _CODE_SEPARATORS_RE = re.compile(r"[\s-]")
 _CODE_RE = re.compile(rf"[0-9]{{{CODE_LENGTH}}}", re.ASCII)
 
 
-
-
 class LinkRateLimited(DomainError):
     """Too many code requests for this chat account or address; the same answer whether it exists or not."""
 

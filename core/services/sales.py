@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from datetime import date, datetime
 from decimal import Decimal
 
-from sqlalchemy import ColumnElement, func, select
+from sqlalchemy import ColumnElement, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.auth import Actor, customer_scope, require_role, sales_scope_owner
@@ -40,7 +40,7 @@ from core.schemas import (
     VisitIn,
     VisitOut,
 )
-from core.services.base import Service, parse_ref, ref, user_by_username, usernames
+from core.services.base import Service, fetch_page, parse_ref, ref, user_by_username, usernames
 from core.services.customers import visible_customer
 
 SALES_ROLES = (Role.REP, Role.MANAGER)
@@ -141,24 +141,14 @@ class SalesService(Service):
                 conditions.append(
                     Visit.customer_id == (await visible_customer(session, actor, customer_code)).id
                 )
-            total = (
-                await session.execute(select(func.count()).select_from(Visit).where(*conditions))
-            ).scalar_one()
-            rows = (
-                (
-                    await session.execute(
-                        select(Visit, Customer, User.username)
-                        .join(Customer, Customer.id == Visit.customer_id)
-                        .join(User, User.id == Visit.rep_id)
-                        .where(*conditions)
-                        .order_by(Visit.visited_on.desc(), Visit.id.desc())
-                        .limit(limit)
-                        .offset(offset)
-                    )
-                )
-                .tuples()
-                .all()
+            query = (
+                select(Visit, Customer, User.username)
+                .join(Customer, Customer.id == Visit.customer_id)
+                .join(User, User.id == Visit.rep_id)
+                .where(*conditions)
+                .order_by(Visit.visited_on.desc(), Visit.id.desc())
             )
+            total, rows = await fetch_page(session, query, limit=limit, offset=offset)
             return Page[VisitOut](
                 items=[_visit_out(visit, customer, username, None) for visit, customer, username in rows],
                 total=total,
@@ -454,26 +444,14 @@ class SalesService(Service):
                 conditions.append(
                     Opportunity.customer_id == (await visible_customer(session, actor, customer_code)).id
                 )
-            total = (
-                await session.execute(select(func.count()).select_from(Opportunity).where(*conditions))
-            ).scalar_one()
-            rows = (
-                (
-                    await session.execute(
-                        select(Opportunity, Customer, User.username)
-                        .join(Customer, Customer.id == Opportunity.customer_id)
-                        .join(User, User.id == Opportunity.owner_id)
-                        .where(*conditions)
-                        .order_by(
-                            Opportunity.expected_close.is_(None), Opportunity.expected_close, Opportunity.id
-                        )
-                        .limit(limit)
-                        .offset(offset)
-                    )
-                )
-                .tuples()
-                .all()
+            query = (
+                select(Opportunity, Customer, User.username)
+                .join(Customer, Customer.id == Opportunity.customer_id)
+                .join(User, User.id == Opportunity.owner_id)
+                .where(*conditions)
+                .order_by(Opportunity.expected_close.is_(None), Opportunity.expected_close, Opportunity.id)
             )
+            total, rows = await fetch_page(session, query, limit=limit, offset=offset)
             return Page[OpportunityOut](
                 items=[_opportunity_out(o, customer, username) for o, customer, username in rows],
                 total=total,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from decimal import Decimal
+from typing import Any
 
 from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -52,6 +53,7 @@ from core.schemas import (
 from core.services.base import (
     Service,
     UowFactory,
+    fetch_page,
     parse_ref,
     ref,
     user_by_username,
@@ -256,24 +258,17 @@ class ServiceDesk(Service):
                 conditions.append(
                     ServiceRequest.assignee_id == (await user_by_username(session, assignee)).id
                 )
-            total = (
-                await session.execute(select(func.count()).select_from(ServiceRequest).where(*conditions))
-            ).scalar_one()
-            rows = (
-                (
-                    await session.execute(
-                        select(ServiceRequest)
-                        .where(*conditions)
-                        .order_by(ServiceRequest.created_at.desc(), ServiceRequest.id.desc())
-                        .limit(limit)
-                        .offset(offset)
-                    )
-                )
-                .scalars()
-                .all()
+            query = (
+                select(ServiceRequest)
+                .where(*conditions)
+                .order_by(ServiceRequest.created_at.desc(), ServiceRequest.id.desc())
             )
+            total, rows = await fetch_page(session, query, limit=limit, offset=offset)
             return Page[ServiceRequestOut](
-                items=await self._outs(session, list(rows), actor), total=total, limit=limit, offset=offset
+                items=await self._outs(session, [request for (request,) in rows], actor),
+                total=total,
+                limit=limit,
+                offset=offset,
             )
 
     async def transition(
@@ -427,7 +422,7 @@ class ServiceDesk(Service):
             )
             session.add(order)
             await session.flush()
-            self._record_repair(
+            self._record(
                 session, order, actor, "dispatch", RepairStatus.OPEN, order.status, technician.username
             )
             if request.status == RequestStatus.NEW:
@@ -553,7 +548,7 @@ class ServiceDesk(Service):
                 )
             order.status = new_status
             order.updated_at = request.updated_at = now
-            self._record_repair(session, order, actor, action, old_status, new_status, comment)
+            self._record(session, order, actor, action, old_status, new_status, comment)
             await uow.commit()
             # Shaped in this session, not re-read through the actor's scope: a technician who just
             # declined the job can no longer see it, yet must get the declined order back.
@@ -708,26 +703,14 @@ class ServiceDesk(Service):
                 conditions.append(
                     RepairOrder.technician_id == (await user_by_username(session, technician)).id
                 )
-            total = (
-                await session.execute(select(func.count()).select_from(RepairOrder).where(*conditions))
-            ).scalar_one()
-            rows = (
-                (
-                    await session.execute(
-                        select(RepairOrder)
-                        .where(*conditions)
-                        .order_by(
-                            RepairOrder.scheduled_at.is_(None), RepairOrder.scheduled_at, RepairOrder.id
-                        )
-                        .limit(limit)
-                        .offset(offset)
-                    )
-                )
-                .scalars()
-                .all()
+            query = (
+                select(RepairOrder)
+                .where(*conditions)
+                .order_by(RepairOrder.scheduled_at.is_(None), RepairOrder.scheduled_at, RepairOrder.id)
             )
+            total, rows = await fetch_page(session, query, limit=limit, offset=offset)
             return Page[RepairOrderOut](
-                items=await self._order_outs(session, actor, list(rows)),
+                items=await self._order_outs(session, actor, [order for (order,) in rows]),
                 total=total,
                 limit=limit,
                 offset=offset,
@@ -1028,46 +1011,26 @@ class ServiceDesk(Service):
     def _record(
         self,
         session: AsyncSession,
-        request: ServiceRequest,
+        subject: ServiceRequest | RepairOrder,
         actor: Actor,
         action: str,
         from_status: str | None,
         to_status: str | None,
         comment: str,
     ) -> None:
-        session.add(
-            ServiceRequestChange(
-                service_request_id=request.id,
-                actor_id=actor.user_id,
-                at=self._clock.now(),
-                action=action,
-                from_status=from_status,
-                to_status=to_status,
-                comment=comment or "",
-            )
-        )
-
-    def _record_repair(
-        self,
-        session: AsyncSession,
-        order: RepairOrder,
-        actor: Actor,
-        action: str,
-        from_status: str | None,
-        to_status: str | None,
-        comment: str,
-    ) -> None:
-        session.add(
-            RepairOrderChange(
-                repair_order_id=order.id,
-                actor_id=actor.user_id,
-                at=self._clock.now(),
-                action=action,
-                from_status=from_status,
-                to_status=to_status,
-                comment=comment or "",
-            )
-        )
+        """One history row for a request or a repair order: who did what, when, and why."""
+        step: dict[str, Any] = {
+            "actor_id": actor.user_id,
+            "at": self._clock.now(),
+            "action": action,
+            "from_status": from_status,
+            "to_status": to_status,
+            "comment": comment or "",
+        }
+        if isinstance(subject, ServiceRequest):
+            session.add(ServiceRequestChange(service_request_id=subject.id, **step))
+        else:
+            session.add(RepairOrderChange(repair_order_id=subject.id, **step))
 
     async def _outs(
         self, session: AsyncSession, requests: Sequence[ServiceRequest], viewer: Actor

@@ -5,7 +5,7 @@ from __future__ import annotations
 import builtins
 from datetime import timedelta
 
-from sqlalchemy import ColumnElement, func, select
+from sqlalchemy import ColumnElement, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.auth import Actor, customer_scope, require_role
@@ -14,7 +14,7 @@ from core.domain.enums import RequestStatus, Role, SurveyStatus
 from core.domain.events import SurveyAnswered
 from core.errors import Conflict, InvalidTransition, NotFound, ValidationFailed
 from core.schemas import Page, SurveyOut
-from core.services.base import Service, parse_ref, ref
+from core.services.base import Service, fetch_page, parse_ref, ref
 
 SURVEY_LIFETIME = timedelta(days=14)
 
@@ -115,13 +115,8 @@ class SurveyService(Service):
             select(Survey, Customer.code).join(Customer, Customer.id == Survey.customer_id).where(*conditions)
         )
         async with self._uow() as uow:
-            total = (
-                await uow.session.execute(select(func.count()).select_from(base.subquery()))
-            ).scalar_one()
-            rows = (
-                (await uow.session.execute(base.order_by(Survey.id.desc()).limit(limit).offset(offset)))
-                .tuples()
-                .all()
+            total, rows = await fetch_page(
+                uow.session, base.order_by(Survey.id.desc()), limit=limit, offset=offset
             )
         return Page[SurveyOut](
             items=[_survey_out(survey, code) for survey, code in rows],
