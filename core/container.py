@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
@@ -14,6 +15,7 @@ from core.services.customers import CustomerService
 from core.services.installed import InstalledBaseService
 from core.services.knowledge import KnowledgeService
 from core.services.linking import LinkingService
+from core.services.notifications import NotificationService
 from core.services.org import OrgService
 from core.services.sales import SalesService
 from core.services.servicedesk import ServiceDesk
@@ -39,10 +41,18 @@ class Core:
     surveys: SurveyService
     conversations: ConversationStore
     linking: LinkingService
+    notifications: NotificationService
+    # Called after every commit that wrote outbox events (the in-process notifier wakes on it).
+    commit_listeners: list[Callable[[], None]] = field(default_factory=list)
 
     def uow(self) -> UnitOfWork:
         """A new unit of work."""
-        return UnitOfWork(self.session_factory, self.clock)
+        return UnitOfWork(self.session_factory, self.clock, self.events_committed)
+
+    def events_committed(self) -> None:
+        """Tell the listeners that new outbox events are committed."""
+        for listener in self.commit_listeners:
+            listener()
 
     async def close(self) -> None:
         """Release database connections."""
@@ -55,8 +65,14 @@ def build_core(settings: Settings, *, clock: Clock | None = None, engine: AsyncE
     engine = engine or create_engine(settings.database_url)
     session_factory = create_session_factory(engine)
 
+    listeners: list[Callable[[], None]] = []
+
+    def events_committed() -> None:
+        for listener in listeners:
+            listener()
+
     def uow() -> UnitOfWork:
-        return UnitOfWork(session_factory, clock)
+        return UnitOfWork(session_factory, clock, events_committed)
 
     tz = settings.timezone
     return Core(
@@ -75,4 +91,6 @@ def build_core(settings: Settings, *, clock: Clock | None = None, engine: AsyncE
         surveys=SurveyService(uow, clock, tz),
         conversations=ConversationStore(uow, clock, tz),
         linking=LinkingService(uow, clock, tz),
+        notifications=NotificationService(uow, clock, tz),
+        commit_listeners=listeners,
     )

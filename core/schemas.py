@@ -588,3 +588,31 @@ class Page(BaseModel, Generic[T]):
     total: int
     limit: int
     offset: int
+
+
+# --- notifications ------------------------------------------------------------------------------
+
+
+class NotificationOut(Out):
+    """One message to one person on one channel, and how its delivery went (secrets never included)."""
+
+    id: int
+    kind: str
+    channel: str
+    username: str | None
+    status: str
+    urgent: bool
+    attempts: int
+    next_attempt_at: datetime
+    provider_id: str | None
+    last_error: str | None
+    created_at: datetime
+    sent_at: datetime | None
+
+
+class NotificationStats(BaseModel):
+    """The notifier at a glance: counts by status, the oldest message still waiting, dead letters."""
+
+    counts: dict[str, int]
+    oldest_pending_at: datetime | None
+    dead: list[NotificationOut]

@@ -46,15 +46,36 @@ class Settings(BaseSettings):
     smtp_username: str | None = None
     smtp_password: SecretStr | None = None
     smtp_starttls: bool = True
+    # Implicit TLS from the first byte (port 465); STARTTLS is the usual choice on 587.
+    smtp_tls: bool = False
+    smtp_pool_size: int = Field(default=3, ge=1, le=20)
+    smtp_timeout: float = Field(default=30.0, gt=0)
     mail_from: str = "crmbot <crmbot@localhost>"
     mail_dir: Path | None = None
 
     sms_provider: Literal["twilio", "http", "file"] = "file"
     sms_dir: Path | None = None
+    # twilio: the API base (https://api.twilio.com or a compatible provider); http: the gateway's URL.
     sms_url: str | None = None
     sms_account_sid: str | None = None
     sms_auth_token: SecretStr | None = None
     sms_from: str | None = None
+    # The generic HTTP gateway: method, and a Jinja2 body template given {to, text, sender, dedupe_key}
+    # (JSON-escaped with the `tojson` filter).
+    sms_method: Literal["POST", "PUT", "GET"] = "POST"
+    sms_body_template: str = '{"to": {{ to|tojson }}, "text": {{ text|tojson }}, "from": {{ sender|tojson }}}'
+    sms_content_type: str = "application/json"
+    sms_timeout: float = Field(default=10.0, gt=0)
+
+    # The notifier: quiet hours (local time of the recipient, "HH:MM-HH:MM", empty for none) for people
+    # with no preference of their own; retries; how long a worker's claim on a message lasts.
+    quiet_hours: str = "21:00-08:00"
+    notify_max_attempts: int = Field(default=8, ge=1, le=50)
+    notify_retry_base: float = Field(default=30.0, gt=0)
+    notify_retry_cap: float = Field(default=3600.0, gt=0)
+    notify_lease: float = Field(default=300.0, gt=0)
+    notify_batch: int = Field(default=50, ge=1, le=1000)
+    notify_poll: float = Field(default=1.0, gt=0)
 
     nlu_backend: Literal["embedded", "rasa"] = "embedded"
     rasa_url: str | None = None

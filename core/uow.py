@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextvars import ContextVar, Token
 from types import TracebackType
 from typing import Self
@@ -21,9 +22,15 @@ _open_unit: ContextVar[bool] = ContextVar("crmbot_open_unit_of_work", default=Fa
 class UnitOfWork:
     """`async with uow:` opens a session; `commit()` writes pending events with the change, atomically."""
 
-    def __init__(self, session_factory: async_sessionmaker[AsyncSession], clock: Clock) -> None:
+    def __init__(
+        self,
+        session_factory: async_sessionmaker[AsyncSession],
+        clock: Clock,
+        on_events_committed: Callable[[], None] | None = None,
+    ) -> None:
         self._session_factory = session_factory
         self._clock = clock
+        self._on_events_committed = on_events_committed
         self._session: AsyncSession | None = None
         self._events: list[DomainEvent] = []
         self._token: Token[bool] | None = None
@@ -64,6 +71,7 @@ class UnitOfWork:
     async def commit(self) -> None:
         """Flush the change, append its events to the outbox, commit both together."""
         occurred_at = self._clock.now()
+        wrote_events = bool(self._events)
         if self._events:
             await self.session.flush()
             # One executemany, not an INSERT per event: an import of 50,000 rows raises 50,000 events.
@@ -83,3 +91,6 @@ class UnitOfWork:
             )
         self._events = []
         await self.session.commit()
+        if wrote_events and self._on_events_committed is not None:
+            # Wakes an in-process notifier now instead of at its next poll.
+            self._on_events_committed()

@@ -26,9 +26,13 @@ app = typer.Typer(help="crmbot — a chat-first CRM assistant.", no_args_is_help
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 users_app = typer.Typer(help="Users, roles and channel identities.", no_args_is_help=True)
 kb_app = typer.Typer(help="Knowledge base.", no_args_is_help=True)
+notify_app = typer.Typer(
+    help="The notifier: test a channel, see delivery status, retry dead letters.", no_args_is_help=True
+)
 app.add_typer(db_app, name="db")
 app.add_typer(users_app, name="users")
 app.add_typer(kb_app, name="kb")
+app.add_typer(notify_app, name="notify")
 
 
 def _register_nlu() -> None:
@@ -95,6 +99,7 @@ class RunRole(StrEnum):
 
     ALL = "all"
     WEB = "web"
+    WORKER = "worker"
 
 
 @app.command()
@@ -102,15 +107,22 @@ def run(
     host: Annotated[str | None, typer.Option(help="Interface to listen on (CRMBOT_HOST).")] = None,
     port: Annotated[int | None, typer.Option(help="Port to listen on (CRMBOT_PORT).")] = None,
     role: Annotated[
-        RunRole, typer.Option(help="all: everything in one process; web: the HTTP server only.")
+        RunRole,
+        typer.Option(
+            help="all: everything in one process; web: the HTTP server and chat channels; "
+            "worker: only the notifier's delivery (several may run against PostgreSQL)."
+        ),
     ] = RunRole.ALL,
 ) -> None:
-    """Run the assistant: HTTP API (and, as they land, chat channels, notifier and scheduler)."""
+    """Run the assistant: HTTP API, chat channels and the notifier (or one of them, by --role)."""
     import uvicorn
 
     from crmbot.app import create_app
 
     settings = load_settings()
+    if role is RunRole.WORKER:
+        run_worker(settings)
+        return
     token, generated = settings.resolve_api_token()
     bind_host = host or settings.host
     bind_port = port or settings.port
@@ -133,7 +145,7 @@ def run(
             # The send-to-user API over every connected channel (the notifier delivers through it).
             app.state.outbound = Outbound(core, getattr(app.state, "senders", {}))
             if role is RunRole.ALL:
-                channels.append(start_code_delivery(core))
+                channels.append(start_notifier(core, getattr(app.state, "senders", {})))
             server = uvicorn.Server(
                 uvicorn.Config(app, host=bind_host, port=bind_port, log_level="info", access_log=False)
             )
@@ -157,30 +169,53 @@ def run(
     asyncio.run(main())
 
 
-def start_code_delivery(core: Core, every: float = 1.0) -> Callable[[], Awaitable[None]]:
-    """Deliver linking codes from the outbox to the mail and SMS folders while the server runs (the person
-    is waiting for the code); returns how to stop. The notifier takes this over when it exists."""
-    import logging
+def start_notifier(core: Core, channel_senders: dict[str, Any]) -> Callable[[], Awaitable[None]]:
+    """Run the notifier in this process over these chat senders (and email, SMS); returns how to stop."""
+    from notifier.build import build_notifier
 
-    from notifier.outbox_files import deliver_link_codes
-
-    log = logging.getLogger("crmbot.codes")
-
-    async def loop() -> None:
-        while True:
-            try:
-                await deliver_link_codes(core)
-            except Exception:
-                log.exception("delivering linking codes failed; trying again")
-            await asyncio.sleep(every)
-
-    task = asyncio.create_task(loop())
+    notifier = build_notifier(core, channel_senders)
+    stop_event = asyncio.Event()
+    task = asyncio.create_task(notifier.run(stop_event))
 
     async def stop() -> None:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+        stop_event.set()
+        try:
+            await asyncio.wait_for(asyncio.shield(task), 10.0)
+        except TimeoutError:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        await notifier.close()
 
     return stop
+
+
+def run_worker(settings: Settings) -> None:
+    """`crmbot run --role worker`: deliver notifications until SIGTERM/SIGINT; no HTTP, no chat intake."""
+    import signal
+
+    from notifier.build import build_notifier, standalone_chat_senders
+
+    async def main() -> None:
+        core = build_core(settings)
+        senders, closers = standalone_chat_senders(core)
+        notifier = build_notifier(core, senders)
+        stop_event = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop_event.set)
+        console.print(
+            f"crmbot notifier worker {notifier.worker_id} (channels: {', '.join(sorted(notifier.senders))}; "
+            f"database: {_safe_url(settings)})"
+        )
+        try:
+            await notifier.run(stop_event)
+        finally:
+            await notifier.close()
+            for close in closers:
+                await close()
+            await core.close()
+
+    asyncio.run(main())
 
 
 async def start_channels(
@@ -454,6 +489,135 @@ def kb_search(
     for hit in hits:
         table.add_row(hit.code, hit.title, f"{hit.score:.0f}", hit.lang)
     console.print(table)
+
+
+# --- notify -------------------------------------------------------------------------------------
+
+
+class NotifyChannel(StrEnum):
+    """Channels a test message can be sent on from the command line."""
+
+    EMAIL = "email"
+    SMS = "sms"
+    TELEGRAM = "telegram"
+    SLACK = "slack"
+
+
+@notify_app.command("test")
+def notify_test(
+    to: Annotated[str, typer.Option("--to", help="The username to send the test message to.")],
+    channel: Annotated[NotifyChannel, typer.Option(help="The channel to try.")],
+) -> None:
+    """Send a test message to a user on one channel, now, and say how it went."""
+    import uuid
+
+    from core.db.models import Notification
+    from notifier.build import build_notifier, standalone_chat_senders
+    from notifier.recipients import load_profile
+    from notifier.routing import Message, Target
+
+    async def work(core: Core) -> Notification | None:
+        actor = await core.org.actor_for_username(to)
+        senders, closers = standalone_chat_senders(core)
+        notifier = build_notifier(core, senders)
+        try:
+            if channel.value not in notifier.senders:
+                err.print(
+                    f"{channel.value} is not configured here (see README: Configuration).", markup=False
+                )
+                raise typer.Exit(1)
+            async with core.uow() as uow:
+                profile = await load_profile(
+                    uow.session,
+                    actor.user_id or 0,
+                    available=notifier.senders.keys(),
+                    default_tz=core.settings.timezone,
+                    default_quiet="",
+                )
+            if profile is None or channel.value not in profile.reachable:
+                what = (
+                    "email address"
+                    if channel is NotifyChannel.EMAIL
+                    else (
+                        "phone number" if channel is NotifyChannel.SMS else f"{channel.value} account linked"
+                    )
+                )
+                err.print(f"{to} has no {what}: nothing to send to.", markup=False)
+                raise typer.Exit(1)
+            message = Message(
+                kind="test",
+                target=Target(user_id=actor.user_id),
+                context={"channel": channel.value},
+                urgent=True,
+                channels=(channel.value,),
+            )
+            ids = await notifier.enqueue([message], source=f"test-{uuid.uuid4().hex[:12]}")
+            await notifier.deliver(only=ids)
+            async with core.uow() as uow:
+                return await uow.session.get(Notification, ids[0]) if ids else None
+        finally:
+            await notifier.close()
+            for close in closers:
+                await close()
+
+    notification = with_core(work)
+    if notification is None:
+        err.print("Nothing was queued.")
+        raise typer.Exit(1)
+    if notification.status == "sent":
+        console.print(
+            f"Sent to {to} by {channel.value} (notification {notification.id}, provider id "
+            f"{notification.provider_id or '-'}).",
+            markup=False,
+        )
+        return
+    err.print(
+        f"Not delivered: {notification.status} — {notification.last_error or 'no reason recorded'} "
+        f"(notification {notification.id}).",
+        markup=False,
+    )
+    raise typer.Exit(1)
+
+
+@notify_app.command("status")
+def notify_status(
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Counts by state, the oldest message still waiting, and the newest dead letters."""
+    stats = with_core(lambda core: core.notifications.stats(SYSTEM))
+    if as_json:
+        sys.stdout.write(stats.model_dump_json(indent=2) + "\n")
+        return
+    counts = Table("status", "messages", title="Notifications")
+    for status, count in stats.counts.items():
+        counts.add_row(status, str(count))
+    console.print(counts)
+    console.print(
+        "Oldest waiting: " + (stats.oldest_pending_at.isoformat() if stats.oldest_pending_at else "none"),
+        markup=False,
+    )
+    if stats.dead:
+        dead = Table("id", "kind", "channel", "to", "attempts", "reason", title="Dead letters (newest first)")
+        for item in stats.dead:
+            dead.add_row(
+                str(item.id),
+                item.kind,
+                item.channel or "-",
+                item.username or "(address)",
+                str(item.attempts),
+                item.last_error or "",
+            )
+        console.print(dead)
+        console.print("Retry one with: crmbot notify retry ID")
+
+
+@notify_app.command("retry")
+def notify_retry(
+    notification_id: Annotated[int, typer.Argument(min=1, help="The dead letter's id.")],
+) -> None:
+    """Put a dead letter back in the queue (after fixing its cause)."""
+    item = with_core(lambda core: core.notifications.retry(SYSTEM, notification_id))
+    console.print(f"Notification {item.id} is {item.status} again; a worker will deliver it.", markup=False)
 
 
 def main() -> None:

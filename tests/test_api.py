@@ -164,6 +164,10 @@ async def test_openapi_document_lists_every_area_with_bearer_security(bare_anon:
         "/api/v1/kb/articles",
         "/api/v1/kb/articles/{code}",
         "/api/v1/kb/search",
+        "/api/v1/notifications",
+        "/api/v1/notifications/stats",
+        "/api/v1/notifications/{notification_id}",
+        "/api/v1/notifications/{notification_id}/retry",
     }
     assert set(document["paths"]) == expected
     for path, operations in document["paths"].items():
@@ -214,7 +218,7 @@ async def test_every_api_route_refuses_a_request_without_token(
         if path.startswith("/api/v1/")
         for method in methods
     ]
-    assert len(operations) == 38
+    assert len(operations) == 42
     for method, template in operations:
         path = re.sub(r"\{[^}]+\}", "X1", template)
         response = await anon.request(method, path, json={})

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import email
 import re
-import shutil
 from datetime import timedelta
 from email import policy
 from itertools import count
@@ -21,7 +20,7 @@ from bot.messages import IncomingMessage, Reply
 from core.auth import SYSTEM
 from core.clock import FrozenClock
 from core.container import Core
-from core.db.models import ChannelIdentity, LinkCode, OutboxEvent, User
+from core.db.models import ChannelIdentity, LinkCode, Notification, OutboxEvent, User
 from core.domain.enums import Role
 from core.errors import Conflict, ValidationFailed
 from core.schemas import UserIn
@@ -34,7 +33,7 @@ from core.services.linking import (
     normalise_code,
 )
 from core.settings import Settings
-from notifier.outbox_files import deliver_link_codes
+from tests.notify import deliver_to_files as deliver_link_codes
 from tests.world import World
 
 ACME = "acme.buyer@example.com"
@@ -486,43 +485,47 @@ async def test_a_code_expired_before_delivery_is_not_written(
     assert await deliver_link_codes(core) == 0
     assert files(settings.mail_directory) == []
     [event] = await link_events(core)
-    assert event.processed_at is not None and event.last_error == "expired before delivery"
+    assert event.processed_at is not None and event.payload["code"] == "******"
+    async with core.uow() as uow:
+        [notification] = (await uow.session.execute(select(Notification))).scalars().all()
+    assert notification.status == "dead" and notification.last_error == "expired before it could be delivered"
+    assert notification.context["code"] == "******"
 
 
-async def test_a_failed_write_is_retried_then_given_up(core: Core, world: World, settings: Settings) -> None:
+async def test_a_failed_write_is_retried(
+    core: Core, world: World, clock: FrozenClock, settings: Settings
+) -> None:
     await service(core).request_code("telegram", "6002", ACME, "en")
     blocker = settings.mail_directory
     blocker.parent.mkdir(parents=True, exist_ok=True)
-    blocker.write_text("not a directory")  # mkdir of the mail folder fails
+    blocker.write_text("not a directory")  # the mail folder cannot be created
     assert await deliver_link_codes(core) == 0
-    [event] = await link_events(core)
-    assert event.processed_at is None and event.attempts == 1 and event.last_error
+    async with core.uow() as uow:
+        [notification] = (await uow.session.execute(select(Notification))).scalars().all()
+    assert notification.status == "pending" and notification.attempts == 1 and notification.last_error
+    assert notification.context["code"] != "******"  # still needed for the next attempt
     blocker.unlink()
+    clock.advance(timedelta(minutes=1))
     assert await deliver_link_codes(core) == 1
     assert len(files(settings.mail_directory)) == 1
-    # A folder that stays broken: five tries, then the row is given up (the code dies in minutes anyway).
-    await service(core).request_code("telegram", "6003", ACME, "en")
-    shutil.rmtree(settings.mail_directory)
-    blocker.write_text("not a directory")
-    for _ in range(6):
-        assert await deliver_link_codes(core) == 0
-    events = await link_events(core)
-    assert events[1].attempts == 5 and events[1].processed_at is not None and events[1].last_error
-    assert events[1].payload["code"] == "******"
 
 
-async def test_other_outbox_events_are_left_alone(core: Core, world: World) -> None:
+async def test_events_without_a_message_are_marked_handled_and_send_nothing(
+    core: Core, world: World, settings: Settings
+) -> None:
     async with core.uow() as uow:
         before = (
             await uow.session.execute(select(OutboxEvent.id).where(OutboxEvent.processed_at.is_(None)))
         ).all()
-    assert before  # the world raised events of its own
+    assert before  # the world raised events of its own (customers, products, …)
     assert await deliver_link_codes(core) == 0
     async with core.uow() as uow:
         after = (
             await uow.session.execute(select(OutboxEvent.id).where(OutboxEvent.processed_at.is_(None)))
         ).all()
-    assert after == before
+        notifications = (await uow.session.execute(select(Notification))).scalars().all()
+    assert after == [] and notifications == []
+    assert files(settings.mail_directory) == [] and files(settings.sms_directory) == []
 
 
 @pytest.mark.parametrize(

@@ -14,9 +14,9 @@ from bot.assistant import Assistant, RateLimit
 from bot.channels.telegram import TelegramChannel, build_bot
 from core.container import Core
 from core.settings import Settings
-from notifier.outbox_files import deliver_link_codes
 from tests.chat import ScriptedNlu
 from tests.fake_telegram import FakeTelegram, callback_update, photo_update, text_update
+from tests.notify import deliver_to_files as deliver_link_codes
 from tests.world import World
 
 TOKEN = "123456:TEST-token-for-the-fake-api"

@@ -128,9 +128,9 @@ async def test_linking_codes_are_delivered_while_the_server_runs(
 ) -> None:
     import asyncio
 
-    from crmbot.cli import start_code_delivery
+    from crmbot.cli import start_notifier
 
-    stop = start_code_delivery(core, every=0.05)
+    stop = start_notifier(core, {})
     try:
         await core.linking.request_code("telegram", "777", "acme.buyer@example.com", "en")
         for _ in range(100):

@@ -519,6 +519,48 @@ class OutboxEvent(Base):
     last_error: Mapped[str | None] = mapped_column(Text)
 
 
+class Notification(Base):
+    """One message to one person on one channel, and how its delivery went.
+
+    `dedupe_key` is unique per (event, recipient, channel): routing an event twice, or two workers racing,
+    can never produce a second message. Status: pending (due at `next_attempt_at`), sending (claimed by
+    `locked_by` until `locked_until`; a worker that died leaves it to be claimed again), sent, failed
+    (refused for good on this channel; the next channel got its own row), dead (given up: visible, and
+    retryable by an operator), skipped (muted by the recipient).
+    """
+
+    __tablename__ = "notifications"
+    __table_args__ = (Index("ix_notifications_due", "status", "next_attempt_at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    dedupe_key: Mapped[str] = mapped_column(String(200), unique=True)
+    outbox_id: Mapped[int | None] = mapped_column(ForeignKey("outbox.id", ondelete="SET NULL"), index=True)
+    kind: Mapped[str] = mapped_column(String(40), index=True)
+    urgent: Mapped[bool] = mapped_column(Boolean, default=False)
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"), index=True)
+    channel: Mapped[str] = mapped_column(String(20))
+    address: Mapped[str] = mapped_column(String(254), default="")
+    lang: Mapped[str] = mapped_column(String(5), default="en")
+    timezone: Mapped[str] = mapped_column(String(64))
+    # "HH:MM-HH:MM" in the recipient's timezone when non-urgent messages wait, or "".
+    quiet_hours: Mapped[str] = mapped_column(String(11), default="")
+    context: Mapped[dict[str, Any]] = mapped_column(JSON)
+    # Past this moment the message is pointless (a linking code): it is dead, not sent late.
+    expires_at: Mapped[datetime | None]
+    # Channels still to try, in order, when this one refuses the message for good.
+    fallback: Mapped[list[str]] = mapped_column(JSON, default=list)
+    status: Mapped[str] = mapped_column(String(12), default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime]
+    locked_by: Mapped[str | None] = mapped_column(String(64))
+    locked_until: Mapped[datetime | None]
+    provider_id: Mapped[str | None] = mapped_column(String(200))
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(index=True)
+    updated_at: Mapped[datetime]
+    sent_at: Mapped[datetime | None]
+
+
 class DemoMarker(Base):
     """Records that a dataset (the demo) was loaded, so loading is idempotent."""
 

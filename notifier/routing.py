@@ -1,0 +1,354 @@
+"""Routing: which committed events become which messages, to whom, with what facts in them.
+
+Each route reads the facts the message needs once, when the event is routed, and stores them with the
+notification: a retry hours later says what was true when it happened, and rendering needs no database.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from core.db.models import (
+    Customer,
+    InstalledProduct,
+    KbArticle,
+    OutboxEvent,
+    Product,
+    RepairOrder,
+    ServiceRequest,
+    User,
+)
+from core.domain.enums import RepairStatus, Role
+from core.services.base import ref
+from core.services.linking import CODE_TTL
+from notifier.types import CHAT_CHANNELS, EMAIL, SMS
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """A CRM user, or a bare address on one channel (a linking code, a customer with no account)."""
+
+    user_id: int | None = None
+    channel: str | None = None
+    address: str = ""
+    lang: str | None = None
+
+    @property
+    def key(self) -> str:
+        """A stable name for the dedupe key."""
+        return f"u{self.user_id}" if self.user_id is not None else f"{self.channel}:{self.address.lower()}"
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One message decided by a route, before it is addressed to channels.
+
+    `channels=None`: the first reachable channel in the person's order, falling back along it. A tuple:
+    each of those channels the person is reachable on, with no fallback (a receipt by email *and* chat).
+    """
+
+    kind: str
+    target: Target
+    context: dict[str, Any]
+    urgent: bool = False
+    channels: tuple[str, ...] | None = None
+    expires_at: datetime | None = None
+    purpose: str = field(default="")
+
+
+Route = Callable[[AsyncSession, OutboxEvent], Awaitable[list[Message]]]
+
+
+def _iso(value: datetime | None) -> str:
+    return value.isoformat() if value is not None else ""
+
+
+async def _customer_recipients(session: AsyncSession, request: ServiceRequest) -> list[Target]:
+    """Who hears about a customer's case: the customer user who opened it, else the customer's users,
+    else the customer's email on file."""
+    if request.requester_id is not None:
+        requester = await session.get(User, request.requester_id)
+        if requester is not None and requester.role == Role.CUSTOMER and requester.active:
+            return [Target(user_id=requester.id)]
+    users = (
+        await session.execute(
+            select(User.id).where(
+                User.customer_id == request.customer_id, User.role == Role.CUSTOMER, User.active.is_(True)
+            )
+        )
+    ).scalars()
+    targets = [Target(user_id=user_id) for user_id in users]
+    if targets:
+        return targets
+    customer = await session.get(Customer, request.customer_id)
+    if customer is not None and customer.email:
+        return [Target(channel=EMAIL, address=customer.email)]
+    return []
+
+
+async def _request_facts(
+    session: AsyncSession, request_id: int
+) -> tuple[ServiceRequest, dict[str, Any]] | None:
+    request = await session.get(ServiceRequest, request_id)
+    if request is None:
+        return None
+    customer = await session.get(Customer, request.customer_id)
+    product_name = serial = ""
+    if request.installed_product_id is not None:
+        unit = await session.get(InstalledProduct, request.installed_product_id)
+        if unit is not None:
+            serial = unit.serial_number
+            product = await session.get(Product, unit.product_id)
+            product_name = product.name if product is not None else ""
+    assignee_name = ""
+    if request.assignee_id is not None:
+        assignee = await session.get(User, request.assignee_id)
+        assignee_name = assignee.name if assignee is not None else ""
+    facts: dict[str, Any] = {
+        "ticket": ref("SR", request.id),
+        "subject": request.subject,
+        "kind": request.kind,
+        "severity": request.severity,
+        "product": product_name,
+        "serial": serial,
+        "customer_name": customer.name if customer is not None else "",
+        "response_due": _iso(request.response_due_at),
+        "assignee_name": assignee_name,
+        "resolution": request.resolution or "",
+    }
+    return request, facts
+
+
+async def _to_customer(
+    session: AsyncSession, request: ServiceRequest, kind: str, context: dict[str, Any], **options: Any
+) -> list[Message]:
+    return [
+        Message(kind=kind, target=target, context=context, **options)
+        for target in await _customer_recipients(session, request)
+    ]
+
+
+async def request_opened(session: AsyncSession, event: OutboxEvent) -> list[Message]:
+    """The customer's receipt: by email always (a record to keep) and in chat when the request did not
+    come from a chat, where the assistant's own answer already acknowledged it."""
+    found = await _request_facts(session, event.aggregate_id)
+    if found is None:
+        return []
+    request, facts = found
+    channels: tuple[str, ...] = (
+        (EMAIL,) if request.channel in (*CHAT_CHANNELS, "terminal", "rest") else (EMAIL, *CHAT_CHANNELS)
+    )
+    messages = []
+    for target in await _customer_recipients(session, request):
+        # One chat channel is enough: the first of the person's chat channels that is reachable wins.
+        messages.append(Message(kind="request_acknowledged", target=target, context=facts, channels=channels))
+    return messages
+
+
+async def request_assigned(session: AsyncSession, event: OutboxEvent) -> list[Message]:
+    """The new assignee learns of the case (unless they took it themselves or a dispatch card covers it);
+    the customer learns someone is on it."""
+    found = await _request_facts(session, event.aggregate_id)
+    if found is None:
+        return []
+    request, facts = found
+    assignee_id = int(event.payload.get("assignee_id") or 0)
+    messages: list[Message] = []
+    assignee = await session.get(User, assignee_id)
+    dispatched = (
+        await session.execute(
+            select(RepairOrder.id).where(
+                RepairOrder.service_request_id == request.id,
+                RepairOrder.technician_id == assignee_id,
+                RepairOrder.status.in_([RepairStatus.DISPATCHED, RepairStatus.ACCEPTED]),
+            )
+        )
+    ).first()
+    if assignee is not None and assignee_id != event.payload.get("actor_id") and dispatched is None:
+        staff_facts = {**facts, "due": facts["response_due"], "recipient_name": assignee.name}
+        messages.append(
+            Message(kind="request_assigned", target=Target(user_id=assignee_id), context=staff_facts)
+        )
+    customer_facts = {
+        **facts,
+        "to_status": "assigned",
+        "assignee_name": assignee.name if assignee is not None else "",
+    }
+    messages += await _to_customer(session, request, "request_status", customer_facts)
+    return messages
+
+
+async def request_status_changed(session: AsyncSession, event: OutboxEvent) -> list[Message]:
+    """The customer hears of every move of their case."""
+    found = await _request_facts(session, event.aggregate_id)
+    if found is None:
+        return []
+    request, facts = found
+    to_status = str(event.payload.get("to_status") or request.status)
+    return await _to_customer(session, request, "request_status", {**facts, "to_status": to_status})
+
+
+async def request_resolved(session: AsyncSession, event: OutboxEvent) -> list[Message]:
+    """ "Resolved, here is what was done" — unless a completed repair said it already (job_completed)."""
+    found = await _request_facts(session, event.aggregate_id)
+    if found is None:
+        return []
+    request, facts = found
+    by_repair = (
+        await session.execute(
+            select(RepairOrder.id).where(
+                RepairOrder.service_request_id == request.id,
+                RepairOrder.status == RepairStatus.COMPLETED,
+                RepairOrder.completed_at == request.resolved_at,
+            )
+        )
+    ).first()
+    if by_repair is not None:
+        return []
+    context = {**facts, "to_status": "resolved", "resolution": str(event.payload.get("resolution") or "")}
+    return await _to_customer(session, request, "request_status", context)
+
+
+async def request_closed(session: AsyncSession, event: OutboxEvent) -> list[Message]:
+    """A closing thank-you."""
+    found = await _request_facts(session, event.aggregate_id)
+    if found is None:
+        return []
+    request, facts = found
+    return await _to_customer(session, request, "request_status", {**facts, "to_status": "closed"})
+
+
+async def _order_facts(
+    session: AsyncSession, order_id: int
+) -> tuple[RepairOrder, ServiceRequest, dict[str, Any]] | None:
+    order = await session.get(RepairOrder, order_id)
+    if order is None:
+        return None
+    found = await _request_facts(session, order.service_request_id)
+    if found is None:
+        return None
+    request, facts = found
+    technician = await session.get(User, order.technician_id) if order.technician_id else None
+    facts = {
+        **facts,
+        "job": ref("RO", order.id),
+        "technician_name": technician.name if technician is not None else "",
+        "scheduled_at": _iso(order.scheduled_at or request.preferred_time),
+    }
+    return order, request, facts
+
+
+async def repair_dispatched(session: AsyncSession, event: OutboxEvent) -> list[Message]:
+    """The technician's dispatch card: everything needed to go, and an Accept button."""
+    found = await _order_facts(session, event.aggregate_id)
+    if found is None:
+        return []
+    order, request, facts = found
+    if order.technician_id is None:
+        return []
+    technician = await session.get(User, order.technician_id)
+    customer = await session.get(Customer, request.customer_id)
+    warranty, warranty_ends_on = "unknown", ""
+    product_id: int | None = None
+    if request.installed_product_id is not None:
+        unit = await session.get(InstalledProduct, request.installed_product_id)
+        if unit is not None:
+            product_id = unit.product_id
+            today = event.occurred_at.date()
+            warranty = "in" if unit.warranty_ends_on >= today else "out"
+            warranty_ends_on = unit.warranty_ends_on.isoformat()
+    articles: list[dict[str, str]] = []
+    if request.kb_article_id is not None:
+        article = await session.get(KbArticle, request.kb_article_id)
+        if article is not None:
+            articles.append({"code": article.code, "title": article.title})
+    if product_id is not None:
+        rows = await session.execute(
+            select(KbArticle.code, KbArticle.title)
+            .where(KbArticle.product_id == product_id, KbArticle.id != (request.kb_article_id or 0))
+            .order_by(KbArticle.solved_count.desc(), KbArticle.id)
+            .limit(3 - len(articles))
+        )
+        articles += [{"code": code, "title": title} for code, title in rows]
+    context = {
+        **facts,
+        "address": customer.address if customer is not None else "",
+        "phone": (customer.phone or "") if customer is not None else "",
+        "warranty": warranty,
+        "warranty_ends_on": warranty_ends_on,
+        "symptom": request.description or request.subject,
+        "articles": articles,
+        "recipient_name": technician.name if technician is not None else "",
+    }
+    return [Message(kind="dispatch_card", target=Target(user_id=order.technician_id), context=context)]
+
+
+async def repair_accepted(session: AsyncSession, event: OutboxEvent) -> list[Message]:
+    """The customer learns who comes, and when."""
+    found = await _order_facts(session, event.aggregate_id)
+    if found is None:
+        return []
+    _, request, facts = found
+    return await _to_customer(session, request, "job_accepted", facts)
+
+
+async def repair_completed(session: AsyncSession, event: OutboxEvent) -> list[Message]:
+    """The customer's summary: what was done and what it costs."""
+    found = await _order_facts(session, event.aggregate_id)
+    if found is None:
+        return []
+    order, request, facts = found
+    context = {
+        **facts,
+        "summary": order.work_summary,
+        "in_warranty": bool(order.in_warranty),
+        "total_charge": f"{order.total_charge:.2f}",
+        "currency": order.currency,
+    }
+    return await _to_customer(session, request, "job_completed", context)
+
+
+async def link_code(session: AsyncSession, event: OutboxEvent) -> list[Message]:
+    """A one-time code, to the address the person gave; urgent (they are waiting), dead after its TTL."""
+    payload = event.payload
+    destination, code = str(payload.get("destination") or ""), str(payload.get("code") or "")
+    if not destination or not code or code == "******":
+        return []
+    channel = EMAIL if "@" in destination else SMS
+    lang = str(payload.get("lang") or "en")
+    context = {
+        "code": code,
+        "channel": str(payload.get("channel") or ""),
+        "minutes": int(CODE_TTL.total_seconds() // 60),
+    }
+    return [
+        Message(
+            kind="link_code",
+            target=Target(channel=channel, address=destination, lang=lang),
+            context=context,
+            urgent=True,
+            expires_at=event.occurred_at + CODE_TTL,
+        )
+    ]
+
+
+ROUTES: dict[str, Route] = {
+    "ServiceRequestOpened": request_opened,
+    "ServiceRequestAssigned": request_assigned,
+    "ServiceRequestStatusChanged": request_status_changed,
+    "ServiceRequestResolved": request_resolved,
+    "ServiceRequestClosed": request_closed,
+    "RepairDispatched": repair_dispatched,
+    "RepairAccepted": repair_accepted,
+    "RepairCompleted": repair_completed,
+    "LinkCodeRequested": link_code,
+}
+
+# Payload fields that must not outlive routing in the outbox (they now live on the notification only).
+SECRET_FIELDS: dict[str, tuple[str, ...]] = {"LinkCodeRequested": ("code",)}
