@@ -24,6 +24,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import and_, or_, select, update
+from sqlalchemy import event as orm_events
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.container import Core
@@ -42,6 +43,20 @@ MAX_ROUTE_ATTEMPTS = 5
 # Context fields that are secrets: kept only until the message is sent or given up.
 SECRET_CONTEXT = ("code",)
 REDACTED = "******"
+
+
+def _pin_loaded_objects(session: AsyncSession) -> None:
+    """Keep every object the routing session loads alive until the session ends.
+
+    The session's identity map holds weak references: without this, the customer or product read for
+    one event is collected and read again for the next, and routing a batch costs a query per fact.
+    """
+    pinned: list[object] = []
+    session.sync_session.info["pinned"] = pinned
+
+    @orm_events.listens_for(session.sync_session, "loaded_as_persistent")
+    def _pin(_session: Any, instance: object) -> None:
+        pinned.append(instance)
 
 
 def _now_plus(now: datetime, seconds: float) -> datetime:
@@ -141,6 +156,8 @@ class Notifier:
     async def _route_batch(self) -> int:
         async with self.core.uow() as uow:
             session = uow.session
+            _pin_loaded_objects(session)
+            profiles: dict[int, Profile | None] = {}
             events = (
                 (
                     await session.execute(
@@ -159,13 +176,14 @@ class Notifier:
                 return 0
             now = self.core.clock.now()
             rows: list[dict[str, Any]] = []
+            handled: list[int] = []
             for event in events:
                 route = ROUTES.get(event.event_type)
                 if route is not None:
                     try:
                         async with session.begin_nested():
                             messages = await route(session, event)
-                            rows += await self._plan(session, event.id, messages, now)
+                            rows += await self._plan(session, event.id, messages, now, profiles)
                     except Exception as exc:  # a broken route must not stall everything behind it
                         log.exception("routing outbox event %s (%s) failed", event.id, event.event_type)
                         event.attempts += 1
@@ -177,17 +195,36 @@ class Notifier:
                     event.payload = {
                         key: (REDACTED if key in secrets else value) for key, value in event.payload.items()
                     }
-                event.processed_at = now
+                handled.append(event.id)
+            # One UPDATE for the batch: marking each row through the ORM would flush it at every savepoint.
+            await session.execute(
+                update(OutboxEvent)
+                .where(OutboxEvent.id.in_(handled))
+                .values(processed_at=now)
+                .execution_options(synchronize_session=False)
+            )
             await self._insert(session, rows)
             await uow.commit()
             return len(events)
 
     async def _plan(
-        self, session: AsyncSession, outbox_id: int | None, messages: Iterable[Message], now: datetime
+        self,
+        session: AsyncSession,
+        outbox_id: int | None,
+        messages: Iterable[Message],
+        now: datetime,
+        profiles: dict[int, Profile | None] | None = None,
     ) -> list[dict[str, Any]]:
         rows: list[dict[str, Any]] = []
+        profiles = {} if profiles is None else profiles
         for message in messages:
-            profile = await self._profile(session, message)
+            user_id = message.target.user_id
+            if user_id is not None and user_id in profiles:
+                profile = profiles[user_id]
+            else:
+                profile = await self._profile(session, message)
+                if user_id is not None:
+                    profiles[user_id] = profile
             if profile is None:
                 continue
             base = dedupe_base(f"e{outbox_id}" if outbox_id is not None else "adhoc", message)
