@@ -104,6 +104,14 @@ class Settings(BaseSettings):
             raise ValueError(f"unknown timezone {value!r}") from exc
         return value
 
+    @field_validator("quiet_hours")
+    @classmethod
+    def _valid_quiet_hours(cls, value: str) -> str:
+        from core.domain.quiet import parse_quiet_hours
+
+        parse_quiet_hours(value)
+        return value.strip()
+
     @model_validator(mode="after")
     def _valid_value_model(self) -> Settings:
         from core.domain.value import value_model_from_config

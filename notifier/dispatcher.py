@@ -29,7 +29,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.container import Core
 from core.db.models import Notification, OutboxEvent
-from notifier.recipients import Profile, address_profile, load_profile, quiet_until
+from core.domain.quiet import quiet_until
+from notifier.recipients import Profile, address_profile, load_profile
 from notifier.routing import ROUTES, SECRET_FIELDS, Message
 from notifier.templates import TemplateFailure, Templates
 from notifier.types import CHAT_CHANNELS, DeliveryError, Outgoing, Sender
