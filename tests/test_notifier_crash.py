@@ -11,7 +11,6 @@ import asyncio
 import email
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -23,13 +22,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
 from sqlalchemy import func, select
 
 from core.container import Core
 from core.db.models import Notification
 from core.schemas import ServiceRequestIn
+from tests.smtp_server import smtp_server
 from tests.world import World
 
 MESSAGES = 24
@@ -73,16 +72,11 @@ class HoldingHandler:
 @pytest.fixture
 def smtp() -> Iterator[tuple[HoldingHandler, int]]:
     handler = HoldingHandler()
-    with socket.socket() as probe:  # aiosmtpd checks readiness by connecting: it needs a real port
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    controller = Controller(handler, hostname="127.0.0.1", port=port)
-    controller.start()
-    try:
-        yield handler, port
-    finally:
-        handler.hold_after = None
-        controller.stop()
+    with smtp_server(handler) as port:
+        try:
+            yield handler, port
+        finally:
+            handler.hold_after = None
 
 
 def start_worker(database_url: str, smtp_port: int, data_dir: Path) -> subprocess.Popen[bytes]:

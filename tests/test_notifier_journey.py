@@ -7,13 +7,11 @@ from __future__ import annotations
 
 import asyncio
 import email
-import socket
 from collections.abc import AsyncIterator, Iterator
 from email import policy
 from typing import Any
 
 import pytest
-from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
 from pydantic import SecretStr
 from sqlalchemy import select, update
@@ -28,6 +26,7 @@ from core.settings import Settings
 from notifier.build import build_notifier
 from tests.chat import ScriptedNlu
 from tests.fake_telegram import FakeTelegram, callback_update, text_update
+from tests.smtp_server import smtp_server
 from tests.world import World
 
 TOKEN = "123456:TEST-token-for-the-fake-api"
@@ -50,15 +49,8 @@ class Mailbox:
 @pytest.fixture
 def mailbox() -> Iterator[tuple[Mailbox, int]]:
     box = Mailbox()
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    controller = Controller(box, hostname="127.0.0.1", port=port)
-    controller.start()
-    try:
+    with smtp_server(box) as port:
         yield box, port
-    finally:
-        controller.stop()
 
 
 @pytest.fixture

@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import json
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
 from typer.testing import CliRunner
 
 from crmbot.cli import app
+from tests.smtp_server import free_port, smtp_server
 from tests.world import World
 
 
@@ -45,17 +44,10 @@ class Inbox:
 
 
 @pytest.fixture
-def smtp_server() -> Iterator[tuple[Inbox, int]]:
-    inbox = Inbox()
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    controller = Controller(inbox, hostname="127.0.0.1", port=port)
-    controller.start()
-    try:
-        yield inbox, port
-    finally:
-        controller.stop()
+def mailbox() -> Iterator[tuple[Inbox, int]]:
+    received = Inbox()
+    with smtp_server(received) as port:
+        yield received, port
 
 
 def test_a_test_email_without_smtp_is_written_to_the_mail_folder(
@@ -70,9 +62,9 @@ def test_a_test_email_without_smtp_is_written_to_the_mail_folder(
 
 
 def test_a_test_email_through_a_real_smtp_server(
-    cli: CliRunner, world: World, smtp_server: tuple[Inbox, int], monkeypatch: pytest.MonkeyPatch
+    cli: CliRunner, world: World, mailbox: tuple[Inbox, int], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    inbox, port = smtp_server
+    inbox, port = mailbox
     monkeypatch.setenv("CRMBOT_SMTP_HOST", "127.0.0.1")
     monkeypatch.setenv("CRMBOT_SMTP_PORT", str(port))
     monkeypatch.setenv("CRMBOT_SMTP_STARTTLS", "false")
@@ -84,9 +76,7 @@ def test_a_test_email_through_a_real_smtp_server(
 def test_smtp_refusing_is_reported_not_hidden(
     cli: CliRunner, world: World, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    with socket.socket() as probe:  # a port nobody listens on
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()  # nobody listens there
     monkeypatch.setenv("CRMBOT_SMTP_HOST", "127.0.0.1")
     monkeypatch.setenv("CRMBOT_SMTP_PORT", str(port))
     monkeypatch.setenv("CRMBOT_SMTP_STARTTLS", "false")
