@@ -266,8 +266,13 @@ class Notifier:
                         "channel": "",
                         "address": "",
                         "fallback": [],
-                        "status": DEAD,
-                        "last_error": "no reachable channel",
+                        # A message meant for any channel that finds none is a dead letter someone must
+                        # act on; a copy meant for particular channels (the receipt by email) that the
+                        # person is not on is simply not sent.
+                        "status": DEAD if message.channels is None else SKIPPED,
+                        "last_error": "no reachable channel"
+                        if message.channels is None
+                        else f"not reachable by {' or '.join(message.channels)}",
                     }
                 )
                 continue

@@ -330,10 +330,12 @@ async def test_nobody_reachable_is_recorded_not_lost(
     core: Core, world: World, senders: dict[str, Recorder]
 ) -> None:
     notifier = Notifier(core, {"telegram": senders["telegram"]})  # no email, and the customer has no chat
-    await open_request(core, world.acme_customer, world.acme_serial, channel="api")
+    ticket = await open_request(core, world.acme_customer, world.acme_serial, channel="api")
+    await core.service_desk.transition(world.agent, ticket, TransitionIn(action="assign", assignee="agent"))
     await notifier.run_once()
-    [row] = await rows(core)
-    assert (row.status, row.last_error, row.channel) == ("dead", "no reachable channel", "")
+    receipt, status = await rows(core)
+    assert (receipt.status, receipt.kind) == ("skipped", "request_acknowledged")
+    assert (status.status, status.last_error, status.channel) == ("dead", "no reachable channel", "")
 
 
 # --- the person's wishes ------------------------------------------------------------------------
@@ -507,3 +509,16 @@ async def test_the_api_shows_delivery_status_and_retries_dead_letters(
         assert again.status_code == 409
     await notifier.run_once()
     assert {row.status for row in await rows(core)} == {"sent"}
+
+
+async def test_a_receipt_for_someone_without_email_is_skipped_not_dead(
+    core: Core, world: World, notifier: Notifier, senders: dict[str, Recorder]
+) -> None:
+    async with core.uow() as uow:
+        await uow.session.execute(update(User).where(User.username == "acme.buyer").values(email=None))
+        await uow.commit()
+    await open_request(core, world.acme_customer, world.acme_serial, channel="telegram")
+    await notifier.run_once()
+    [row] = await rows(core)
+    assert (row.status, row.last_error) == ("skipped", "not reachable by email")
+    assert (await core.notifications.stats(SYSTEM)).dead == []
