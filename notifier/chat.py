@@ -18,7 +18,10 @@ class ChatSender:
         """Hand the text and buttons to the channel; its typed errors say whether to retry."""
         if message.user_id is None:
             raise UnknownRecipient(f"{self.channel} messages go to CRM users, not to bare addresses")
-        reply = Reply(text=message.content.text, buttons=message.content.buttons)
+        content = message.content
+        reply = Reply(
+            text=content.text, buttons=content.buttons, image=content.image, image_alt=content.image_alt
+        )
         return await self._outbound.send_to_user(message.user_id, self.channel, reply)
 
     async def close(self) -> None:

@@ -18,8 +18,8 @@ import random
 import socket
 import uuid
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -30,10 +30,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from core.container import Core
 from core.db.models import Notification, OutboxEvent
 from core.domain.quiet import quiet_until
+from core.services.marks import insert_ignoring_duplicates
 from notifier.recipients import Profile, address_profile, load_profile
-from notifier.routing import ROUTES, SECRET_FIELDS, Message
+from notifier.registry import event_routes
+from notifier.routing import SECRET_FIELDS, Message, Route
 from notifier.templates import TemplateFailure, Templates
-from notifier.types import CHAT_CHANNELS, DeliveryError, Outgoing, Sender
+from notifier.types import CHAT_CHANNELS, EMAIL, DeliveryError, Outgoing, Rendered, Sender
 
 log = logging.getLogger("crmbot.notifier")
 
@@ -43,6 +45,9 @@ ROUTE_BATCH = 500
 MAX_ROUTE_ATTEMPTS = 5
 # Context fields that are secrets: kept only until the message is sent or given up.
 SECRET_CONTEXT = ("code",)
+IMAGE_CHANNELS = (*CHAT_CHANNELS, EMAIL)
+# Draws a kind's picture from the notification's context and language: (PNG bytes, alt text), or None.
+ImageMaker = Callable[[dict[str, Any], str], tuple[bytes, str] | None]
 REDACTED = "******"
 
 
@@ -132,6 +137,9 @@ class Notifier:
         worker_id: str | None = None,
         send_timeout: float = 60.0,
         concurrency: Mapping[str, int] | None = None,
+        routes: Mapping[str, Route] | None = None,
+        rules: Sequence[Route] = (),
+        images: Mapping[str, ImageMaker] | None = None,
     ) -> None:
         self.core = core
         self.settings = core.settings
@@ -139,6 +147,11 @@ class Notifier:
         self.templates = templates or Templates()
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self._send_timeout = send_timeout
+        # What each event type means to people (the built-in routes), plus rules that look at every event
+        # (the managers' alert rules), plus charts drawn for some kinds where the channel shows images.
+        self.routes = dict(routes) if routes is not None else event_routes()
+        self.rules = list(rules)
+        self.images = dict(images or {})
         limits = {"email": self.settings.smtp_pool_size, "sms": 4, **(concurrency or {})}
         self._limits = {channel: asyncio.Semaphore(limits.get(channel, 8)) for channel in self.senders}
         self._wake = asyncio.Event()
@@ -179,11 +192,13 @@ class Notifier:
             rows: list[dict[str, Any]] = []
             handled: list[int] = []
             for event in events:
-                route = ROUTES.get(event.event_type)
-                if route is not None:
+                route = self.routes.get(event.event_type)
+                if route is not None or self.rules:
                     try:
                         async with session.begin_nested():
-                            messages = await route(session, event)
+                            messages = await route(session, event) if route is not None else []
+                            for rule in self.rules:
+                                messages += await rule(session, event)
                             rows += await self._plan(session, event.id, messages, now, profiles)
                     except Exception as exc:  # a broken route must not stall everything behind it
                         log.exception("routing outbox event %s (%s) failed", event.id, event.event_type)
@@ -310,18 +325,8 @@ class Notifier:
         )
 
     async def _insert(self, session: AsyncSession, rows: list[dict[str, Any]]) -> None:
-        if not rows:
-            return
-        if session.bind.dialect.name == "postgresql":
-            from sqlalchemy.dialects.postgresql import insert as pg_insert
-
-            statement: Any = pg_insert(Notification).on_conflict_do_nothing(index_elements=["dedupe_key"])
-        else:
-            from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-
-            statement = sqlite_insert(Notification).on_conflict_do_nothing(index_elements=["dedupe_key"])
         # An event routed twice (a crash before its outbox row was marked) inserts nothing new.
-        await session.execute(statement, rows)
+        await insert_ignoring_duplicates(session, Notification, rows, ["dedupe_key"])
 
     async def enqueue(self, messages: Iterable[Message], *, source: str) -> list[int]:
         """Notifications not caused by an event (`crmbot notify test`); returns the new rows' ids."""
@@ -413,6 +418,7 @@ class Notifier:
         except TemplateFailure as exc:
             await self._finish(row, DEAD, error=f"template error: {exc}")
             return
+        content = self._with_image(row, content)
         outgoing = Outgoing(
             notification_id=row.id,
             dedupe_key=row.dedupe_key,
@@ -439,6 +445,21 @@ class Notifier:
             await self._retry_later(row, f"{type(exc).__name__}: {exc}", None)
             return
         await self._finish(row, SENT, provider_id=provider_id or None)
+
+    def _with_image(self, row: Claimed, content: Rendered) -> Rendered:
+        """The kind's chart, for channels that can show one; the message goes without it if drawing fails."""
+        maker = self.images.get(row.kind)
+        if maker is None or row.channel not in IMAGE_CHANNELS:
+            return content
+        try:
+            drawn = maker(row.context, row.lang)
+        except Exception:
+            log.exception("drawing the image of notification %s failed; sending the text alone", row.id)
+            return content
+        if drawn is None:
+            return content
+        image, alt = drawn
+        return replace(content, image=image, image_alt=alt)
 
     def _backoff(self, attempts: int) -> float:
         growth: float = 2.0 ** max(0, attempts - 1)

@@ -221,6 +221,9 @@ class Templates:
             path = directory / f"{lang}.yml"
             if lang == DEFAULT_LANG or path.exists():
                 self._load(lang, path)
+                # Each area keeps its own catalog beside the main one: `surveys.en.yml`, `alerts.zh.yml`, …
+                for extra in sorted(directory.glob(f"*.{lang}.yml")):
+                    self._load_more(lang, extra)
         self._compiled: dict[tuple[str, str, str], Template] = {}
         self._text_env = self._environment(autoescape=False)
         self._html_env = self._environment(autoescape=True)
@@ -303,6 +306,26 @@ class Templates:
                 continue
             kinds[str(kind)] = self._parts(spec, f"{path}: {kind}")
         self._sources[lang] = kinds
+
+    def _load_more(self, lang: str, path: Path) -> None:
+        """Kinds (and labels) from an area's catalog; a kind defined twice is an error, not an override."""
+        try:
+            raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except (OSError, yaml.YAMLError) as exc:
+            raise TemplateFailure(f"{path}: cannot load: {exc}") from exc
+        if not isinstance(raw, dict):
+            raise TemplateFailure(f"{path}: expected a mapping of notification kinds")
+        labels = raw.get("labels") or {}
+        if not isinstance(labels, dict):
+            raise TemplateFailure(f"{path}: 'labels' must map groups to values")
+        for group, values in labels.items():
+            self._labels[lang].setdefault(str(group), {}).update(_strings(values, f"{path}: labels.{group}"))
+        for kind, spec in raw.items():
+            if kind in RESERVED_KEYS:
+                continue
+            if str(kind) in self._sources[lang]:
+                raise TemplateFailure(f"{path}: kind {kind!r} is already defined in another catalog")
+            self._sources[lang][str(kind)] = self._parts(spec, f"{path}: {kind}")
 
     @staticmethod
     def _parts(spec: Any, where: str) -> dict[str, str]:

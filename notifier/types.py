@@ -47,6 +47,9 @@ class Rendered:
     text: str
     html: str | None = None
     buttons: tuple[Button, ...] = ()
+    # A PNG (a digest's chart) for channels that show images; email attaches it inline.
+    image: bytes | None = None
+    image_alt: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -561,6 +561,32 @@ class Notification(Base):
     sent_at: Mapped[datetime | None]
 
 
+class SchedulerLease(Base):
+    """Who runs the scheduler now: one holder across every process, until `expires_at` unless renewed."""
+
+    __tablename__ = "scheduler_leases"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(100))
+    acquired_at: Mapped[datetime]
+    expires_at: Mapped[datetime]
+
+
+class SweepMark(Base):
+    """That a sweep already did something once (a reminder for a product and a stage, an escalation
+    step): inserted in the same transaction as the event it raised, so a re-run or a second scheduler
+    finds it and does nothing twice."""
+
+    __tablename__ = "sweep_marks"
+    __table_args__ = (UniqueConstraint("kind", "subject", "mark", name="uq_sweep_marks_kind_subject_mark"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    kind: Mapped[str] = mapped_column(String(40))
+    subject: Mapped[str] = mapped_column(String(80))
+    mark: Mapped[str] = mapped_column(String(40))
+    created_at: Mapped[datetime] = mapped_column(index=True)
+
+
 class DemoMarker(Base):
     """Records that a dataset (the demo) was loaded, so loading is idempotent."""
 

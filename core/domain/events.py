@@ -273,3 +273,99 @@ class LinkCodeRequested(DomainEvent):
     channel: str
     code: str
     lang: str
+
+
+# --- raised by the scheduler's sweeps -----------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class WarrantyExpiring(DomainEvent):
+    """A unit's warranty ends soon: `stage` is the reminder (30 or 7 days before)."""
+
+    aggregate: ClassVar[str] = "installed_product"
+    customer_id: int
+    serial_number: str
+    ends_on: date
+    days_left: int
+    stage: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class MaintenanceDue(DomainEvent):
+    """A unit's periodic maintenance falls due on `due_on`."""
+
+    aggregate: ClassVar[str] = "installed_product"
+    customer_id: int
+    serial_number: str
+    due_on: date
+
+
+@dataclass(frozen=True, kw_only=True)
+class TaskDue(DomainEvent):
+    """An open follow-up task is due today."""
+
+    aggregate: ClassVar[str] = "task"
+    assignee_id: int
+    due_at: datetime
+
+
+@dataclass(frozen=True, kw_only=True)
+class ServiceRequestSlaAtRisk(DomainEvent):
+    """Most of a request's response or resolution time is gone: `target` is "response" or "resolution"."""
+
+    aggregate: ClassVar[str] = "service_request"
+    customer_id: int
+    target: str
+    due_at: datetime
+    assignee_id: int | None
+
+
+@dataclass(frozen=True, kw_only=True)
+class ServiceRequestSlaBreached(DomainEvent):
+    """A request missed its response or resolution target (the escalation follows as its own event)."""
+
+    aggregate: ClassVar[str] = "service_request"
+    customer_id: int
+    target: str
+    due_at: datetime
+    assignee_id: int | None
+
+
+@dataclass(frozen=True, kw_only=True)
+class SurveyDue(DomainEvent):
+    """A satisfaction survey is ready to be sent to the customer."""
+
+    aggregate: ClassVar[str] = "survey"
+    customer_id: int
+    recipient_id: int | None
+    service_request_id: int | None
+    expires_at: datetime | None
+
+
+@dataclass(frozen=True, kw_only=True)
+class DealStalled(DomainEvent):
+    """An open deal has not changed for `days` days."""
+
+    aggregate: ClassVar[str] = "opportunity"
+    customer_id: int
+    owner_id: int
+    days: int
+    amount: Decimal
+
+
+@dataclass(frozen=True, kw_only=True)
+class KeyCustomerNotVisited(DomainEvent):
+    """A customer of a top tier has had no visit for `days` days."""
+
+    aggregate: ClassVar[str] = "customer"
+    owner_id: int | None
+    tier: str
+    days: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class DigestDue(DomainEvent):
+    """A manager's morning digest for `day` (their local date) is due."""
+
+    aggregate: ClassVar[str] = "user"
+    day: date

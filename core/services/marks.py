@@ -1,0 +1,47 @@
+"""Doing something once: insert-if-absent for rows with a natural key (sweep marks, leases, notifications)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from core.db.models import Base, SweepMark
+
+
+async def insert_ignoring_duplicates(
+    session: AsyncSession, model: type[Base], rows: Sequence[dict[str, Any]], key: Sequence[str]
+) -> int:
+    """INSERT … ON CONFLICT (key) DO NOTHING on PostgreSQL and SQLite; how many rows were new."""
+    if not rows:
+        return 0
+    if session.bind.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        statement: Any = pg_insert(model).on_conflict_do_nothing(index_elements=list(key))
+    else:
+        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+        statement = sqlite_insert(model).on_conflict_do_nothing(index_elements=list(key))
+    if len(rows) == 1:
+        result = await session.execute(statement.values(**rows[0]))
+        return max(0, int(getattr(result, "rowcount", 0) or 0))
+    result = await session.execute(statement, list(rows))
+    return max(0, int(getattr(result, "rowcount", 0) or 0))
+
+
+async def mark_once(session: AsyncSession, kind: str, subject: str, mark: str, now: datetime) -> bool:
+    """Record that `kind` was done for `subject` at stage `mark`; False when it already was.
+
+    Call it in the transaction that does the thing (raises the event): if that transaction fails, the
+    mark goes with it; if another process did it first, this one sees False and does nothing.
+    """
+    created = await insert_ignoring_duplicates(
+        session,
+        SweepMark,
+        [{"kind": kind, "subject": subject[:80], "mark": mark[:40], "created_at": now}],
+        ["kind", "subject", "mark"],
+    )
+    return created == 1
