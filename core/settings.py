@@ -77,6 +77,17 @@ class Settings(BaseSettings):
     notify_batch: int = Field(default=50, ge=1, le=1000)
     notify_poll: float = Field(default=1.0, gt=0)
 
+    # The scheduler: how often it sweeps; links in emails and SMS point at PUBLIC_URL (default: the local
+    # server); a survey is sent SURVEY_DELAY_HOURS after a case is resolved and can be answered for
+    # SURVEY_LIFETIME_DAYS; ALERT_RULES replaces the built-in manager alert rules with a YAML file of yours;
+    # managers get their digest at DIGEST_HOUR local time.
+    scheduler_interval: float = Field(default=60.0, ge=1.0)
+    public_url: str | None = None
+    survey_delay_hours: float = Field(default=2.0, ge=0)
+    survey_lifetime_days: int = Field(default=14, ge=1, le=365)
+    alert_rules: Path | None = None
+    digest_hour: int = Field(default=8, ge=0, le=23)
+
     nlu_backend: Literal["embedded", "rasa"] = "embedded"
     rasa_url: str | None = None
 
@@ -135,6 +146,11 @@ class Settings(BaseSettings):
     def mail_directory(self) -> Path:
         """Where mail goes as .eml files when no SMTP host is set."""
         return self.mail_dir or self.data_dir / "mail"
+
+    @property
+    def base_url(self) -> str:
+        """Where people reach this server from outside (links in emails and SMS), without a trailing /."""
+        return (self.public_url or f"http://{self.host}:{self.port}").rstrip("/")
 
     @property
     def sms_directory(self) -> Path:
