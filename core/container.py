@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from core.clock import Clock, SystemClock
 from core.db.engine import create_engine, create_session_factory
 from core.domain.value import value_model_from_config
+from core.services.care import CareService
 from core.services.conversations import ConversationStore
 from core.services.customers import CustomerService
 from core.services.installed import InstalledBaseService
@@ -19,6 +20,7 @@ from core.services.notifications import NotificationService
 from core.services.org import OrgService
 from core.services.sales import SalesService
 from core.services.servicedesk import ServiceDesk
+from core.services.sla import SlaService
 from core.services.surveys import SurveyService
 from core.settings import Settings
 from core.uow import UnitOfWork
@@ -42,6 +44,8 @@ class Core:
     conversations: ConversationStore
     linking: LinkingService
     notifications: NotificationService
+    care: CareService
+    sla: SlaService
     # Called after every commit that wrote outbox events (the in-process notifier wakes on it).
     commit_listeners: list[Callable[[], None]] = field(default_factory=list)
 
@@ -92,5 +96,7 @@ def build_core(settings: Settings, *, clock: Clock | None = None, engine: AsyncE
         conversations=ConversationStore(uow, clock, tz),
         linking=LinkingService(uow, clock, tz),
         notifications=NotificationService(uow, clock, tz),
+        care=CareService(uow, clock, tz),
+        sla=SlaService(uow, clock, tz),
         commit_listeners=listeners,
     )

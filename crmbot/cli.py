@@ -26,6 +26,9 @@ app = typer.Typer(help="crmbot — a chat-first CRM assistant.", no_args_is_help
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 users_app = typer.Typer(help="Users, roles and channel identities.", no_args_is_help=True)
 kb_app = typer.Typer(help="Knowledge base.", no_args_is_help=True)
+scheduler_app = typer.Typer(
+    help="The scheduler: reminders, SLA steps, surveys, alerts, digests.", no_args_is_help=True
+)
 notify_app = typer.Typer(
     help="The notifier: test a channel, see delivery status, retry dead letters.", no_args_is_help=True
 )
@@ -33,6 +36,7 @@ app.add_typer(db_app, name="db")
 app.add_typer(users_app, name="users")
 app.add_typer(kb_app, name="kb")
 app.add_typer(notify_app, name="notify")
+app.add_typer(scheduler_app, name="scheduler")
 
 
 def _register_nlu() -> None:
@@ -100,6 +104,7 @@ class RunRole(StrEnum):
     ALL = "all"
     WEB = "web"
     WORKER = "worker"
+    SCHEDULER = "scheduler"
 
 
 @app.command()
@@ -110,7 +115,8 @@ def run(
         RunRole,
         typer.Option(
             help="all: everything in one process; web: the HTTP server and chat channels; "
-            "worker: only the notifier's delivery (several may run against PostgreSQL)."
+            "worker: only the notifier's delivery (several may run against PostgreSQL); "
+            "scheduler: only the scheduler (one is active at a time, however many run)."
         ),
     ] = RunRole.ALL,
 ) -> None:
@@ -122,6 +128,9 @@ def run(
     settings = load_settings()
     if role is RunRole.WORKER:
         run_worker(settings)
+        return
+    if role is RunRole.SCHEDULER:
+        run_scheduler(settings)
         return
     token, generated = settings.resolve_api_token()
     bind_host = host or settings.host
@@ -146,6 +155,7 @@ def run(
             app.state.outbound = Outbound(core, getattr(app.state, "senders", {}))
             if role is RunRole.ALL:
                 channels.append(start_notifier(core, getattr(app.state, "senders", {})))
+                channels.append(start_scheduler(core))
             server = uvicorn.Server(
                 uvicorn.Config(app, host=bind_host, port=bind_port, log_level="info", access_log=False)
             )
@@ -187,6 +197,39 @@ def start_notifier(core: Core, channel_senders: dict[str, Any]) -> Callable[[], 
         await notifier.close()
 
     return stop
+
+
+def start_scheduler(core: Core) -> Callable[[], Awaitable[None]]:
+    """Run the scheduler in this process (it sweeps only while it holds the lease); returns how to stop."""
+    from notifier.registry import all_sweeps
+    from notifier.scheduler import Scheduler
+
+    scheduler = Scheduler(core, all_sweeps(), every=core.settings.scheduler_interval)
+    scheduler.start()
+    return scheduler.stop
+
+
+def run_scheduler(settings: Settings) -> None:
+    """`crmbot run --role scheduler`: sweep on time while holding the lease, until SIGTERM/SIGINT."""
+    import signal
+
+    async def main() -> None:
+        core = build_core(settings)
+        stop_event = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop_event.set)
+        stop = start_scheduler(core)
+        console.print(
+            f"crmbot scheduler (database: {_safe_url(settings)}); sweeping while it holds the lease"
+        )
+        try:
+            await stop_event.wait()
+        finally:
+            await stop()
+            await core.close()
+
+    asyncio.run(main())
 
 
 def run_worker(settings: Settings) -> None:
@@ -618,6 +661,75 @@ def notify_retry(
     """Put a dead letter back in the queue (after fixing its cause)."""
     item = with_core(lambda core: core.notifications.retry(SYSTEM, notification_id))
     console.print(f"Notification {item.id} is {item.status} again; a worker will deliver it.", markup=False)
+
+
+# --- scheduler ----------------------------------------------------------------------------------
+
+
+@scheduler_app.command("run-once")
+def scheduler_run_once(
+    at: Annotated[
+        str | None,
+        typer.Option(help="The moment to sweep for, ISO 8601 with a timezone offset (default: now)."),
+    ] = None,
+    deliver: Annotated[
+        bool, typer.Option(help="Also deliver what the sweeps raised, as a worker would at that moment.")
+    ] = True,
+) -> None:
+    """Run every sweep due at that moment once, then exit (cron deployments; checking a chosen time).
+
+    Running it twice for the same moment, or beside a live scheduler, does nothing twice: every sweep
+    marks what it did in the same transaction.
+    """
+    from datetime import datetime
+
+    from core.clock import FrozenClock
+    from notifier.build import build_notifier, standalone_chat_senders
+    from notifier.registry import all_sweeps
+    from notifier.scheduler import Scheduler
+
+    moment: datetime | None = None
+    if at is not None:
+        try:
+            moment = datetime.fromisoformat(at)
+        except ValueError:
+            err.print(f"--at: '{at}' is not an ISO 8601 date and time (like 2026-06-15T08:00:00+08:00).")
+            raise typer.Exit(2) from None
+        if moment.tzinfo is None:
+            err.print("--at needs a timezone offset (like +08:00 or Z): a reminder's day depends on it.")
+            raise typer.Exit(2)
+    settings = load_settings()
+
+    async def main() -> tuple[dict[str, int], int]:
+        core = build_core(settings, clock=FrozenClock(moment) if moment is not None else None)
+        try:
+            from core.db.migrate import upgrade
+
+            await upgrade(core.engine)
+            done = await Scheduler(core, all_sweeps()).run_due()
+            delivered = 0
+            if deliver:
+                senders, closers = standalone_chat_senders(core)
+                notifier = build_notifier(core, senders)
+                try:
+                    _, delivered = await notifier.run_once()
+                finally:
+                    await notifier.close()
+                    for close in closers:
+                        await close()
+            return done, delivered
+        finally:
+            await core.close()
+
+    done, delivered = asyncio.run(main())
+    table = Table("sweep", "done", title=f"Sweeps at {(moment.isoformat() if moment else 'now')}")
+    for name, count in done.items():
+        table.add_row(name, "failed (see the log)" if count < 0 else str(count))
+    console.print(table)
+    if deliver:
+        console.print(f"Notifications handled: {delivered}")
+    if any(count < 0 for count in done.values()):
+        raise typer.Exit(1)
 
 
 def main() -> None:

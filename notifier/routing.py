@@ -69,27 +69,40 @@ def _iso(value: datetime | None) -> str:
     return value.isoformat() if value is not None else ""
 
 
-async def _customer_recipients(session: AsyncSession, request: ServiceRequest) -> list[Target]:
-    """Who hears about a customer's case: the customer user who opened it, else the customer's users,
-    else the customer's email on file."""
-    if request.requester_id is not None:
-        requester = await session.get(User, request.requester_id)
+async def customer_targets(
+    session: AsyncSession, customer_id: int, requester_id: int | None = None
+) -> list[Target]:
+    """Who hears about a customer's affairs: the customer user who asked, else the customer's users, else
+    the customer's email on file."""
+    if requester_id is not None:
+        requester = await session.get(User, requester_id)
         if requester is not None and requester.role == Role.CUSTOMER and requester.active:
             return [Target(user_id=requester.id)]
     users = (
         await session.execute(
             select(User.id).where(
-                User.customer_id == request.customer_id, User.role == Role.CUSTOMER, User.active.is_(True)
+                User.customer_id == customer_id, User.role == Role.CUSTOMER, User.active.is_(True)
             )
         )
     ).scalars()
     targets = [Target(user_id=user_id) for user_id in users]
     if targets:
         return targets
-    customer = await session.get(Customer, request.customer_id)
+    customer = await session.get(Customer, customer_id)
     if customer is not None and customer.email:
         return [Target(channel=EMAIL, address=customer.email)]
     return []
+
+
+async def _customer_recipients(session: AsyncSession, request: ServiceRequest) -> list[Target]:
+    return await customer_targets(session, request.customer_id, request.requester_id)
+
+
+async def request_facts(
+    session: AsyncSession, request_id: int
+) -> tuple[ServiceRequest, dict[str, Any]] | None:
+    """A request and the facts messages about it show (ticket, subject, customer, product, assignee)."""
+    return await _request_facts(session, request_id)
 
 
 async def _request_facts(

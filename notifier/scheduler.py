@@ -78,7 +78,7 @@ class Scheduler:
                     update(SchedulerLease)
                     .where(
                         SchedulerLease.name == LEASE_NAME,
-                        or_(SchedulerLease.holder == self.holder, SchedulerLease.expires_at < now),
+                        or_(SchedulerLease.holder == self.holder, SchedulerLease.expires_at <= now),
                     )
                     .values(holder=self.holder, acquired_at=now, expires_at=now + self.lease)
                     .execution_options(synchronize_session=False)

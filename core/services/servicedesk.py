@@ -60,6 +60,7 @@ from core.services.base import (
     usernames,
 )
 from core.services.installed import normalise_serial
+from core.services.sla import escalation_chain
 from core.uow import UnitOfWork
 
 MAX_ATTACHMENT_BYTES = 10 * 1024 * 1024
@@ -988,25 +989,11 @@ class ServiceDesk(Service):
         return order
 
     async def _escalation_target(self, session: AsyncSession, request: ServiceRequest) -> User | None:
-        """The next person up: the assignee's manager, else the head of their department or its parents."""
-        if request.assignee_id is None:
+        """The next person up from the current escalation level (the SLA watch uses the same chain)."""
+        chain = await escalation_chain(session, request)
+        if not chain:
             return None
-        assignee = await session.get(User, request.assignee_id)
-        if assignee is None:
-            return None
-        if assignee.manager_id is not None:
-            return await session.get(User, assignee.manager_id)
-        department_id = assignee.department_id
-        seen: set[int] = set()
-        while department_id is not None and department_id not in seen:
-            seen.add(department_id)
-            department = await session.get(Department, department_id)
-            if department is None:
-                return None
-            if department.head_id is not None and department.head_id != assignee.id:
-                return await session.get(User, department.head_id)
-            department_id = department.parent_id
-        return None
+        return chain[min(request.escalation_level, len(chain) - 1)]
 
     def _record(
         self,

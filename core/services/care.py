@@ -1,0 +1,173 @@
+"""Care reminders: warranty ending, maintenance due, follow-up tasks due — each raised once, on the right day.
+
+Every sweep works out what is due on the business day `now` falls on (in the company's timezone: warranty
+and maintenance dates are local dates) and raises an event for each thing not yet reminded, marking it in
+the same transaction. A sweep that did not run for a while catches up with what is still relevant
+instead of sending every reminder it missed.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime, time, timedelta
+
+from sqlalchemy import and_, func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from core.db.models import InstalledProduct, Product, SweepMark, Task
+from core.domain import events
+from core.domain.warranty import add_months
+from core.services.base import Service
+from core.services.marks import mark_once
+
+# Reminder stages before the warranty ends, largest first: a unit first seen 5 days before its end gets
+# the 7-day reminder only, never a late "30 days left".
+WARRANTY_STAGES = (30, 7)
+MAINTENANCE_NOTICE = timedelta(days=7)
+# A maintenance reminder that would be more than this late is not sent (the next interval will be).
+MAINTENANCE_GRACE = timedelta(days=30)
+BATCH = 500
+
+
+class CareService(Service):
+    """The sweeps behind care reminders (the scheduler calls them; the notifier words and sends them)."""
+
+    def _day(self, now: datetime) -> date:
+        return now.astimezone(self._tz).date()
+
+    async def warranty_reminders(self, now: datetime) -> int:
+        """Raise WarrantyExpiring for units 30 and 7 days before their warranty ends; how many were raised."""
+        today = self._day(now)
+        horizon = today + timedelta(days=max(WARRANTY_STAGES))
+        raised = 0
+        async with self._uow() as uow:
+            session = uow.session
+            units = (
+                await session.execute(
+                    select(
+                        InstalledProduct.id,
+                        InstalledProduct.customer_id,
+                        InstalledProduct.serial_number,
+                        InstalledProduct.warranty_ends_on,
+                    )
+                    .where(InstalledProduct.warranty_ends_on.between(today, horizon))
+                    .order_by(InstalledProduct.id)
+                )
+            ).all()
+            done = await self._marked(session, "warranty", [f"ip:{unit.id}" for unit in units])
+            for unit in units:
+                days_left = (unit.warranty_ends_on - today).days
+                stage = min(stage for stage in WARRANTY_STAGES if days_left <= stage)
+                mark = f"{stage}d:{unit.warranty_ends_on.isoformat()}"
+                # An extended warranty has a new end date, hence a new mark: it is reminded again.
+                if (f"ip:{unit.id}", mark) in done or not await mark_once(
+                    session, "warranty", f"ip:{unit.id}", mark, now
+                ):
+                    continue
+                uow.emit(
+                    events.WarrantyExpiring(
+                        aggregate_id=unit.id,
+                        customer_id=unit.customer_id,
+                        serial_number=unit.serial_number,
+                        ends_on=unit.warranty_ends_on,
+                        days_left=days_left,
+                        stage=stage,
+                    )
+                )
+                raised += 1
+            await uow.commit()
+        return raised
+
+    async def maintenance_reminders(self, now: datetime) -> int:
+        """Raise MaintenanceDue a week before each unit's periodic maintenance; how many were raised."""
+        today = self._day(now)
+        raised = 0
+        async with self._uow() as uow:
+            session = uow.session
+            interval = func.coalesce(
+                InstalledProduct.maintenance_interval_months, Product.maintenance_interval_months
+            )
+            units = (
+                await session.execute(
+                    select(
+                        InstalledProduct.id,
+                        InstalledProduct.customer_id,
+                        InstalledProduct.serial_number,
+                        InstalledProduct.sold_on,
+                        InstalledProduct.last_maintenance_on,
+                        interval,
+                    )
+                    .join(Product, Product.id == InstalledProduct.product_id)
+                    .where(interval.is_not(None), interval > 0)
+                    .order_by(InstalledProduct.id)
+                )
+            ).all()
+            due: list[tuple[int, int, str, date]] = []
+            for unit_id, customer_id, serial, sold_on, last_done, months in units:
+                due_on = _next_maintenance(last_done or sold_on, int(months), today - MAINTENANCE_GRACE)
+                if due_on - MAINTENANCE_NOTICE <= today:
+                    due.append((unit_id, customer_id, serial, due_on))
+            done = await self._marked(session, "maintenance", [f"ip:{unit_id}" for unit_id, *_ in due])
+            for unit_id, customer_id, serial, due_on in due:
+                subject, mark = f"ip:{unit_id}", due_on.isoformat()
+                if (subject, mark) in done or not await mark_once(session, "maintenance", subject, mark, now):
+                    continue
+                uow.emit(
+                    events.MaintenanceDue(
+                        aggregate_id=unit_id, customer_id=customer_id, serial_number=serial, due_on=due_on
+                    )
+                )
+                raised += 1
+            await uow.commit()
+        return raised
+
+    async def task_reminders(self, now: datetime) -> int:
+        """Raise TaskDue for open tasks due today (business day) that have an assignee; how many."""
+        today = self._day(now)
+        start = datetime.combine(today, time.min, tzinfo=self._tz)
+        end = start + timedelta(days=1)
+        raised = 0
+        async with self._uow() as uow:
+            session = uow.session
+            tasks = (
+                await session.execute(
+                    select(Task.id, Task.assignee_id, Task.due_at)
+                    .where(
+                        Task.status == "open",
+                        Task.assignee_id.is_not(None),
+                        and_(Task.due_at >= start, Task.due_at < end),
+                    )
+                    .order_by(Task.id)
+                )
+            ).all()
+            done = await self._marked(session, "task", [f"task:{task.id}" for task in tasks])
+            for task_id, assignee_id, due_at in tasks:
+                subject, mark = f"task:{task_id}", today.isoformat()
+                if (subject, mark) in done or not await mark_once(session, "task", subject, mark, now):
+                    continue
+                uow.emit(events.TaskDue(aggregate_id=task_id, assignee_id=assignee_id, due_at=due_at))
+                raised += 1
+            await uow.commit()
+        return raised
+
+    async def _marked(self, session: AsyncSession, kind: str, subjects: list[str]) -> set[tuple[str, str]]:
+        """(subject, mark) pairs already recorded, read in batches (one query instead of one per unit)."""
+        found: set[tuple[str, str]] = set()
+        for offset in range(0, len(subjects), BATCH):
+            chunk = subjects[offset : offset + BATCH]
+            rows = await session.execute(
+                select(SweepMark.subject, SweepMark.mark).where(
+                    SweepMark.kind == kind, SweepMark.subject.in_(chunk)
+                )
+            )
+            found.update((subject, mark) for subject, mark in rows)
+        return found
+
+
+def _next_maintenance(since: date, months: int, not_before: date) -> date:
+    """The first maintenance date after `since` every `months`, skipping those before `not_before`."""
+    step = 1
+    due = add_months(since, months)
+    while due < not_before:
+        step += 1
+        due = add_months(since, months * step)
+    return due
