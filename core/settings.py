@@ -86,6 +86,8 @@ class Settings(BaseSettings):
     survey_delay_hours: float = Field(default=2.0, ge=0)
     survey_lifetime_days: int = Field(default=14, ge=1, le=365)
     alert_rules: Path | None = None
+    # The care plan (lifecycle-stage activities per segment); the built-in one when unset.
+    care_plan: Path | None = None
     digest_hour: int = Field(default=8, ge=0, le=23)
 
     nlu_backend: Literal["embedded", "rasa"] = "embedded"
@@ -122,6 +124,15 @@ class Settings(BaseSettings):
 
         parse_quiet_hours(value)
         return value.strip()
+
+    @field_validator("care_plan")
+    @classmethod
+    def _valid_care_plan(cls, value: Path | None) -> Path | None:
+        from core.domain.care_plan import load_care_plan
+
+        if value is not None:
+            load_care_plan(value)  # refused at start, with the file, line and reason
+        return value
 
     @model_validator(mode="after")
     def _valid_value_model(self) -> Settings:

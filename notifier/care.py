@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.container import Core
 from core.db.models import Customer, InstalledProduct, OutboxEvent, Product, Task, User
+from core.domain.care_plan import load_care_plan
 from core.services.base import ref
 from core.services.sla import escalation_chain
 from notifier.routing import Message, Route, Target, customer_targets, request_facts
@@ -146,7 +147,21 @@ async def request_escalated(session: AsyncSession, event: OutboxEvent) -> list[M
     return messages
 
 
+async def care_activity(session: AsyncSession, event: OutboxEvent) -> list[Message]:
+    """A care plan message (welcome, check-in, anniversary) to the customer's people."""
+    customer = await session.get(Customer, event.aggregate_id)
+    kind = str(event.payload.get("message") or "")
+    if customer is None or not kind:
+        return []
+    context = {"customer_name": customer.name, "stage": str(event.payload.get("stage") or "")}
+    return [
+        Message(kind=kind, target=target, context=context)
+        for target in await customer_targets(session, customer.id)
+    ]
+
+
 ROUTES: dict[str, Route] = {
+    "CareActivityDue": care_activity,
     "WarrantyExpiring": warranty_expiring,
     "MaintenanceDue": maintenance_due,
     "TaskDue": task_due,
@@ -167,6 +182,10 @@ async def _tasks(core: Core, now: datetime) -> int:
     return await core.care.task_reminders(now)
 
 
+async def _lifecycle(core: Core, now: datetime) -> int:
+    return await core.care.lifecycle_activities(now, load_care_plan(core.settings.care_plan))
+
+
 async def _sla(core: Core, now: datetime) -> int:
     return await core.sla.sweep(now)
 
@@ -176,6 +195,8 @@ SWEEPS: list[Sweep] = [
     Sweep("care.warranty", _warranty),
     Sweep("care.maintenance", _maintenance),
     Sweep("care.tasks", _tasks),
+    # The whole customer base is read: once an hour is plenty for activities counted in days.
+    Sweep("care.lifecycle", _lifecycle, every=timedelta(hours=1)),
 ]
 
 __all__ = ["ROUTES", "SWEEPS"]

@@ -29,10 +29,15 @@ LEASE_NAME = "scheduler"
 
 @dataclass(frozen=True, slots=True)
 class Sweep:
-    """One kind of work the scheduler triggers; `run` returns how many things it did."""
+    """One kind of work the scheduler triggers; `run` returns how many things it did.
+
+    `every` spaces out sweeps that read a lot and whose answers change slowly (the whole customer base
+    for the care plan): the scheduler skips them until that long after their last run in this process.
+    """
 
     name: str
     run: Callable[[Core, datetime], Awaitable[int]]
+    every: timedelta = timedelta(0)
 
 
 class Scheduler:
@@ -53,6 +58,7 @@ class Scheduler:
         self.lease = lease
         self.every = every
         self._scheduler: Any = None
+        self._last_run: dict[str, datetime] = {}
 
     async def acquire(self) -> bool:
         """Take or renew the lease; False while another live scheduler holds it."""
@@ -99,10 +105,14 @@ class Scheduler:
             await uow.commit()
 
     async def run_due(self, now: datetime | None = None) -> dict[str, int]:
-        """Run every sweep for the moment `now`; one failing sweep never stops the others."""
+        """Run every sweep due at the moment `now`; one failing sweep never stops the others."""
         moment = now or self.core.clock.now()
         done: dict[str, int] = {}
         for sweep in self.sweeps:
+            last = self._last_run.get(sweep.name)
+            if last is not None and last <= moment < last + sweep.every:
+                continue
+            self._last_run[sweep.name] = moment
             try:
                 done[sweep.name] = await sweep.run(self.core, moment)
             except Exception:

@@ -17,8 +17,8 @@ from core.db.models import InstalledProduct, OutboxEvent, Task
 from core.domain.enums import RequestKind, Severity
 from core.schemas import ServiceRequestIn
 from crmbot.cli import app
+from notifier.care import SWEEPS as CARE_SWEEPS
 from notifier.dispatcher import Notifier
-from notifier.registry import all_sweeps
 from notifier.scheduler import Scheduler
 from notifier.types import Outgoing
 from tests.world import World
@@ -63,7 +63,7 @@ def restart(core: Core, clock: FrozenClock) -> tuple[Scheduler, Notifier, Record
     """A fresh scheduler and notifier, as after a process restart (all state is in the database)."""
     email = Recorder("email")
     email.clock = clock
-    return Scheduler(core, all_sweeps()), Notifier(core, {"email": email}), email
+    return Scheduler(core, CARE_SWEEPS), Notifier(core, {"email": email}), email
 
 
 # --- care reminders -----------------------------------------------------------------------------
@@ -114,7 +114,7 @@ async def test_an_extended_warranty_is_reminded_again_and_a_late_first_sight_get
     core: Core, world: World, clock: FrozenClock
 ) -> None:
     await set_warranty_end(core, world.acme_serial, date(2026, 6, 20))  # 5 days left at TEST_NOW
-    scheduler = Scheduler(core, all_sweeps())
+    scheduler = Scheduler(core, CARE_SWEEPS)
     await scheduler.run_due()
     [event] = await events_of(core, "WarrantyExpiring")
     assert event.payload["stage"] == 7  # never a late "30 days left"
@@ -172,7 +172,7 @@ async def test_maintenance_is_reminded_a_week_ahead(core: Core, world: World, cl
             .values(maintenance_interval_months=12, last_maintenance_on=date(2025, 6, 20))
         )
         await uow.commit()
-    scheduler = Scheduler(core, all_sweeps())
+    scheduler = Scheduler(core, CARE_SWEEPS)
     await scheduler.run_due()
     await scheduler.run_due()
     [event] = await events_of(core, "MaintenanceDue")
@@ -244,7 +244,7 @@ async def test_a_responded_request_is_not_escalated_for_its_response(
         world.agent, request.ref, TransitionIn(action="assign", assignee="agent")
     )
     clock.advance(timedelta(hours=5))  # past the 4-hour response target, well before the 1-day resolution
-    await Scheduler(core, all_sweeps()).run_due()
+    await Scheduler(core, CARE_SWEEPS).run_due()
     assert await events_of(core, "ServiceRequestEscalated") == []
 
 
@@ -340,3 +340,113 @@ async def set_warranty_end_sync(database_url: str, serial: str) -> None:
 def test_run_once_refuses_a_bad_moment(cli: CliRunner, world: World, value: str, message: str) -> None:
     result = cli.invoke(app, ["scheduler", "run-once", "--at", value])
     assert result.exit_code == 2 and message in result.output
+
+
+# --- the care plan ------------------------------------------------------------------------------
+
+
+async def test_the_care_plan_welcomes_new_customers_after_a_month_and_calls_at_risk_ones_once(
+    core: Core, world: World, clock: FrozenClock
+) -> None:
+    from core.db.models import Customer
+
+    async with core.uow() as uow:
+        await uow.session.execute(
+            update(Customer).where(Customer.code == "GLOBEX").values(lifecycle_stage="at_risk")
+        )
+        await uow.commit()
+    scheduler, notifier, _ = restart(core, clock)
+    await scheduler.run_due()
+    await notifier.run_once()
+    async with core.uow() as uow:
+        tasks = list((await uow.session.execute(select(Task).where(Task.title.like("Call %")))).scalars())
+    assert [(task.title.split(":")[0], task.assignee_id) for task in tasks] == [
+        ("Call Globex Ltd", world.rep_south.user_id)
+    ]
+    assert [event.payload["activity"] for event in await events_of(core, "CareActivityDue")] == []
+
+    clock.advance(timedelta(days=30, hours=1))
+    for _ in range(2):
+        scheduler, notifier, _ = restart(core, clock)
+        await scheduler.run_due()
+        await notifier.run_once()
+    welcomes = await events_of(core, "CareActivityDue")
+    assert [(event.payload["activity"], event.payload["message"]) for event in welcomes] == [
+        ("welcome-check", "care_welcome")
+    ]
+    async with core.uow() as uow:
+        tasks = list((await uow.session.execute(select(Task).where(Task.title.like("Call %")))).scalars())
+    assert len(tasks) == 1  # the at-risk call is not repeated
+
+
+def test_a_bad_care_plan_is_refused_at_start_with_its_line(tmp_path: Path) -> None:
+    from pydantic import ValidationError
+
+    from core.settings import Settings
+
+    plan = tmp_path / "plan.yml"
+    plan.write_text(
+        "- name: welcome\n  stage: new\n  after_days: thirty\n  message: care_welcome\n", encoding="utf-8"
+    )
+    with pytest.raises(ValidationError, match=r"plan\.yml:3: 'after_days' must be a whole number"):
+        Settings(care_plan=plan, data_dir=tmp_path)
+
+
+CARE_CONTEXT = {
+    "recipient_name": "王芳",
+    "serial": "WM2023-00917",
+    "product": "WM-2023 front-load washing machine 8 kg / 滚筒洗衣机",
+    "warranty_type": "standard",
+    "customer_name": "上海浦东新区某某家电销售有限公司",
+    "ends_on": "2026-07-15",
+    "days_left": 30,
+    "stage": 30,
+    "due_on": "2026-07-01",
+    "title": "Send the renewal quote to Acme Appliances and agree a date for the demo",
+    "task_kind": "follow_up",
+    "due_at": "2026-06-15T09:00:00+00:00",
+    "customer_code": "ACME",
+    "ticket": "SR-1234",
+    "subject": "Technician was rude and two hours late",
+    "kind": "complaint",
+    "severity": "critical",
+    "target": "response",
+    "assignee_name": "North Manager",
+    "level": 2,
+    "reason": "",
+    "sla_target": "response",
+    "sla_due": "2026-06-15T04:00:00+00:00",
+    "escalated_to_name": "Director",
+    "response_due": "",
+    "resolution": "",
+}
+
+
+@pytest.mark.parametrize(
+    "kind",
+    [
+        "warranty_expiring",
+        "maintenance_due",
+        "task_due",
+        "sla_at_risk",
+        "request_escalated",
+        "care_welcome",
+        "care_checkin",
+        "care_anniversary",
+    ],
+)
+@pytest.mark.parametrize("lang", ["en", "zh"])
+def test_care_messages_render_everywhere_and_sms_stay_short(kind: str, lang: str) -> None:
+    from notifier.senders.smsparts import sms_parts
+    from notifier.templates import Templates
+
+    templates = Templates()
+    for channel in ("email", "sms", "telegram", "slack", "web"):
+        rendered = templates.render(kind, channel, lang, CARE_CONTEXT, "Asia/Shanghai")
+        assert rendered.subject and rendered.text
+        if channel == "sms":
+            assert sms_parts(rendered.text).parts <= 2, rendered.text
+        if lang == "zh":
+            assert any("\u4e00" <= char <= "\u9fff" for char in rendered.text)
+        for button in rendered.buttons:
+            assert len(button.payload.encode()) <= 64

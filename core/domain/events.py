@@ -369,3 +369,13 @@ class DigestDue(DomainEvent):
 
     aggregate: ClassVar[str] = "user"
     day: date
+
+
+@dataclass(frozen=True, kw_only=True)
+class CareActivityDue(DomainEvent):
+    """A care plan activity's message is due for a customer (`message` is the notification kind)."""
+
+    aggregate: ClassVar[str] = "customer"
+    activity: str
+    message: str
+    stage: str

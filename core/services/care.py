@@ -8,13 +8,16 @@ instead of sending every reminder it missed.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import date, datetime, time, timedelta
 
 from sqlalchemy import and_, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from core.db.models import InstalledProduct, Product, SweepMark, Task
+from core.db.models import Customer, InstalledProduct, Product, SweepMark, Task
 from core.domain import events
+from core.domain.care_plan import CareActivity
+from core.domain.enums import LifecycleStage
 from core.domain.warranty import add_months
 from core.services.base import Service
 from core.services.marks import mark_once
@@ -148,6 +151,88 @@ class CareService(Service):
                 raised += 1
             await uow.commit()
         return raised
+
+    async def lifecycle_activities(self, now: datetime, plan: Sequence[CareActivity]) -> int:
+        """Carry out the care plan: for each customer, the activities of their segment and lifecycle stage
+        that are due by the time they have spent in it; each once per customer and stage. How many."""
+        if not plan:
+            return 0
+        done_count = 0
+        stages = {activity.stage for activity in plan}
+        async with self._uow() as uow:
+            session = uow.session
+            customers = (
+                await session.execute(
+                    select(
+                        Customer.id,
+                        Customer.name,
+                        Customer.segment,
+                        Customer.lifecycle_stage,
+                        Customer.created_at,
+                        Customer.owner_id,
+                    )
+                    .where(Customer.lifecycle_stage.in_(stages))
+                    .order_by(Customer.id)
+                )
+            ).all()
+            subjects = [f"c:{customer.id}" for customer in customers]
+            # When each customer was first seen in their stage (a "new" customer: since creation).
+            entered: dict[tuple[str, str], datetime] = {}
+            for offset in range(0, len(subjects), BATCH):
+                rows = await session.execute(
+                    select(SweepMark.subject, SweepMark.mark, SweepMark.created_at).where(
+                        SweepMark.kind == "lifecycle",
+                        SweepMark.subject.in_(subjects[offset : offset + BATCH]),
+                    )
+                )
+                entered.update({(subject, mark): at for subject, mark, at in rows})
+            done = await self._marked(session, "care", subjects)
+            for customer in customers:
+                subject, stage = f"c:{customer.id}", customer.lifecycle_stage
+                since = entered.get((subject, f"in:{stage}"))
+                if since is None:
+                    since = customer.created_at if stage == LifecycleStage.NEW else now
+                    await mark_once(session, "lifecycle", subject, f"in:{stage}", since)
+                for activity in plan:
+                    if not activity.applies_to(customer.segment, stage):
+                        continue
+                    mark = f"{activity.name}:{stage}"[:40]
+                    if now < since + timedelta(days=activity.after_days) or (subject, mark) in done:
+                        continue
+                    if not await mark_once(session, "care", subject, mark, now):
+                        continue
+                    if activity.message:
+                        uow.emit(
+                            events.CareActivityDue(
+                                aggregate_id=customer.id,
+                                activity=activity.name,
+                                message=activity.message,
+                                stage=stage,
+                            )
+                        )
+                    if activity.task and customer.owner_id is not None:
+                        task = Task(
+                            title=activity.task.replace("{customer}", customer.name)[:300],
+                            kind="follow_up",
+                            status="open",
+                            due_at=datetime.combine(self._day(now), time(17, 0), tzinfo=self._tz),
+                            assignee_id=customer.owner_id,
+                            customer_id=customer.id,
+                            created_at=now,
+                        )
+                        session.add(task)
+                        await session.flush()
+                        uow.emit(
+                            events.TaskCreated(
+                                aggregate_id=task.id,
+                                assignee_id=task.assignee_id,
+                                due_at=task.due_at,
+                                kind=task.kind,
+                            )
+                        )
+                    done_count += 1
+            await uow.commit()
+        return done_count
 
     async def _marked(self, session: AsyncSession, kind: str, subjects: list[str]) -> set[tuple[str, str]]:
         """(subject, mark) pairs already recorded, read in batches (one query instead of one per unit)."""
