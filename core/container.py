@@ -13,6 +13,7 @@ from core.domain.value import value_model_from_config
 from core.services.care import CareService
 from core.services.conversations import ConversationStore
 from core.services.customers import CustomerService
+from core.services.housekeeping import HousekeepingService
 from core.services.installed import InstalledBaseService
 from core.services.knowledge import KnowledgeService
 from core.services.linking import LinkingService
@@ -46,6 +47,7 @@ class Core:
     notifications: NotificationService
     care: CareService
     sla: SlaService
+    housekeeping: HousekeepingService
     # Called after every commit that wrote outbox events (the in-process notifier wakes on it).
     commit_listeners: list[Callable[[], None]] = field(default_factory=list)
 
@@ -98,5 +100,6 @@ def build_core(settings: Settings, *, clock: Clock | None = None, engine: AsyncE
         notifications=NotificationService(uow, clock, tz),
         care=CareService(uow, clock, tz),
         sla=SlaService(uow, clock, tz),
+        housekeeping=HousekeepingService(uow, clock, tz),
         commit_listeners=listeners,
     )

@@ -186,6 +186,10 @@ async def _lifecycle(core: Core, now: datetime) -> int:
     return await core.care.lifecycle_activities(now, load_care_plan(core.settings.care_plan))
 
 
+async def _housekeeping(core: Core, now: datetime) -> int:
+    return sum((await core.housekeeping.purge(now)).values())
+
+
 async def _sla(core: Core, now: datetime) -> int:
     return await core.sla.sweep(now)
 
@@ -197,6 +201,7 @@ SWEEPS: list[Sweep] = [
     Sweep("care.tasks", _tasks),
     # The whole customer base is read: once an hour is plenty for activities counted in days.
     Sweep("care.lifecycle", _lifecycle, every=timedelta(hours=1)),
+    Sweep("housekeeping", _housekeeping, every=timedelta(hours=6)),
 ]
 
 __all__ = ["ROUTES", "SWEEPS"]

@@ -450,3 +450,34 @@ def test_care_messages_render_everywhere_and_sms_stay_short(kind: str, lang: str
             assert any("\u4e00" <= char <= "\u9fff" for char in rendered.text)
         for button in rendered.buttons:
             assert len(button.payload.encode()) <= 64
+
+
+async def test_housekeeping_forgets_only_what_is_past_its_time(
+    core: Core, world: World, clock: FrozenClock
+) -> None:
+    from core.db.models import InboundMessage, Notification, SweepMark
+
+    old, recent = clock.now() - timedelta(days=400), clock.now() - timedelta(hours=1)
+    async with core.uow() as uow:
+        uow.session.add_all(
+            [
+                InboundMessage(channel="telegram", message_id="1", received_at=old),
+                InboundMessage(channel="telegram", message_id="2", received_at=recent),
+                SweepMark(kind="sla", subject="sr:1", mark="response-L1", created_at=old),
+                SweepMark(kind="warranty", subject="ip:1", mark="30d:2025-01-01", created_at=old),
+            ]
+        )
+        await uow.commit()
+    await core.service_desk.open_request(
+        world.acme_customer, ServiceRequestIn(subject="x", serial_number=world.acme_serial)
+    )
+    _, notifier, _ = restart(core, clock)
+    await notifier.run_once()
+    clock.advance(timedelta(days=200))
+    removed = await core.housekeeping.purge(clock.now())
+    assert removed["inbound_messages"] == 2 and removed["sweep_marks"] == 1 and removed["notifications"] == 1
+    assert removed["outbox"] > 0
+    async with core.uow() as uow:
+        marks = list((await uow.session.execute(select(SweepMark.kind))).scalars())
+        left = list((await uow.session.execute(select(Notification))).scalars())
+    assert marks == ["warranty"] and left == []
