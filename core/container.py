@@ -23,6 +23,7 @@ from core.services.sales import SalesService
 from core.services.servicedesk import ServiceDesk
 from core.services.sla import SlaService
 from core.services.surveys import SurveyService
+from core.services.watch import WatchService
 from core.settings import Settings
 from core.uow import UnitOfWork
 
@@ -46,6 +47,7 @@ class Core:
     linking: LinkingService
     notifications: NotificationService
     care: CareService
+    watch: WatchService
     sla: SlaService
     housekeeping: HousekeepingService
     # Called after every commit that wrote outbox events (the in-process notifier wakes on it).
@@ -99,6 +101,7 @@ def build_core(settings: Settings, *, clock: Clock | None = None, engine: AsyncE
         linking=LinkingService(uow, clock, tz),
         notifications=NotificationService(uow, clock, tz),
         care=CareService(uow, clock, tz),
+        watch=WatchService(uow, clock, tz),
         sla=SlaService(uow, clock, tz),
         housekeeping=HousekeepingService(uow, clock, tz),
         commit_listeners=listeners,

@@ -147,6 +147,7 @@ def run(
                 from core.db.migrate import upgrade
 
                 await upgrade(core.engine)
+                await check_notifier_configuration(core)
             nlu = await asyncio.to_thread(build_nlu, settings)
             assistant = Assistant(core, nlu)
             app = create_app(core, token, assistant=assistant, nlu=nlu)
@@ -177,6 +178,18 @@ def run(
             await core.close()
 
     asyncio.run(main())
+
+
+async def check_notifier_configuration(core: Core) -> None:
+    """Refuse to start with an alert rules file that cannot be used (exit 2, with FILE:LINE: reason)."""
+    from notifier.alerts import RulesError
+    from notifier.build import check_configuration
+
+    try:
+        await check_configuration(core)
+    except RulesError as exc:
+        err.print(f"Alert rules: {exc}", markup=False, highlight=False)
+        raise typer.Exit(2) from None
 
 
 def start_notifier(core: Core, channel_senders: dict[str, Any]) -> Callable[[], Awaitable[None]]:
@@ -219,6 +232,7 @@ def run_scheduler(settings: Settings) -> None:
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, stop_event.set)
+        await check_notifier_configuration(core)
         stop = start_scheduler(core)
         console.print(
             f"crmbot scheduler (database: {_safe_url(settings)}); sweeping while it holds the lease"
@@ -240,6 +254,7 @@ def run_worker(settings: Settings) -> None:
 
     async def main() -> None:
         core = build_core(settings)
+        await check_notifier_configuration(core)
         senders, closers = standalone_chat_senders(core)
         notifier = build_notifier(core, senders)
         stop_event = asyncio.Event()
@@ -706,6 +721,7 @@ def scheduler_run_once(
             from core.db.migrate import upgrade
 
             await upgrade(core.engine)
+            await check_notifier_configuration(core)
             done = await Scheduler(core, all_sweeps()).run_due()
             delivered = 0
             if deliver:

@@ -7,6 +7,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from bot.channels.base import ChannelSender
 from bot.outbound import Outbound
 from core.container import Core
+from notifier.alerts import active_rules
 from notifier.chat import ChatSender
 from notifier.dispatcher import Notifier
 from notifier.senders.email import build_email_sender
@@ -35,12 +36,21 @@ def standalone_chat_senders(
     return senders, closers
 
 
+async def check_configuration(core: Core) -> None:
+    """What can only be checked with the database at hand: the users and departments the alert rules name.
+
+    Raises RulesError (`FILE:LINE: reason` lines) for a rules file that cannot be used.
+    """
+    await active_rules(core.settings).check_against(core)
+
+
 def build_notifier(core: Core, channel_senders: Mapping[str, ChannelSender]) -> Notifier:
-    """A notifier delivering by email and SMS (as configured) and on every chat channel given."""
+    """A notifier delivering by email and SMS (as configured) and on every chat channel given, applying the
+    managers' alert rules and drawing the digest's chart."""
     outbound = Outbound(core, channel_senders)
     senders: dict[str, Sender] = {channel: ChatSender(outbound, channel) for channel in outbound.channels}
     senders["email"] = build_email_sender(core.settings)
     senders["sms"] = build_sms_sender(core.settings)
-    notifier = Notifier(core, senders)
+    notifier = Notifier(core, senders, rules=[active_rules(core.settings)])
     core.commit_listeners.append(notifier.wake)
     return notifier

@@ -135,7 +135,8 @@ async def request_escalated(session: AsyncSession, event: OutboxEvent) -> list[M
     messages = [
         Message(kind="request_escalated", target=Target(user_id=escalated_to), context=context, urgent=urgent)
     ]
-    if request.assignee_id is not None and request.assignee_id != escalated_to:
+    # After an SLA breach the assignee already has the breach alert; a manual escalation is news to them.
+    if request.assignee_id is not None and request.assignee_id != escalated_to and not sla_target:
         messages.append(
             Message(
                 kind="request_escalated",

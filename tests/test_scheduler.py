@@ -481,3 +481,17 @@ async def test_housekeeping_forgets_only_what_is_past_its_time(
         marks = list((await uow.session.execute(select(SweepMark.kind))).scalars())
         left = list((await uow.session.execute(select(Notification))).scalars())
     assert marks == ["warranty"] and left == []
+
+
+def test_a_bad_alert_rules_file_is_refused_at_start_with_its_line(
+    cli: CliRunner, world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rules = tmp_path / "alerts.yml"
+    rules.write_text(
+        "rules:\n  - name: oops\n    event: ServiceRequestOpened\n    notify:\n      - role: wizard\n",
+        encoding="utf-8",
+    )
+    monkeypatch.setenv("CRMBOT_ALERT_RULES", str(rules))
+    result = cli.invoke(app, ["scheduler", "run-once"])
+    assert result.exit_code == 2, result.output
+    assert f"{rules}:5:" in result.output and "wizard" in result.output and "Traceback" not in result.output

@@ -1,0 +1,154 @@
+"""Watching for what did not happen: deals nobody moved, key customers nobody visited.
+
+Each check is one idempotent pass for a moment `now`, raising its event once per deal or customer per
+episode: the mark is the local date the `days` were reached, recorded with the event in one transaction.
+A second pass (or a second scheduler) finds the mark and raises nothing; a deal that moves and then stalls
+again reaches a new date, so it is reported again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import date, datetime, timedelta
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from core.db.models import Customer, Opportunity, SweepMark, Visit
+from core.domain.enums import OPEN_STAGES, ValueTier
+from core.domain.events import DealStalled, KeyCustomerNotVisited
+from core.services.base import Service
+from core.services.marks import mark_once
+
+DEAL_STALLED = "deal_stalled"
+KEY_CUSTOMER_NOT_VISITED = "key_customer_not_visited"
+# What counts as seeing the customer: a call or an email is contact, not a visit.
+VISIT_KINDS = ("visit", "meeting")
+_CHUNK = 500
+
+
+async def _already_marked(
+    session: AsyncSession, kind: str, wanted: Sequence[tuple[str, str]]
+) -> set[tuple[str, str]]:
+    """The (subject, mark) pairs of `wanted` done before: a long-stalled deal costs a read, not an insert,
+    on every pass."""
+    found: set[tuple[str, str]] = set()
+    subjects = sorted({subject for subject, _mark in wanted})
+    for start in range(0, len(subjects), _CHUNK):
+        rows = await session.execute(
+            select(SweepMark.subject, SweepMark.mark).where(
+                SweepMark.kind == kind, SweepMark.subject.in_(subjects[start : start + _CHUNK])
+            )
+        )
+        found.update((subject, mark) for subject, mark in rows.tuples())
+    return found
+
+
+def _check_days(days: int) -> None:
+    if isinstance(days, bool) or not isinstance(days, int) or days < 1:
+        raise ValueError(f"days must be a whole number of at least 1, not {days!r}")
+
+
+class WatchService(Service):
+    """The scheduler's checks for inactivity; they act as the system, so they take no actor."""
+
+    async def stalled_deals(self, now: datetime, days: int) -> int:
+        """Raise DealStalled for every open deal unchanged for `days` days; returns how many were raised."""
+        _check_days(days)
+        cutoff = now - timedelta(days=days)
+        async with self._uow() as uow:
+            session = uow.session
+            rows = (
+                await session.execute(
+                    select(
+                        Opportunity.id,
+                        Opportunity.customer_id,
+                        Opportunity.owner_id,
+                        Opportunity.amount,
+                        Opportunity.updated_at,
+                        Opportunity.stage_changed_at,
+                    )
+                    .where(
+                        Opportunity.stage.in_([stage.value for stage in OPEN_STAGES]),
+                        Opportunity.updated_at <= cutoff,
+                        Opportunity.stage_changed_at <= cutoff,
+                    )
+                    .order_by(Opportunity.id)
+                )
+            ).all()
+            candidates = []
+            for deal_id, customer_id, owner_id, amount, updated_at, stage_changed_at in rows:
+                reached = (
+                    (max(updated_at, stage_changed_at) + timedelta(days=days)).astimezone(self._tz).date()
+                )
+                mark = f"{days}d:{reached.isoformat()}"
+                candidates.append((str(deal_id), mark, deal_id, customer_id, owner_id, amount))
+            done = await _already_marked(session, DEAL_STALLED, [(c[0], c[1]) for c in candidates])
+            raised = 0
+            for subject, mark, deal_id, customer_id, owner_id, amount in candidates:
+                if (subject, mark) in done or not await mark_once(session, DEAL_STALLED, subject, mark, now):
+                    continue
+                uow.emit(
+                    DealStalled(
+                        aggregate_id=deal_id,
+                        customer_id=customer_id,
+                        owner_id=owner_id,
+                        days=days,
+                        amount=amount,
+                    )
+                )
+                raised += 1
+            await uow.commit()
+        return raised
+
+    async def unvisited_key_customers(self, now: datetime, days: int) -> int:
+        """Raise KeyCustomerNotVisited for every key-tier customer with no visit (or meeting) for `days`
+        days, counted from the last one or, never visited, from when the customer was created."""
+        _check_days(days)
+        today = now.astimezone(self._tz).date()
+        last_visit = (
+            select(Visit.customer_id, func.max(Visit.visited_on).label("last_on"))
+            .where(Visit.kind.in_(VISIT_KINDS))
+            .group_by(Visit.customer_id)
+            .subquery()
+        )
+        async with self._uow() as uow:
+            session = uow.session
+            rows = (
+                await session.execute(
+                    select(
+                        Customer.id,
+                        Customer.owner_id,
+                        Customer.tier,
+                        Customer.created_at,
+                        last_visit.c.last_on,
+                    )
+                    .outerjoin(last_visit, last_visit.c.customer_id == Customer.id)
+                    .where(Customer.tier == ValueTier.KEY.value)
+                    .order_by(Customer.id)
+                )
+            ).all()
+            candidates = []
+            for customer_id, owner_id, tier, created_at, last_on in rows:
+                since: date = last_on if last_on is not None else created_at.astimezone(self._tz).date()
+                if (today - since).days < days:
+                    continue
+                reached = since + timedelta(days=days)
+                candidates.append(
+                    (str(customer_id), f"{days}d:{reached.isoformat()}", customer_id, owner_id, tier)
+                )
+            done = await _already_marked(
+                session, KEY_CUSTOMER_NOT_VISITED, [(c[0], c[1]) for c in candidates]
+            )
+            raised = 0
+            for subject, mark, customer_id, owner_id, tier in candidates:
+                if (subject, mark) in done or not await mark_once(
+                    session, KEY_CUSTOMER_NOT_VISITED, subject, mark, now
+                ):
+                    continue
+                uow.emit(
+                    KeyCustomerNotVisited(aggregate_id=customer_id, owner_id=owner_id, tier=tier, days=days)
+                )
+                raised += 1
+            await uow.commit()
+        return raised
