@@ -45,7 +45,12 @@ REQUIRED_PARTS = ("subject", "text", "sms")
 OPTIONAL_PARTS = ("html", "footer")
 RESERVED_KEYS = ("labels", "layout")
 PAYLOAD = re.compile(r"^/([a-z_]{2,40})(\{.*\})?$", re.DOTALL)
-_AROUND_CJK_PUNCTUATION = re.compile(r" ?([\u3000-\u303f\uff01-\uff0f\uff1a-\uff20“”‘’…]) ?")
+_AROUND_CJK_PUNCTUATION = re.compile(r" ?([\u3000-\u303f\uff01-\uff0f\uff1a-\uff20]) ?")
+# Curly quotes and the ellipsis serve English too: only a space between one of them and a Chinese
+# character goes ("点击 “确认”" → "点击“确认”"), never in "Reply “stop” to stop them".
+_CJK = "\u3000-\u303f\u3400-\u9fff\uff00-\uffef"
+_SHARED_MARK_AFTER_CJK = re.compile(rf"(?<=[{_CJK}]) (?=[“”‘’…])")
+_SHARED_MARK_BEFORE_CJK = re.compile(rf"(?<=[“”‘’…]) (?=[{_CJK}])")
 
 _WEEKDAYS = {
     "en": ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"),
@@ -188,7 +193,8 @@ def _tidy(text: str) -> str:
 
 def _one_line(text: str) -> str:
     """Lines joined by single spaces, but none next to full-width punctuation (“，”, “。”, “（” …)."""
-    return _AROUND_CJK_PUNCTUATION.sub(r"\1", " ".join(text.split()))
+    joined = _AROUND_CJK_PUNCTUATION.sub(r"\1", " ".join(text.split()))
+    return _SHARED_MARK_BEFORE_CJK.sub("", _SHARED_MARK_AFTER_CJK.sub("", joined))
 
 
 def _paragraphs(text: str) -> Markup:

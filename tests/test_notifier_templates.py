@@ -520,3 +520,13 @@ def test_request_status_speaks_of_each_status(templates: Templates) -> None:
     assert "What was done: Replaced the drain pump" in texts["resolved"]
     assert "Thank you" in texts["closed"]
     assert "Tom Li is now looking after" in texts["assigned"]
+
+
+def test_one_line_parts_keep_english_spaces_around_curly_quotes() -> None:
+    from notifier.templates import _one_line
+
+    assert (
+        _one_line("Reply “stop warranty reminders”\nto stop them.")
+        == "Reply “stop warranty reminders” to stop them."
+    )
+    assert _one_line("回复 “不要再发保修提醒” 即可停止 。") == "回复“不要再发保修提醒”即可停止。"
