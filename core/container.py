@@ -13,12 +13,14 @@ from core.domain.value import value_model_from_config
 from core.services.care import CareService
 from core.services.conversations import ConversationStore
 from core.services.customers import CustomerService
+from core.services.digest import DigestService
 from core.services.housekeeping import HousekeepingService
 from core.services.installed import InstalledBaseService
 from core.services.knowledge import KnowledgeService
 from core.services.linking import LinkingService
 from core.services.notifications import NotificationService
 from core.services.org import OrgService
+from core.services.preferences import PreferenceService
 from core.services.sales import SalesService
 from core.services.servicedesk import ServiceDesk
 from core.services.sla import SlaService
@@ -50,6 +52,8 @@ class Core:
     watch: WatchService
     sla: SlaService
     housekeeping: HousekeepingService
+    digest: DigestService
+    preferences: PreferenceService
     # Called after every commit that wrote outbox events (the in-process notifier wakes on it).
     commit_listeners: list[Callable[[], None]] = field(default_factory=list)
 
@@ -104,5 +108,7 @@ def build_core(settings: Settings, *, clock: Clock | None = None, engine: AsyncE
         watch=WatchService(uow, clock, tz),
         sla=SlaService(uow, clock, tz),
         housekeeping=HousekeepingService(uow, clock, tz),
+        digest=DigestService(uow, clock, tz, digest_hour=settings.digest_hour),
+        preferences=PreferenceService(uow, clock, tz, default_quiet=settings.quiet_hours),
         commit_listeners=listeners,
     )

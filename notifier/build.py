@@ -8,6 +8,7 @@ from bot.channels.base import ChannelSender
 from bot.outbound import Outbound
 from core.container import Core
 from notifier.alerts import active_rules
+from notifier.charts import digest_chart
 from notifier.chat import ChatSender
 from notifier.dispatcher import Notifier
 from notifier.senders.email import build_email_sender
@@ -51,6 +52,6 @@ def build_notifier(core: Core, channel_senders: Mapping[str, ChannelSender]) -> 
     senders: dict[str, Sender] = {channel: ChatSender(outbound, channel) for channel in outbound.channels}
     senders["email"] = build_email_sender(core.settings)
     senders["sms"] = build_sms_sender(core.settings)
-    notifier = Notifier(core, senders, rules=[active_rules(core.settings)])
+    notifier = Notifier(core, senders, rules=[active_rules(core.settings)], images={"digest": digest_chart})
     core.commit_listeners.append(notifier.wake)
     return notifier

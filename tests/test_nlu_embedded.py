@@ -209,11 +209,10 @@ def test_many_intents_train_in_seconds() -> None:
 def test_real_data_meets_the_quality_bar() -> None:
     """One training run on the shipped data; held-out accuracy and macro-F1 ≥ 0.90 per language."""
     heldout = [HELDOUT / "heldout_en.yml", HELDOUT / "heldout_zh.yml"]
-    if not all(path.exists() for path in heldout) or not any(DEFAULT_DATA_DIR.glob("*.yml")):
-        pytest.skip("the shipped training data or the held-out sets are not there")
-    started = time.perf_counter()
+    # Shipped with the code: missing files are a broken checkout, not a reason to skip.
+    assert all(path.exists() for path in heldout) and any(DEFAULT_DATA_DIR.glob("*.yml"))
+    # How long training takes is measured by bench/nlu.py, not asserted here: timings in tests only flake.
     trained, _report = EmbeddedNlu.train(load_nlu_data(DEFAULT_DATA_DIR))
-    assert time.perf_counter() - started < 10
     report = evaluate(trained, load_nlu_data(heldout).examples, CONTEXT)
     for lang in ("en", "zh"):
         assert report["by_lang"][lang]["accuracy"] >= 0.90, lang

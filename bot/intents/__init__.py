@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from bot.dialogue import Dialogue, Handler
-from bot.intents import field, sales, service, smalltalk
+from bot.intents import field, preferences, sales, service, smalltalk
 
 
 def all_handlers() -> list[Handler]:
@@ -17,6 +17,7 @@ def all_handlers() -> list[Handler]:
         *service.handlers(),
         *sales.handlers(),
         *field.handlers(),
+        *preferences.handlers(),
     ]
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import html
 import re
 import ssl
 import time
@@ -228,8 +229,35 @@ class EmailSender:
         email["Date"] = format_datetime(datetime.now(UTC))
         email["Message-ID"] = self.message_id(message.dedupe_key)
         email.set_content(content.text, charset="utf-8")
-        if content.html:
+        if content.html and content.image is not None:
+            # The chart travels inline (multipart/related beside the HTML), shown where the template put
+            # the slot, else at the end of the body. The Content-ID follows the dedupe key: a re-send is
+            # the same message.
+            slot = "<!--crmbot:image-->"
+            cid = f"chart.{safe_key(message.dedupe_key)}@{self._domain}"
+            alt = html.escape(content.image_alt, quote=True)
+            tag = f'<p><img src="cid:{cid}" alt="{alt}" width="600" style="max-width:100%;height:auto;"></p>'
+            if slot in content.html:
+                body = content.html.replace(slot, tag, 1)
+            elif "</body>" in content.html:
+                body = content.html.replace("</body>", f"{tag}\n</body>", 1)
+            else:
+                body = f"{content.html}\n{tag}"
+            email.add_alternative(body, subtype="html", charset="utf-8")
+            html_part = email.get_body(preferencelist=("html",))
+            assert html_part is not None
+            html_part.add_related(
+                content.image,
+                maintype="image",
+                subtype="png",
+                cid=f"<{cid}>",
+                disposition="inline",
+                filename="chart.png",
+            )
+        elif content.html:
             email.add_alternative(content.html, subtype="html", charset="utf-8")
+        elif content.image is not None:
+            email.add_attachment(content.image, maintype="image", subtype="png", filename="chart.png")
         # After the body: making the message multipart moves every Content-* header into the first part.
         email["Content-Language"] = "zh-CN" if message.lang.lower().startswith("zh") else "en"
         return email
