@@ -33,7 +33,7 @@ from core.domain.quiet import quiet_until
 from core.services.marks import insert_ignoring_duplicates
 from notifier.recipients import Profile, address_profile, load_profile
 from notifier.registry import event_routes
-from notifier.routing import SECRET_FIELDS, Message, Route
+from notifier.routing import SECRET_FIELDS, Message, Route, routing_with
 from notifier.templates import TemplateFailure, Templates
 from notifier.types import CHAT_CHANNELS, EMAIL, DeliveryError, Outgoing, Rendered, Sender
 
@@ -168,6 +168,10 @@ class Notifier:
                 return handled
 
     async def _route_batch(self) -> int:
+        with routing_with(self.settings):
+            return await self._route_batch_now()
+
+    async def _route_batch_now(self) -> int:
         async with self.core.uow() as uow:
             session = uow.session
             _pin_loaded_objects(session)

@@ -6,7 +6,9 @@ notification: a retry hours later says what was true when it happened, and rende
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -27,6 +29,7 @@ from core.db.models import (
 from core.domain.enums import RepairStatus, Role
 from core.services.base import ref
 from core.services.linking import CODE_TTL
+from core.settings import Settings
 from notifier.types import CHAT_CHANNELS, EMAIL, SMS
 
 
@@ -63,6 +66,28 @@ class Message:
 
 
 Route = Callable[[AsyncSession, OutboxEvent], Awaitable[list[Message]]]
+
+# The settings of the notifier routing right now: a route that needs configuration (where survey links
+# point, how they are signed) reads it here instead of from global state.
+_routing_settings: ContextVar[Settings | None] = ContextVar("crmbot_routing_settings", default=None)
+
+
+def routing_settings() -> Settings:
+    """The settings of the notifier that is routing this event (only inside a route)."""
+    settings = _routing_settings.get()
+    if settings is None:
+        raise RuntimeError("routing_settings() is only available while a Notifier routes events")
+    return settings
+
+
+@contextmanager
+def routing_with(settings: Settings) -> Iterator[None]:
+    """Routes called inside see `settings` through routing_settings()."""
+    token = _routing_settings.set(settings)
+    try:
+        yield
+    finally:
+        _routing_settings.reset(token)
 
 
 def _iso(value: datetime | None) -> str:

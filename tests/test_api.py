@@ -161,6 +161,7 @@ async def test_openapi_document_lists_every_area_with_bearer_security(bare_anon:
         "/api/v1/visits",
         "/api/v1/tasks",
         "/api/v1/surveys",
+        "/api/v1/surveys/csat",
         "/api/v1/kb/articles",
         "/api/v1/kb/articles/{code}",
         "/api/v1/kb/search",
@@ -218,7 +219,7 @@ async def test_every_api_route_refuses_a_request_without_token(
         if path.startswith("/api/v1/")
         for method in methods
     ]
-    assert len(operations) == 42
+    assert len(operations) == 43
     for method, template in operations:
         path = re.sub(r"\{[^}]+\}", "X1", template)
         response = await anon.request(method, path, json={})

@@ -541,7 +541,9 @@ async def test_rating_bad_values_then_good(core: Core, world: World) -> None:
     for bad in ("7", "ten"):
         again = await chat.say(bad)
         assert again[0].text == "Please pick a rating from 1 to 5 stars." and len(again[1].buttons) == 5
-    assert texts(await chat.say("5")) == f"Thank you! You rated {ticket} ⭐⭐⭐⭐⭐."
+    rated = await chat.say("5")
+    assert rated[0].text == f"Thank you! You rated {ticket} ⭐⭐⭐⭐⭐."
+    assert rated[1].text.startswith(f"Anything you'd like to add about {ticket}?")
     [survey] = (await core.surveys.list(world.admin)).items
     assert (survey.status, survey.score, survey.service_request_ref) == ("answered", 5, ticket)
     already = texts(await chat.say(f"rate {ticket} 4", "rate_service", ticket_id=ticket, rating="4"))

@@ -9,7 +9,7 @@ from datetime import date, datetime, time, timedelta
 from typing import Any, ClassVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from bot.dialogue import Handler, Slot, SlotInvalid, Turn
+from bot.dialogue import SWITCH_CONFIDENCE, Handler, Slot, SlotInvalid, Turn
 from bot.messages import Button, Reply
 from core.domain.enums import Channel, RequestKind, RequestStatus, Role, Severity, SurveyStatus
 from core.errors import Conflict, InvalidTransition, NotFound, ValidationFailed
@@ -932,15 +932,28 @@ class KbSolved(Handler):
 
 # --- ratings -------------------------------------------------------------------------------------
 
+RATED = "_rated"
+# Parses that never replace a comment ("no" is an answer; prose the model can't place is the comment).
+_NOT_A_REQUEST = ("affirm", "deny", "out_of_scope", "nlu_fallback")
+# Answers to "anything to add?" that mean no (the "No comment" button sends /deny).
+_NO_COMMENT = re.compile(
+    r"^\s*(?:no|nope|nah|none|nothing|nothing else|no comments?|skip|n/?a|-+|no thanks?|not really|all good|"
+    r"没有|没有了|没了|无|不用|不用了|跳过|没什么|没啥|没有意见|不用了谢谢)\s*[.!。！~]*\s*$",
+    re.IGNORECASE,
+)
+
 
 class RateService(ServiceHandler):
-    """Rate a finished request 1-5 through its pending survey."""
+    """Rate a finished request 1-5 through its pending survey, then add a comment if the customer wants."""
 
     intent = "rate_service"
     roles: ClassVar[frozenset[Role] | None] = frozenset({Role.CUSTOMER})
     slots: ClassVar[tuple[Slot, ...]] = (
         Slot("ticket", "rating.ask_ticket", entity="ticket_id", remember=True),
         Slot("rating", "rating.ask", entity="rating"),
+        # Asked once the rating is recorded (execute sets it as the pending question); never required. Not
+        # free text: a message that confidently asks for something else is done instead (fill_from_answer).
+        Slot("comment", "survey_chat.ask_comment", required=False),
     )
 
     def missing(self, turn: Turn) -> Slot | None:
@@ -987,13 +1000,36 @@ class RateService(ServiceHandler):
             return turn.t("status.not_found", ticket=ticket)
         if detail.status not in (RequestStatus.RESOLVED, RequestStatus.CLOSED):
             return turn.t("rating.not_finished", ticket=detail.ref)
-        answered = await turn.core.surveys.list(turn.actor, status=SurveyStatus.ANSWERED.value, limit=50)
-        if any(item.service_request_ref == detail.ref for item in answered.items):
-            return turn.t("rating.already", ticket=detail.ref)
+        for status, key in ((SurveyStatus.ANSWERED, "rating.already"),
+                            (SurveyStatus.EXPIRED, "rating.expired")):
+            done = await turn.core.surveys.list(turn.actor, status=status.value, limit=50)
+            if any(item.service_request_ref == detail.ref for item in done.items):
+                return turn.t(key, ticket=detail.ref)
         return turn.t("rating.nothing_for", ticket=detail.ref)
 
+    async def fill_from_answer(self, turn: Turn, slot: Slot) -> Any:
+        """While waiting for a comment, another rating (a survey's button, "rate SR-3 4") is not a comment:
+        it starts over with what it says; and a message that clearly asks for something else ("my dishwasher
+        is broken again", hours later) is not one either: the comment is dropped and that is done."""
+        if slot.name != "comment":
+            return await super().fill_from_answer(turn, slot)
+        parse = turn.parse
+        if parse.intent == self.intent and (
+            _is_payload(turn.text) or (turn.entity("ticket_id") and turn.entity("rating"))
+        ):
+            turn.slots.clear()
+            await self.prefill(turn)
+            return None
+        if parse.intent not in (self.intent, *_NOT_A_REQUEST) and parse.confidence >= SWITCH_CONFIDENCE:
+            raise SlotInvalid(turn.t("survey_chat.ask_comment", ticket=turn.slots.get("ticket", "")))
+        return await super().fill_from_answer(turn, slot)
+
     async def validate(self, turn: Turn, slot: Slot, raw: str) -> Any:
-        """A request waiting for a rating; a rating from 1 to 5."""
+        """A request waiting for a rating; a rating from 1 to 5; any comment ("no" / "No comment": none)."""
+        if slot.name == "comment":
+            if turn.parse.intent == "deny" or _NO_COMMENT.match(raw) or _is_payload(raw):
+                return ""
+            return raw.strip()[:MAX_TEXT]
         if slot.name == "rating":
             stars = _stars(raw)
             if not 1 <= stars <= 5:
@@ -1007,7 +1043,7 @@ class RateService(ServiceHandler):
         return ticket
 
     async def ask(self, turn: Turn, slot: Slot) -> list[Reply]:
-        """Buttons for the requests, or five star buttons."""
+        """Buttons for the requests, five star buttons, or the comment question with a "No comment" button."""
         notices = self.notices(turn)
         if slot.name == "ticket":
             buttons = []
@@ -1016,14 +1052,25 @@ class RateService(ServiceHandler):
                 title = turn.t("rating.ticket_button", ticket=ticket, subject=_short(detail.subject, 40))
                 buttons.append(Button(title=title, payload=_button_payload(self.intent, ticket_id=ticket)))
             return [*notices, turn.say("rating.ask_ticket", *buttons)]
+        if slot.name == "comment":
+            return [*notices, self._comment_question(turn)]
         stars = [turn.button("rating.star_button", str(n), n=n) for n in range(1, 6)]
         return [*notices, turn.say("rating.ask", *stars, ticket=turn.slots["ticket"])]
 
+    def _comment_question(self, turn: Turn) -> Reply:
+        low = int(turn.slots.get("rating") or 5) <= 2
+        key = "survey_chat.ask_comment_low" if low else "survey_chat.ask_comment"
+        skip = turn.button("survey_chat.skip_button", "/deny")
+        return turn.say(key, skip, ticket=turn.slots.get("ticket", ""))
+
     async def execute(self, turn: Turn) -> list[Reply]:
-        """Record the answer on the survey."""
+        """Record the rating on the survey and ask for a comment; then record the comment, if any."""
         s = turn.slots
         if "blocked" in s:
             return [Reply(text=str(s["blocked"]))]
+        if s.get(RATED):
+            return await self._take_comment(turn)
+        s.pop("comment", None)
         ticket, stars = s["ticket"], int(s["rating"])
         turn.state.context["ticket_id"] = ticket
         try:
@@ -1037,7 +1084,20 @@ class RateService(ServiceHandler):
         lines = [turn.t("rating.thanks", ticket=ticket, stars="⭐" * stars)]
         if stars <= 2:
             lines.append(turn.t("rating.sorry"))
-        return [Reply(text="\n".join(lines))]
+        # The rating is kept; the comment is the next (optional) question of this same conversation.
+        s[RATED] = True
+        turn.state.awaiting = "comment"
+        return [Reply(text="\n".join(lines)), self._comment_question(turn)]
+
+    async def _take_comment(self, turn: Turn) -> list[Reply]:
+        ticket, comment = turn.slots["ticket"], str(turn.slots.get("comment") or "")
+        if not comment:
+            return [turn.say("survey_chat.no_comment")]
+        try:
+            await turn.core.surveys.add_comment(turn.actor, ticket, comment)
+        except (Conflict, InvalidTransition, NotFound, ValidationFailed):
+            return [turn.say("survey_chat.comment_not_kept", ticket=ticket)]
+        return [turn.say("survey_chat.comment_thanks", ticket=ticket)]
 
 
 # --- hand-off ------------------------------------------------------------------------------------

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from datetime import date
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Response
 from pydantic import Field, StringConstraints
@@ -20,6 +21,7 @@ from core.schemas import (
     SurveyOut,
     TransitionIn,
 )
+from core.services.surveys import CsatReport
 from crmbot.api.deps import ActorDep, CoreDep, PagingDep, RefPath
 
 router = APIRouter()
@@ -94,6 +96,20 @@ async def comment_service_request(ref: RefPath, body: CommentIn, actor: ActorDep
 async def answer_survey(ref: RefPath, body: SurveyAnswerIn, actor: ActorDep, core: CoreDep) -> SurveyOut:
     """The customer rates their case, 1 to 5."""
     return await core.surveys.answer(actor, ref, body.score, body.comment)
+
+
+@router.get("/surveys/csat", tags=["surveys"])
+async def survey_csat(
+    actor: ActorDep,
+    core: CoreDep,
+    by: Annotated[Literal["technician", "team", "month"], Query(description="How to group the answers.")] = (
+        "technician"
+    ),
+    since: Annotated[date | None, Query(description="First day of answers counted (business time).")] = None,
+    until: Annotated[date | None, Query(description="Last day of answers counted (business time).")] = None,
+) -> CsatReport:
+    """Satisfaction by technician, team or month: answers, average score, share of 4-5 (managers, admins)."""
+    return await core.surveys.csat(actor, by=by, since=since, until=until)
 
 
 @router.get("/surveys", tags=["surveys"])
