@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from bot.dialogue import Dialogue, Handler
-from bot.intents import field, preferences, sales, service, smalltalk
+from bot.intents import field, preferences, reports, sales, service, smalltalk
 
 
 def all_handlers() -> list[Handler]:
@@ -18,6 +18,7 @@ def all_handlers() -> list[Handler]:
         *sales.handlers(),
         *field.handlers(),
         *preferences.handlers(),
+        *reports.handlers(),
     ]
 
 

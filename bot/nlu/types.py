@@ -10,7 +10,7 @@ INTENTS: tuple[str, ...] = (
     "greet", "goodbye", "help", "affirm", "deny", "cancel", "human_handoff",
     "open_service_request", "file_complaint", "check_request_status", "check_warranty", "search_knowledge",
     "rate_service", "log_visit", "update_deal", "pipeline_summary", "customer_overview",
-    "my_jobs", "accept_job", "complete_job", "notification_settings", "out_of_scope",
+    "my_jobs", "accept_job", "complete_job", "notification_settings", "csat_summary", "out_of_scope",
 )
 FALLBACK_INTENT = "nlu_fallback"
 ENTITIES: tuple[str, ...] = (
