@@ -10,9 +10,9 @@ from __future__ import annotations
 import io
 import logging
 from decimal import Decimal, InvalidOperation
-from functools import lru_cache
 from typing import Any
 
+from bot.charting import CJK_FONTS, cjk_font
 from notifier.templates import format_date, format_money
 
 __all__ = ["CJK_FONTS", "STAGE_LABELS", "chart_labels", "cjk_font", "digest_chart", "draw_digest_chart"]
@@ -21,17 +21,6 @@ log = logging.getLogger("crmbot.notifier")
 
 WIDTH, HEIGHT, DPI = 8.0, 4.5, 100  # 800 × 450 pixels
 # Preferred Simplified Chinese faces first; any other CJK face matplotlib knows is a fallback.
-CJK_FONTS = (
-    "Noto Sans CJK SC",
-    "Source Han Sans SC",
-    "Noto Sans SC",
-    "WenQuanYi Zen Hei",
-    "WenQuanYi Micro Hei",
-    "Microsoft YaHei",
-    "PingFang SC",
-    "SimHei",
-    "Noto Serif CJK SC",
-)
 STAGE_LABELS = {
     "en": {
         "qualification": "Qualification",
@@ -67,18 +56,6 @@ TEXTS = {
 COLOURS = ("#93c5fd", "#60a5fa", "#3b82f6", "#1d4ed8")
 
 
-@lru_cache(maxsize=1)
-def cjk_font() -> str | None:
-    """The name of a font matplotlib can draw Chinese with, or None when it has none."""
-    try:
-        from matplotlib import font_manager
-    except ImportError:  # pragma: no cover - matplotlib is a dependency
-        return None
-    names = {entry.name for entry in font_manager.fontManager.ttflist}
-    for name in CJK_FONTS:
-        if name in names:
-            return name
-    return next((name for name in sorted(names) if "CJK" in name), None)
 
 
 def _amount(value: Any) -> Decimal:

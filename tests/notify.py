@@ -9,6 +9,26 @@ from core.db.models import Notification
 from notifier.dispatcher import Notifier
 from notifier.senders.email import build_email_sender
 from notifier.senders.sms import build_sms_sender
+from notifier.types import Outgoing
+
+
+class Recorder:
+    """A provider stand-in: records what it is given; fails with the queued errors first."""
+
+    def __init__(self, channel: str) -> None:
+        self.channel = channel
+        self.sent: list[Outgoing] = []
+        self.failures: list[BaseException] = []
+
+    async def send(self, message: Outgoing) -> str:
+        """Raise the next queued failure, else keep the message."""
+        if self.failures:
+            raise self.failures.pop(0)
+        self.sent.append(message)
+        return f"{self.channel}-{len(self.sent)}"
+
+    async def close(self) -> None:
+        """Nothing to release."""
 
 
 async def sent_count(core: Core) -> int:

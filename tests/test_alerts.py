@@ -41,25 +41,13 @@ from notifier.alerts import (
 from notifier.dispatcher import Notifier
 from notifier.routing import Message
 from notifier.templates import MAX_PAYLOAD_BYTES, Templates
-from notifier.types import ALL_CHANNELS, CHAT_CHANNELS, EMAIL, SMS, Outgoing
+from notifier.types import ALL_CHANNELS, CHAT_CHANNELS, EMAIL, SMS
+from tests.notify import Recorder
 from tests.world import World
 
 TZ = "Asia/Shanghai"
 
 
-class Recorder:
-    """A provider stand-in that records what it is asked to send."""
-
-    def __init__(self, channel: str) -> None:
-        self.channel = channel
-        self.sent: list[Outgoing] = []
-
-    async def send(self, message: Outgoing) -> str:
-        self.sent.append(message)
-        return f"{self.channel}-{len(self.sent)}"
-
-    async def close(self) -> None:
-        return None
 
 
 @pytest.fixture(scope="module")

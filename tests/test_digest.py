@@ -28,25 +28,13 @@ from notifier.dispatcher import Notifier
 from notifier.registry import all_sweeps, event_routes
 from notifier.senders.email import build_email_sender
 from notifier.templates import Templates
-from notifier.types import ALL_CHANNELS, EMAIL, SMS, Outgoing
+from notifier.types import ALL_CHANNELS, EMAIL, SMS
+from tests.notify import Recorder
 from tests.world import World
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
-class Recorder:
-    """A chat provider stand-in: keeps what it is given."""
-
-    def __init__(self, channel: str) -> None:
-        self.channel = channel
-        self.sent: list[Outgoing] = []
-
-    async def send(self, message: Outgoing) -> str:
-        self.sent.append(message)
-        return f"{self.channel}-{len(self.sent)}"
-
-    async def close(self) -> None:
-        pass
 
 
 def at(text: str) -> datetime:

@@ -20,26 +20,8 @@ from core.schemas import RepairOrderIn, ServiceRequestIn, TransitionIn
 from crmbot.app import create_app
 from notifier.dispatcher import Notifier
 from notifier.types import DeliveryError, InvalidAddress, Outgoing, RateLimited, RecipientBlocked
+from tests.notify import Recorder
 from tests.world import World
-
-
-class Recorder:
-    """A provider stand-in: records what it is given; fails with the queued errors first."""
-
-    def __init__(self, channel: str) -> None:
-        self.channel = channel
-        self.sent: list[Outgoing] = []
-        self.failures: list[BaseException] = []
-        self.closed = False
-
-    async def send(self, message: Outgoing) -> str:
-        if self.failures:
-            raise self.failures.pop(0)
-        self.sent.append(message)
-        return f"{self.channel}-{len(self.sent)}"
-
-    async def close(self) -> None:
-        self.closed = True
 
 
 @pytest.fixture

@@ -6,13 +6,10 @@ stand-in, the real SMTP sender against aiosmtpd, and the notifier running as it 
 from __future__ import annotations
 
 import asyncio
-import email
 from collections.abc import AsyncIterator, Iterator
-from email import policy
 from typing import Any
 
 import pytest
-from aiosmtpd.smtp import SMTP, Envelope, Session
 from pydantic import SecretStr
 from sqlalchemy import select, update
 
@@ -26,7 +23,7 @@ from core.settings import Settings
 from notifier.build import build_notifier
 from tests.chat import ScriptedNlu
 from tests.fake_telegram import FakeTelegram, callback_update, text_update
-from tests.smtp_server import smtp_server
+from tests.smtp_server import Mailbox, smtp_server
 from tests.world import World
 
 TOKEN = "123456:TEST-token-for-the-fake-api"
@@ -34,16 +31,6 @@ CUSTOMER_CHAT = 5150
 TECHNICIAN_CHAT = 7001
 
 
-class Mailbox:
-    """A real SMTP server's inbox."""
-
-    def __init__(self) -> None:
-        self.messages: list[email.message.EmailMessage] = []
-
-    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
-        raw = (envelope.original_content or b"").replace(b"\r\n", b"\n")
-        self.messages.append(email.message_from_bytes(raw, policy=policy.default))  # type: ignore[arg-type]
-        return "250 OK"
 
 
 @pytest.fixture

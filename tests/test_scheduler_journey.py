@@ -4,13 +4,10 @@ real aiogram and slack-sdk clients — each once, in the recipient's language, a
 
 from __future__ import annotations
 
-import email
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from datetime import date, datetime, timedelta
 from decimal import Decimal
-from email import policy
-from typing import Any
 
 import pytest
 from pydantic import SecretStr
@@ -36,21 +33,13 @@ from notifier.senders.email import build_email_sender
 from tests.fake_slack import BOT_TOKEN as SLACK_TOKEN
 from tests.fake_slack import FakeSlack
 from tests.fake_telegram import FakeTelegram
-from tests.smtp_server import smtp_server
+from tests.smtp_server import Mailbox, smtp_server
 from tests.world import World
 
 TOKEN = "123456:TEST-token-for-the-fake-api"
 CUSTOMER_CHAT = 5150
 
 
-class Mailbox:
-    def __init__(self) -> None:
-        self.messages: list[email.message.EmailMessage] = []
-
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-        raw = (envelope.original_content or b"").replace(b"\r\n", b"\n")
-        self.messages.append(email.message_from_bytes(raw, policy=policy.default))  # type: ignore[arg-type]
-        return "250 OK"
 
 
 @pytest.fixture

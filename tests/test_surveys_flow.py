@@ -32,6 +32,7 @@ from notifier.scheduler import Scheduler
 from notifier.templates import MAX_PAYLOAD_BYTES, Templates
 from notifier.types import ALL_CHANNELS, CHAT_CHANNELS, EMAIL, SMS, Outgoing
 from tests.chat import Chat, ScriptedNlu
+from tests.notify import Recorder
 from tests.test_notifier_templates import sms_parts
 from tests.world import World
 
@@ -41,19 +42,6 @@ DELAY = timedelta(hours=2)
 LINK = re.compile(r"http://127\.0\.0\.1:8080/survey/([0-9a-z]+\.[0-9a-z]+\.[A-Za-z0-9_-]{22})")
 
 
-class Recorder:
-    """A provider stand-in that records what it is asked to deliver."""
-
-    def __init__(self, channel: str) -> None:
-        self.channel = channel
-        self.sent: list[Outgoing] = []
-
-    async def send(self, message: Outgoing) -> str:
-        self.sent.append(message)
-        return f"{self.channel}-{len(self.sent)}"
-
-    async def close(self) -> None:
-        return None
 
 
 @pytest.fixture

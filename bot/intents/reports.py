@@ -13,9 +13,9 @@ import io
 import re
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
-from functools import lru_cache
 from typing import Any
 
+from bot.charting import cjk_font
 from bot.dialogue import Handler, Turn
 from bot.i18n import t
 from bot.intents.sales import local_today, month_end, payload, quarter_of, spoken, whens
@@ -42,17 +42,6 @@ DEFAULT_DAYS = 30
 DEFAULT_MONTHS = 6
 MAX_LINES = 10
 # Preferred Simplified Chinese faces first (the same list as notifier/charts.py, which bot must not import).
-CJK_FONTS = (
-    "Noto Sans CJK SC",
-    "Source Han Sans SC",
-    "Noto Sans SC",
-    "WenQuanYi Zen Hei",
-    "WenQuanYi Micro Hei",
-    "Microsoft YaHei",
-    "PingFang SC",
-    "SimHei",
-    "Noto Serif CJK SC",
-)
 CJK = re.compile("[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
 BAR_COLOURS = ("#16a34a", "#f59e0b", "#dc2626")  # ≥ 80 %, ≥ 60 %, below
 
@@ -423,18 +412,6 @@ def shown(report: CsatReport) -> tuple[list[CsatRow], int]:
 # --- the chart --------------------------------------------------------------------------------------------
 
 
-@lru_cache(maxsize=1)
-def cjk_font() -> str | None:
-    """The name of a font matplotlib can draw Chinese with, or None when it has none."""
-    try:
-        from matplotlib import font_manager
-    except ImportError:  # pragma: no cover - matplotlib is a dependency
-        return None
-    names = {entry.name for entry in font_manager.fontManager.ttflist}
-    for name in CJK_FONTS:
-        if name in names:
-            return name
-    return next((name for name in sorted(names) if "CJK" in name), None)
 
 
 @dataclass(frozen=True, slots=True)
