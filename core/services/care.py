@@ -20,7 +20,7 @@ from core.domain.care_plan import CareActivity
 from core.domain.enums import LifecycleStage
 from core.domain.warranty import add_months
 from core.services.base import Service
-from core.services.marks import mark_once
+from core.services.marks import insert_ignoring_duplicates, mark_once
 
 # Reminder stages before the warranty ends, largest first: a unit first seen 5 days before its end gets
 # the 7-day reminder only, never a late "30 days left".
@@ -187,12 +187,15 @@ class CareService(Service):
                 )
                 entered.update({(subject, mark): at for subject, mark, at in rows})
             done = await self._marked(session, "care", subjects)
+            first_seen: list[dict[str, object]] = []
             for customer in customers:
                 subject, stage = f"c:{customer.id}", customer.lifecycle_stage
                 since = entered.get((subject, f"in:{stage}"))
                 if since is None:
                     since = customer.created_at if stage == LifecycleStage.NEW else now
-                    await mark_once(session, "lifecycle", subject, f"in:{stage}", since)
+                    first_seen.append(
+                        {"kind": "lifecycle", "subject": subject, "mark": f"in:{stage}", "created_at": since}
+                    )
                 for activity in plan:
                     if not activity.applies_to(customer.segment, stage):
                         continue
@@ -231,6 +234,8 @@ class CareService(Service):
                             )
                         )
                     done_count += 1
+            # When each customer entered their stage is only a note: one statement for all of them.
+            await insert_ignoring_duplicates(session, SweepMark, first_seen, ["kind", "subject", "mark"])
             await uow.commit()
         return done_count
 
