@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from core.auth import SYSTEM
 from core.container import Core
 from core.db.models import Customer, InstalledProduct, OutboxEvent, Product, Task, User
 from core.domain.care_plan import load_care_plan
@@ -187,6 +189,16 @@ async def _lifecycle(core: Core, now: datetime) -> int:
     return await core.care.lifecycle_activities(now, load_care_plan(core.settings.care_plan))
 
 
+async def _customer_values(core: Core, now: datetime) -> int:
+    """Re-score and re-tier every customer once per business day (tier moves become events)."""
+    day = now.astimezone(ZoneInfo(core.settings.timezone)).date().isoformat()
+    if await core.care.done_today("value", day):
+        return 0
+    counts = await core.customers.recompute_values(SYSTEM)
+    await core.care.mark_done("value", day, now)
+    return sum(counts.values())
+
+
 async def _housekeeping(core: Core, now: datetime) -> int:
     return sum((await core.housekeeping.purge(now)).values())
 
@@ -203,6 +215,7 @@ SWEEPS: list[Sweep] = [
     Sweep("care.tasks", _tasks),
     # The whole customer base is read: once an hour is plenty for activities counted in days.
     Sweep("care.lifecycle", _lifecycle, every=timedelta(hours=1)),
+    Sweep("customer.values", _customer_values, every=timedelta(hours=1)),
     Sweep("housekeeping", _housekeeping, every=timedelta(hours=6)),
 ]
 

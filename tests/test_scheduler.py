@@ -495,3 +495,15 @@ def test_a_bad_alert_rules_file_is_refused_at_start_with_its_line(
     result = cli.invoke(app, ["scheduler", "run-once"])
     assert result.exit_code == 2, result.output
     assert f"{rules}:5:" in result.output and "wizard" in result.output and "Traceback" not in result.output
+
+
+async def test_customer_values_are_recomputed_once_a_business_day(
+    core: Core, world: World, clock: FrozenClock
+) -> None:
+    from notifier.scheduler import Sweep
+
+    [values] = [sweep for sweep in CARE_SWEEPS if sweep.name == "customer.values"]
+    assert isinstance(values, Sweep)
+    assert await values.run(core, clock.now()) == 2  # both customers scored and tiered
+    assert await values.run(core, clock.now() + timedelta(hours=5)) == 0  # the same day in Shanghai
+    assert await values.run(core, shanghai("2026-06-16T00:30:00")) == 2  # the next day

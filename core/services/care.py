@@ -239,6 +239,22 @@ class CareService(Service):
             await uow.commit()
         return done_count
 
+    async def done_today(self, kind: str, day: str) -> bool:
+        """Whether a once-a-day job of `kind` already ran for the business day `day` (ISO date)."""
+        async with self._uow() as uow:
+            found = await uow.session.execute(
+                select(SweepMark.id).where(
+                    SweepMark.kind == kind, SweepMark.subject == "day", SweepMark.mark == day
+                )
+            )
+            return found.first() is not None
+
+    async def mark_done(self, kind: str, day: str, now: datetime) -> None:
+        """Record that the once-a-day job of `kind` ran for `day` (after it succeeded)."""
+        async with self._uow() as uow:
+            await mark_once(uow.session, kind, "day", day, now)
+            await uow.commit()
+
     async def _marked(self, session: AsyncSession, kind: str, subjects: list[str]) -> set[tuple[str, str]]:
         """(subject, mark) pairs already recorded, read in batches (one query instead of one per unit)."""
         found: set[tuple[str, str]] = set()
