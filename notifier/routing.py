@@ -23,6 +23,7 @@ from core.db.models import (
     OutboxEvent,
     Product,
     RepairOrder,
+    RepairOrderChange,
     ServiceRequest,
     User,
 )
@@ -336,6 +337,37 @@ async def repair_accepted(session: AsyncSession, event: OutboxEvent) -> list[Mes
     return await _to_customer(session, request, "job_accepted", facts)
 
 
+async def repair_declined(session: AsyncSession, event: OutboxEvent) -> list[Message]:
+    """The job goes back to whoever dispatched it (else the first manager up from the request), with the
+    technician's reason."""
+    found = await _order_facts(session, event.aggregate_id)
+    if found is None:
+        return []
+    order, request, facts = found
+    dispatcher = (
+        await session.execute(
+            select(RepairOrderChange.actor_id)
+            .where(RepairOrderChange.repair_order_id == order.id, RepairOrderChange.action == "dispatch")
+            .order_by(RepairOrderChange.id.desc())
+            .limit(1)
+        )
+    ).scalar_one_or_none()
+    if dispatcher is None:
+        from core.services.sla import escalation_chain
+
+        chain = await escalation_chain(session, request)
+        dispatcher = chain[0].id if chain else None
+    technician = await session.get(User, int(event.payload.get("technician_id") or 0))
+    context = {
+        **facts,
+        "technician_name": technician.name if technician is not None else "",
+        "reason": str(event.payload.get("reason") or ""),
+    }
+    if dispatcher is None:
+        return []
+    return [Message(kind="job_declined", target=Target(user_id=dispatcher), context=context)]
+
+
 async def repair_completed(session: AsyncSession, event: OutboxEvent) -> list[Message]:
     """The customer's summary: what was done and what it costs."""
     found = await _order_facts(session, event.aggregate_id)
@@ -384,6 +416,7 @@ ROUTES: dict[str, Route] = {
     "ServiceRequestClosed": request_closed,
     "RepairDispatched": repair_dispatched,
     "RepairAccepted": repair_accepted,
+    "RepairDeclined": repair_declined,
     "RepairCompleted": repair_completed,
     "LinkCodeRequested": link_code,
 }

@@ -18,7 +18,7 @@ from bot.channels.telegram import TelegramChannel, build_bot
 from core.auth import SYSTEM
 from core.container import Core
 from core.db.models import Notification, User
-from core.schemas import RepairOrderIn
+from core.schemas import RepairOrderIn, ServiceRequestIn
 from core.settings import Settings
 from notifier.build import build_notifier
 from tests.chat import ScriptedNlu
@@ -29,8 +29,6 @@ from tests.world import World
 TOKEN = "123456:TEST-token-for-the-fake-api"
 CUSTOMER_CHAT = 5150
 TECHNICIAN_CHAT = 7001
-
-
 
 
 @pytest.fixture
@@ -116,7 +114,7 @@ async def test_receipt_by_email_dispatch_card_on_telegram_and_accept_tells_the_c
         [card] = sent_to(fake, TECHNICIAN_CHAT)
         assert order.ref in card["text"] and world.acme_serial in card["text"] and "保修" in card["text"]
         buttons = [row[0] for row in card["reply_markup"]["inline_keyboard"]]
-        assert [button["text"] for button in buttons] == ["接受", "我的工单"]
+        assert [button["text"] for button in buttons] == ["接受", "拒接", "我的工单"]
         # The customer hears that someone is on it, in their chat.
         await fake.wait_for(
             lambda: any("Tech North" in m["text"] for m in sent_to(fake, CUSTOMER_CHAT)), within=10
@@ -251,3 +249,64 @@ async def _rows(core: Core, kind: str) -> list[Notification]:
     async with core.uow() as uow:
         query = select(Notification).where(Notification.kind == kind).order_by(Notification.id)
         return list((await uow.session.execute(query)).scalars())
+
+
+async def test_a_technician_declines_from_the_card_and_the_dispatcher_is_told_why(
+    core: Core, world: World, settings: Settings, fake: FakeTelegram, mailbox: tuple[Mailbox, int]
+) -> None:
+    box, port = mailbox
+    core.settings = settings.model_copy(
+        update={
+            "telegram_token": SecretStr(TOKEN),
+            "telegram_api_url": fake.url,
+            "smtp_host": "127.0.0.1",
+            "smtp_port": port,
+            "smtp_starttls": False,
+        }
+    )
+    await core.org.link_identity(SYSTEM, "tech.north", f"telegram:{TECHNICIAN_CHAT}")
+    assistant = Assistant(core, ScriptedNlu(), rate_limit=RateLimit(burst=100, per_second=100))
+    channel = TelegramChannel(assistant, core, build_bot(core.settings))
+    notifier = build_notifier(core, {"telegram": channel.sender})
+    stop = asyncio.Event()
+    running = asyncio.create_task(notifier.run(stop))
+    polling = channel.start_polling()
+    try:
+        request = await core.service_desk.open_request(
+            world.acme_customer,
+            ServiceRequestIn(subject="Drum does not spin", serial_number=world.acme_serial),
+        )
+        order = await core.service_desk.dispatch(
+            world.agent, RepairOrderIn(service_request=request.ref, technician="tech.north")
+        )
+        await fake.wait_for(lambda: len(sent_to(fake, TECHNICIAN_CHAT)) == 1, within=10)
+        [card] = sent_to(fake, TECHNICIAN_CHAT)
+        titles = [row[0]["text"] for row in card["reply_markup"]["inline_keyboard"]]
+        assert titles == ["Accept", "Decline", "My jobs"]
+        decline = card["reply_markup"]["inline_keyboard"][1][0]["callback_data"]
+        fake.push(callback_update(1, TECHNICIAN_CHAT, decline))
+        await fake.wait_for(
+            lambda: any("Why can't you take" in m["text"] for m in sent_to(fake, TECHNICIAN_CHAT))
+        )
+        fake.push(text_update(2, TECHNICIAN_CHAT, "fully booked that day"))
+        await fake.wait_for(
+            lambda: any(m["text"].startswith("Declined") for m in sent_to(fake, TECHNICIAN_CHAT))
+        )
+        await fake.wait_for(lambda: any("declined" in str(m["Subject"]) for m in box.messages), within=10)
+    finally:
+        stop.set()
+        await asyncio.wait_for(running, 10)
+        await notifier.close()
+        await channel.close()
+        polling.cancel()
+    [mail] = [m for m in box.messages if "declined" in str(m["Subject"])]
+    assert mail["To"] == "agent@example.com"
+    assert str(mail["Subject"]) == f"{order.ref} declined by Tech North: reassign it"
+    body = mail.get_body(preferencelist=("plain",))
+    assert body is not None and "fully booked that day" in body.get_content()
+    detail = await core.service_desk.get_repair_order(world.agent, order.ref)
+    assert detail.status == "open" and detail.technician is None
+    assert [(step.action, step.comment) for step in detail.history][-1] == (
+        "decline",
+        "fully booked that day",
+    )

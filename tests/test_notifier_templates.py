@@ -160,6 +160,20 @@ def samples(kind: str) -> list[dict[str, Any]]:
                         "recipient_name": who["technician"],
                     }
                 )
+        elif kind == "job_declined":
+            contexts += [
+                {
+                    "ticket": "SR-12",
+                    "job": "RO-5",
+                    "subject": who["subject"],
+                    "customer_name": who["customer"],
+                    "technician_name": who["technician"],
+                    "reason": who["summary"],
+                    "scheduled_at": at,
+                    "recipient_name": who["recipient"],
+                }
+                for at in ("2026-06-16T01:00:00+00:00", "")
+            ]
         elif kind == "job_accepted":
             contexts += [
                 {"ticket": "SR-12", "job": "RO-5", "technician_name": who["technician"], "scheduled_at": at}
@@ -194,10 +208,11 @@ KINDS = (
     "dispatch_card",
     "job_accepted",
     "job_completed",
+    "job_declined",
     "test",
 )
 # The id each kind's subject and texts must carry.
-IDS = {"link_code": "code", "dispatch_card": "job", "test": None}
+IDS = {"link_code": "code", "dispatch_card": "job", "job_declined": "job", "test": None}
 
 GSM_BASIC = set(
     "@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞÆæßÉ !\"#¤%&'()*+,-./0123456789:;<=>?¡ABCDEFGHIJKLMNOPQRSTUVWXYZÄÖÑÜ§¿"
@@ -455,11 +470,15 @@ def test_labels_localise_and_fall_back(templates: Templates) -> None:
 
 def test_dispatch_card_buttons_are_valid_short_payloads(templates: Templates) -> None:
     context = samples("dispatch_card")[0]
-    for lang, titles in (("en", ["Accept", "My jobs"]), ("zh", ["接受", "我的工单"])):
+    for lang, titles in (("en", ["Accept", "Decline", "My jobs"]), ("zh", ["接受", "拒接", "我的工单"])):
         for channel in CHAT_CHANNELS:
             buttons = templates.render("dispatch_card", channel, lang, context, TZ).buttons
             assert [button.title for button in buttons] == titles
-            assert [button.payload for button in buttons] == ['/accept_job{"job_id":"RO-5"}', "/my_jobs{}"]
+            assert [button.payload for button in buttons] == [
+                '/accept_job{"job_id":"RO-5"}',
+                '/accept_job{"job_id":"RO-5","decision":"decline"}',
+                "/my_jobs{}",
+            ]
     for kind in KINDS:
         for lang in ("en", "zh"):
             for context in samples(kind):

@@ -291,10 +291,25 @@ class AcceptJob(StaffHandler):
 
     intent = "accept_job"
     roles = frozenset({Role.TECHNICIAN})
-    slots = (Slot("job", "jobs.ask_accept", entity="job_id"),)
+    # The card's [Decline] button is this intent with decision=decline: a reason is then asked for, and the
+    # job goes back to whoever dispatched it.
+    slots = (
+        Slot("job", "jobs.ask_accept", entity="job_id"),
+        Slot("reason", "jobs.ask_decline_reason", required=False, free_text=True),
+    )
+
+    def missing(self, turn: Turn) -> Slot | None:
+        """The job; when declining, also the reason."""
+        if "job" not in turn.slots:
+            return self.slots[0]
+        if turn.slots.get("decision") == "decline" and "reason" not in turn.slots:
+            return self.slots[1]
+        return None
 
     async def prefill(self, turn: Turn) -> None:
         """The job named; else the one talked about if it is new; else the only new one."""
+        if turn.entity("decision") == "decline":
+            turn.slots["decision"] = "decline"
         named = job_ref(turn.entity("job_id")) or named_job(spoken(turn))
         if named:
             turn.slots["job"] = named
@@ -312,14 +327,21 @@ class AcceptJob(StaffHandler):
             self.stop(turn, turn.t("jobs.none_to_accept"))
 
     async def validate(self, turn: Turn, slot: Slot, raw: str) -> Any:
-        """A job reference."""
+        """A job reference; a reason of a few words."""
+        if slot.name == "reason":
+            reason = raw.strip()
+            if len(reason) < 3:
+                raise SlotInvalid(turn.t("jobs.decline_reason_hint"))
+            return reason[:500]
         reference = job_ref(raw)
         if reference is None:
             raise SlotInvalid(turn.t("jobs.bad_ref"))
         return reference
 
     async def question(self, turn: Turn, slot: Slot) -> list[Reply]:
-        """Which of the new jobs (buttons)."""
+        """Which of the new jobs (buttons); why the job is declined."""
+        if slot.name == "reason":
+            return [turn.say("jobs.ask_decline_reason", ref=turn.slots["job"])]
         choices: list[list[str]] = turn.slots.get("_choices") or []
         return [Reply(text=turn.t("jobs.ask_accept"), buttons=tuple(
             Button(title=title, payload=payload(self.intent, job_id=ref)) for ref, title in choices))]
@@ -328,15 +350,24 @@ class AcceptJob(StaffHandler):
         """Accept through the service desk; another technician's job is reported like an unknown one."""
         reference = turn.slots["job"]
         desk = turn.core.service_desk
+        declining = turn.slots.get("decision") == "decline"
+        action = (
+            RepairActionIn(action="decline", comment=turn.slots.get("reason", ""))
+            if declining
+            else RepairActionIn(action="accept")
+        )
         # Nothing is confirmed here: the task ends with this answer, even when a question filled the slot.
         turn.state.finish()
         try:
-            order = await desk.act_on_repair(turn.actor, reference, RepairActionIn(action="accept"))
+            order = await desk.act_on_repair(turn.actor, reference, action)
         except (NotFound, ValidationFailed):
             return [turn.say("jobs.not_found", ref=reference)]
         except InvalidTransition:
             current = await desk.get_repair_order(turn.actor, reference)
-            return [turn.say("jobs.cannot_accept", ref=reference, status=status_text(turn, current.status))]
+            key = "jobs.cannot_decline" if declining else "jobs.cannot_accept"
+            return [turn.say(key, ref=reference, status=status_text(turn, current.status))]
+        if declining:
+            return [turn.say("jobs.declined", ref=order.ref)]
         turn.state.context["job_id"] = order.ref
         info = await job_info(turn, order)
         return [turn.say("jobs.accepted", ref=order.ref, customer=info.customer, address=info.address,
