@@ -20,6 +20,7 @@ from bot.dialogue import Handler, Turn
 from bot.i18n import t
 from bot.intents.sales import local_today, month_end, payload, quarter_of, spoken, whens
 from bot.messages import Button, Reply
+from bot.nlu.entities import EN_NUMBERS, cn_number
 from core.domain.enums import Role
 from core.errors import PermissionDenied
 from core.services.surveys import CSAT_GROUPINGS, CsatReport, CsatRow
@@ -112,39 +113,10 @@ _EN_MONTH = re.compile(
     r"|oct(?:ober)?|nov(?:ember)?|dec(?:ember)?)\b(?:\s+(\d{4}))?",
     re.IGNORECASE,
 )
-_ZH_NUMBERS = {
-    "一": 1,
-    "二": 2,
-    "两": 2,
-    "三": 3,
-    "四": 4,
-    "五": 5,
-    "六": 6,
-    "七": 7,
-    "八": 8,
-    "九": 9,
-    "十": 10,
-    "十一": 11,
-    "十二": 12,
-}
 _ZH_MONTH = re.compile(
     r"(?:(\d{4})年)?(1[0-2]|0?[1-9]|十[一二]?|[一二三四五六七八九])月(?!\d|[一二三四五六七八九十]|底)"
 )
 _COUNT = r"(\d{1,3}|[一二两三四五六七八九十]{1,3}|a|one|two|three|four|five|six|seven|eight|nine|ten|twelve)"
-_EN_WORDS = {
-    "a": 1,
-    "one": 1,
-    "two": 2,
-    "three": 3,
-    "four": 4,
-    "five": 5,
-    "six": 6,
-    "seven": 7,
-    "eight": 8,
-    "nine": 9,
-    "ten": 10,
-    "twelve": 12,
-}
 _LAST_N = re.compile(
     rf"\b(?:last|past|previous|recent|the\s+last)\s+{_COUNT}\s+(days?|weeks?|months?)\b"
     rf"|(?:最近|过去|近)\s*{_COUNT}\s*(天|日|周|星期|个月|月)",
@@ -174,17 +146,9 @@ _RELATIVE: tuple[tuple[re.Pattern[str], str], ...] = tuple(
 
 
 def _count(raw: str) -> int:
+    """'3', 'three', '三', '十五' → the number (the entity extractor's own readings)."""
     word = raw.casefold()
-    if word.isdigit():
-        return int(word)
-    if word in _EN_WORDS:
-        return _EN_WORDS[word]
-    if word in _ZH_NUMBERS:
-        return _ZH_NUMBERS[word]
-    if word.startswith("十"):  # 十五
-        return 10 + _ZH_NUMBERS.get(word[1:], 0)
-    tens, _, ones = word.partition("十")  # 二十, 三十五
-    return _ZH_NUMBERS.get(tens, 0) * 10 + _ZH_NUMBERS.get(ones, 0)
+    return EN_NUMBERS.get(word) or cn_number(word) or 0
 
 
 def _months_back(day: date, months: int) -> date:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Sequence
-from datetime import date
+from datetime import date, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -12,7 +12,9 @@ from sqlalchemy import Row, Select, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.clock import Clock
-from core.db.models import Customer, User
+from core.db.models import Customer, Task, User
+from core.domain.enums import TaskStatus
+from core.domain.events import TaskCreated
 from core.errors import NotFound, ValidationFailed
 from core.uow import UnitOfWork
 
@@ -67,6 +69,41 @@ async def customer_by_code(session: AsyncSession, code: str) -> Customer:
     if customer is None:
         raise NotFound(f"No customer with code '{code[:64]}'.", field="customer_code")
     return customer
+
+
+async def open_task(
+    uow: UnitOfWork,
+    *,
+    title: str,
+    kind: str,
+    assignee_id: int | None,
+    due_at: datetime | None,
+    now: datetime,
+    actor_id: int | None = None,
+    customer_id: int | None = None,
+    visit_id: int | None = None,
+    service_request_id: int | None = None,
+) -> Task:
+    """Add an open task in this unit of work and raise TaskCreated for it (the reminder hangs off that)."""
+    task = Task(
+        title=title.strip()[:300],
+        kind=kind,
+        status=TaskStatus.OPEN.value,
+        due_at=due_at,
+        assignee_id=assignee_id,
+        customer_id=customer_id,
+        visit_id=visit_id,
+        service_request_id=service_request_id,
+        created_at=now,
+    )
+    uow.session.add(task)
+    await uow.session.flush()
+    uow.emit(
+        TaskCreated(
+            aggregate_id=task.id, actor_id=actor_id, assignee_id=assignee_id, due_at=due_at, kind=kind
+        )
+    )
+    return task
 
 
 async def fetch_page(

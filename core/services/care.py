@@ -17,9 +17,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from core.db.models import Customer, InstalledProduct, Product, SweepMark, Task
 from core.domain import events
 from core.domain.care_plan import CareActivity
-from core.domain.enums import LifecycleStage
+from core.domain.enums import LifecycleStage, TaskKind
 from core.domain.warranty import add_months
-from core.services.base import Service
+from core.services.base import Service, open_task
 from core.services.marks import insert_ignoring_duplicates, mark_once
 
 # Reminder stages before the warranty ends, largest first: a unit first seen 5 days before its end gets
@@ -214,24 +214,14 @@ class CareService(Service):
                             )
                         )
                     if activity.task and customer.owner_id is not None:
-                        task = Task(
-                            title=activity.task.replace("{customer}", customer.name)[:300],
-                            kind="follow_up",
-                            status="open",
-                            due_at=datetime.combine(self._day(now), time(17, 0), tzinfo=self._tz),
+                        await open_task(
+                            uow,
+                            title=activity.task.replace("{customer}", customer.name),
+                            kind=TaskKind.FOLLOW_UP.value,
                             assignee_id=customer.owner_id,
+                            due_at=datetime.combine(self._day(now), time(17, 0), tzinfo=self._tz),
+                            now=now,
                             customer_id=customer.id,
-                            created_at=now,
-                        )
-                        session.add(task)
-                        await session.flush()
-                        uow.emit(
-                            events.TaskCreated(
-                                aggregate_id=task.id,
-                                assignee_id=task.assignee_id,
-                                due_at=task.due_at,
-                                kind=task.kind,
-                            )
                         )
                     done_count += 1
             # When each customer entered their stage is only a note: one statement for all of them.

@@ -23,7 +23,6 @@ from core.domain.events import (
     OpportunityAmountChanged,
     OpportunityCreated,
     OpportunityStageChanged,
-    TaskCreated,
     VisitLogged,
 )
 from core.errors import InvalidTransition, NotFound, PermissionDenied, ValidationFailed
@@ -40,7 +39,7 @@ from core.schemas import (
     VisitIn,
     VisitOut,
 )
-from core.services.base import Service, fetch_page, parse_ref, ref, user_by_username, usernames
+from core.services.base import Service, fetch_page, open_task, parse_ref, ref, user_by_username, usernames
 from core.services.customers import visible_customer
 
 SALES_ROLES = (Role.REP, Role.MANAGER)
@@ -90,28 +89,18 @@ class SalesService(Service):
             )
             task_id = None
             if data.next_step.strip():
-                task = Task(
-                    title=data.next_step.strip()[:300],
+                task = await open_task(
+                    uow,
+                    title=data.next_step,
                     kind=TaskKind.FOLLOW_UP.value,
-                    status=TaskStatus.OPEN.value,
-                    due_at=data.next_step_due,
                     assignee_id=actor.user_id,
+                    due_at=data.next_step_due,
+                    now=now,
+                    actor_id=actor.user_id,
                     customer_id=customer.id,
                     visit_id=visit.id,
-                    created_at=now,
                 )
-                session.add(task)
-                await session.flush()
                 task_id = task.id
-                uow.emit(
-                    TaskCreated(
-                        aggregate_id=task.id,
-                        actor_id=actor.user_id,
-                        assignee_id=actor.user_id,
-                        due_at=data.next_step_due,
-                        kind=task.kind,
-                    )
-                )
             await uow.commit()
             return _visit_out(visit, customer, actor.username, task_id)
 

@@ -54,6 +54,7 @@ from core.services.base import (
     Service,
     UowFactory,
     fetch_page,
+    open_task,
     parse_ref,
     ref,
     user_by_username,
@@ -799,25 +800,15 @@ class ServiceDesk(Service):
             ).scalar_one_or_none()
             now = self._clock.now()
             who = actor.name or actor.username
-            task = Task(
-                title=f"Hand-off ({channel}) from {who}: {text}"[:300],
+            task = await open_task(
+                uow,
+                title=f"Hand-off ({channel}) from {who}: {text}",
                 kind=TaskKind.HANDOFF.value,
-                status=TaskStatus.OPEN.value,
-                due_at=now + timedelta(hours=1),
                 assignee_id=agent.id if agent else None,
+                due_at=now + timedelta(hours=1),
+                now=now,
+                actor_id=actor.user_id,
                 customer_id=actor.customer_id,
-                created_at=now,
-            )
-            session.add(task)
-            await session.flush()
-            uow.emit(
-                events.TaskCreated(
-                    aggregate_id=task.id,
-                    actor_id=actor.user_id,
-                    assignee_id=task.assignee_id,
-                    due_at=task.due_at,
-                    kind=task.kind,
-                )
             )
             await uow.commit()
             customer = await session.get(Customer, actor.customer_id) if actor.customer_id else None

@@ -35,10 +35,10 @@ from core.db.models import (
     User,
 )
 from core.domain.enums import RequestStatus, Role, SurveyStatus, TaskKind, TaskStatus
-from core.domain.events import SurveyAnswered, SurveyDue, TaskCreated
+from core.domain.events import SurveyAnswered, SurveyDue
 from core.errors import Conflict, InvalidTransition, NotFound, ValidationFailed
 from core.schemas import Page, SurveyOut
-from core.services.base import Service, fetch_page, parse_ref, ref
+from core.services.base import Service, fetch_page, open_task, parse_ref, ref
 from core.services.marks import insert_ignoring_duplicates
 from core.uow import UnitOfWork
 
@@ -518,26 +518,16 @@ class SurveyService(Service):
         ticket = ref("SR", request.id)
         who = customer.name if customer is not None else "the customer"
         base = f"{ticket} rated {score}/5 by {who}: call them back"
-        task = Task(
+        await open_task(
+            uow,
             title=_with_comment(base, comment),
             kind=TaskKind.FOLLOW_UP.value,
-            status=TaskStatus.OPEN.value,
-            due_at=self._next_working_day_end(now),
             assignee_id=manager_id,
+            due_at=self._next_working_day_end(now),
+            now=now,
+            actor_id=actor_id,
             customer_id=survey.customer_id,
             service_request_id=request.id,
-            created_at=now,
-        )
-        session.add(task)
-        await session.flush()
-        uow.emit(
-            TaskCreated(
-                aggregate_id=task.id,
-                actor_id=actor_id,
-                assignee_id=task.assignee_id,
-                due_at=task.due_at,
-                kind=task.kind,
-            )
         )
 
     def _next_working_day_end(self, now: datetime) -> datetime:
