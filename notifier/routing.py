@@ -106,9 +106,9 @@ async def customer_targets(
             return [Target(user_id=requester.id)]
     users = (
         await session.execute(
-            select(User.id).where(
-                User.customer_id == customer_id, User.role == Role.CUSTOMER, User.active.is_(True)
-            )
+            select(User.id)
+            .where(User.customer_id == customer_id, User.role == Role.CUSTOMER, User.active.is_(True))
+            .order_by(User.id)
         )
     ).scalars()
     targets = [Target(user_id=user_id) for user_id in users]
@@ -120,20 +120,10 @@ async def customer_targets(
     return []
 
 
-async def _customer_recipients(session: AsyncSession, request: ServiceRequest) -> list[Target]:
-    return await customer_targets(session, request.customer_id, request.requester_id)
-
-
 async def request_facts(
     session: AsyncSession, request_id: int
 ) -> tuple[ServiceRequest, dict[str, Any]] | None:
     """A request and the facts messages about it show (ticket, subject, customer, product, assignee)."""
-    return await _request_facts(session, request_id)
-
-
-async def _request_facts(
-    session: AsyncSession, request_id: int
-) -> tuple[ServiceRequest, dict[str, Any]] | None:
     request = await session.get(ServiceRequest, request_id)
     if request is None:
         return None
@@ -169,14 +159,14 @@ async def _to_customer(
 ) -> list[Message]:
     return [
         Message(kind=kind, target=target, context=context, **options)
-        for target in await _customer_recipients(session, request)
+        for target in await customer_targets(session, request.customer_id, request.requester_id)
     ]
 
 
 async def request_opened(session: AsyncSession, event: OutboxEvent) -> list[Message]:
     """The customer's receipt: by email always (a record to keep) and in chat when the request did not
     come from a chat, where the assistant's own answer already acknowledged it."""
-    found = await _request_facts(session, event.aggregate_id)
+    found = await request_facts(session, event.aggregate_id)
     if found is None:
         return []
     request, facts = found
@@ -184,7 +174,7 @@ async def request_opened(session: AsyncSession, event: OutboxEvent) -> list[Mess
         (EMAIL,) if request.channel in (*CHAT_CHANNELS, "terminal", "rest") else (EMAIL, *CHAT_CHANNELS)
     )
     messages = []
-    for target in await _customer_recipients(session, request):
+    for target in await customer_targets(session, request.customer_id, request.requester_id):
         # One chat channel is enough: the first of the person's chat channels that is reachable wins.
         messages.append(Message(kind="request_acknowledged", target=target, context=facts, channels=channels))
     return messages
@@ -193,7 +183,7 @@ async def request_opened(session: AsyncSession, event: OutboxEvent) -> list[Mess
 async def request_assigned(session: AsyncSession, event: OutboxEvent) -> list[Message]:
     """The new assignee learns of the case (unless they took it themselves or a dispatch card covers it);
     the customer learns someone is on it."""
-    found = await _request_facts(session, event.aggregate_id)
+    found = await request_facts(session, event.aggregate_id)
     if found is None:
         return []
     request, facts = found
@@ -225,7 +215,7 @@ async def request_assigned(session: AsyncSession, event: OutboxEvent) -> list[Me
 
 async def request_status_changed(session: AsyncSession, event: OutboxEvent) -> list[Message]:
     """The customer hears of every move of their case."""
-    found = await _request_facts(session, event.aggregate_id)
+    found = await request_facts(session, event.aggregate_id)
     if found is None:
         return []
     request, facts = found
@@ -235,7 +225,7 @@ async def request_status_changed(session: AsyncSession, event: OutboxEvent) -> l
 
 async def request_resolved(session: AsyncSession, event: OutboxEvent) -> list[Message]:
     """ "Resolved, here is what was done" — unless a completed repair said it already (job_completed)."""
-    found = await _request_facts(session, event.aggregate_id)
+    found = await request_facts(session, event.aggregate_id)
     if found is None:
         return []
     request, facts = found
@@ -256,7 +246,7 @@ async def request_resolved(session: AsyncSession, event: OutboxEvent) -> list[Me
 
 async def request_closed(session: AsyncSession, event: OutboxEvent) -> list[Message]:
     """A closing thank-you."""
-    found = await _request_facts(session, event.aggregate_id)
+    found = await request_facts(session, event.aggregate_id)
     if found is None:
         return []
     request, facts = found
@@ -269,7 +259,7 @@ async def _order_facts(
     order = await session.get(RepairOrder, order_id)
     if order is None:
         return None
-    found = await _request_facts(session, order.service_request_id)
+    found = await request_facts(session, order.service_request_id)
     if found is None:
         return None
     request, facts = found

@@ -10,45 +10,22 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.container import Core
 from core.db.models import Customer, InstalledProduct, OutboxEvent, Product, ServiceRequest, Survey, User
-from core.domain.enums import Role, SurveyStatus
+from core.domain.enums import SurveyStatus
 from core.services.base import ref
 from core.services.surveys import SurveyLinks
-from notifier.routing import Message, Route, Target, routing_settings
+from notifier.routing import Message, Route, customer_targets, routing_settings
 from notifier.scheduler import Sweep
-from notifier.types import EMAIL
 
 KIND = "survey_invite"
+
 
 def links() -> SurveyLinks:
     """The survey link signer of the notifier routing now (its settings: public URL and secret)."""
     return SurveyLinks.from_settings(routing_settings())
-
-
-async def _recipients(session: AsyncSession, survey: Survey) -> list[Target]:
-    """The customer user the case was for, else the company's customer users, else its email on file."""
-    if survey.recipient_id is not None:
-        person = await session.get(User, survey.recipient_id)
-        if person is not None and person.role == Role.CUSTOMER and person.active:
-            return [Target(user_id=person.id)]
-    users = (
-        await session.execute(
-            select(User.id)
-            .where(User.customer_id == survey.customer_id, User.role == Role.CUSTOMER, User.active.is_(True))
-            .order_by(User.id)
-        )
-    ).scalars()
-    targets = [Target(user_id=user_id) for user_id in users]
-    if targets:
-        return targets
-    customer = await session.get(Customer, survey.customer_id)
-    if customer is not None and customer.email:
-        return [Target(channel=EMAIL, address=customer.email)]
-    return []
 
 
 async def survey_due(session: AsyncSession, event: OutboxEvent) -> list[Message]:
@@ -79,7 +56,7 @@ async def survey_due(session: AsyncSession, event: OutboxEvent) -> list[Message]
     }
     return [
         Message(kind=KIND, target=target, context=context, expires_at=survey.expires_at)
-        for target in await _recipients(session, survey)
+        for target in await customer_targets(session, survey.customer_id, survey.recipient_id)
     ]
 
 

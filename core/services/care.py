@@ -12,7 +12,6 @@ from collections.abc import Sequence
 from datetime import date, datetime, time, timedelta
 
 from sqlalchemy import and_, func, select
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.db.models import Customer, InstalledProduct, Product, SweepMark, Task
 from core.domain import events
@@ -20,7 +19,7 @@ from core.domain.care_plan import CareActivity
 from core.domain.enums import LifecycleStage, TaskKind
 from core.domain.warranty import add_months
 from core.services.base import Service, open_task
-from core.services.marks import insert_ignoring_duplicates, mark_once
+from core.services.marks import insert_ignoring_duplicates, mark_once, marks_of
 
 # Reminder stages before the warranty ends, largest first: a unit first seen 5 days before its end gets
 # the 7-day reminder only, never a late "30 days left".
@@ -56,7 +55,7 @@ class CareService(Service):
                     .order_by(InstalledProduct.id)
                 )
             ).all()
-            done = await self._marked(session, "warranty", [f"ip:{unit.id}" for unit in units])
+            done = await marks_of(session, "warranty", [f"ip:{unit.id}" for unit in units])
             for unit in units:
                 days_left = (unit.warranty_ends_on - today).days
                 stage = min(stage for stage in WARRANTY_STAGES if days_left <= stage)
@@ -109,7 +108,7 @@ class CareService(Service):
                 due_on = _next_maintenance(last_done or sold_on, int(months), today - MAINTENANCE_GRACE)
                 if due_on - MAINTENANCE_NOTICE <= today:
                     due.append((unit_id, customer_id, serial, due_on))
-            done = await self._marked(session, "maintenance", [f"ip:{unit_id}" for unit_id, *_ in due])
+            done = await marks_of(session, "maintenance", [f"ip:{unit_id}" for unit_id, *_ in due])
             for unit_id, customer_id, serial, due_on in due:
                 subject, mark = f"ip:{unit_id}", due_on.isoformat()
                 if (subject, mark) in done or not await mark_once(session, "maintenance", subject, mark, now):
@@ -142,7 +141,7 @@ class CareService(Service):
                     .order_by(Task.id)
                 )
             ).all()
-            done = await self._marked(session, "task", [f"task:{task.id}" for task in tasks])
+            done = await marks_of(session, "task", [f"task:{task.id}" for task in tasks])
             for task_id, assignee_id, due_at in tasks:
                 subject, mark = f"task:{task_id}", today.isoformat()
                 if (subject, mark) in done or not await mark_once(session, "task", subject, mark, now):
@@ -186,7 +185,7 @@ class CareService(Service):
                     )
                 )
                 entered.update({(subject, mark): at for subject, mark, at in rows})
-            done = await self._marked(session, "care", subjects)
+            done = await marks_of(session, "care", subjects)
             first_seen: list[dict[str, object]] = []
             for customer in customers:
                 subject, stage = f"c:{customer.id}", customer.lifecycle_stage
@@ -244,19 +243,6 @@ class CareService(Service):
         async with self._uow() as uow:
             await mark_once(uow.session, kind, "day", day, now)
             await uow.commit()
-
-    async def _marked(self, session: AsyncSession, kind: str, subjects: list[str]) -> set[tuple[str, str]]:
-        """(subject, mark) pairs already recorded, read in batches (one query instead of one per unit)."""
-        found: set[tuple[str, str]] = set()
-        for offset in range(0, len(subjects), BATCH):
-            chunk = subjects[offset : offset + BATCH]
-            rows = await session.execute(
-                select(SweepMark.subject, SweepMark.mark).where(
-                    SweepMark.kind == kind, SweepMark.subject.in_(chunk)
-                )
-            )
-            found.update((subject, mark) for subject, mark in rows)
-        return found
 
 
 def _next_maintenance(since: date, months: int, not_before: date) -> date:

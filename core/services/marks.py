@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.db.models import Base, SweepMark
@@ -45,3 +46,22 @@ async def mark_once(session: AsyncSession, kind: str, subject: str, mark: str, n
         ["kind", "subject", "mark"],
     )
     return created == 1
+
+
+# Subjects per IN (…) list: well under SQLite's and PostgreSQL's parameter limits.
+_CHUNK = 500
+
+
+async def marks_of(session: AsyncSession, kind: str, subjects: Iterable[str]) -> set[tuple[str, str]]:
+    """The (subject, mark) pairs of `kind` already recorded for these subjects, read in chunks: a sweep
+    checks thousands of units with a few queries, and only inserts for what is new."""
+    wanted = sorted(set(subjects))
+    found: set[tuple[str, str]] = set()
+    for start in range(0, len(wanted), _CHUNK):
+        rows = await session.execute(
+            select(SweepMark.subject, SweepMark.mark).where(
+                SweepMark.kind == kind, SweepMark.subject.in_(wanted[start : start + _CHUNK])
+            )
+        )
+        found.update((subject, mark) for subject, mark in rows.tuples())
+    return found

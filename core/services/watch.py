@@ -8,40 +8,20 @@ again reaches a new date, so it is reported again.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from datetime import date, datetime, timedelta
 
 from sqlalchemy import func, select
-from sqlalchemy.ext.asyncio import AsyncSession
 
-from core.db.models import Customer, Opportunity, SweepMark, Visit
+from core.db.models import Customer, Opportunity, Visit
 from core.domain.enums import OPEN_STAGES, ValueTier
 from core.domain.events import DealStalled, KeyCustomerNotVisited
 from core.services.base import Service
-from core.services.marks import mark_once
+from core.services.marks import mark_once, marks_of
 
 DEAL_STALLED = "deal_stalled"
 KEY_CUSTOMER_NOT_VISITED = "key_customer_not_visited"
 # What counts as seeing the customer: a call or an email is contact, not a visit.
 VISIT_KINDS = ("visit", "meeting")
-_CHUNK = 500
-
-
-async def _already_marked(
-    session: AsyncSession, kind: str, wanted: Sequence[tuple[str, str]]
-) -> set[tuple[str, str]]:
-    """The (subject, mark) pairs of `wanted` done before: a long-stalled deal costs a read, not an insert,
-    on every pass."""
-    found: set[tuple[str, str]] = set()
-    subjects = sorted({subject for subject, _mark in wanted})
-    for start in range(0, len(subjects), _CHUNK):
-        rows = await session.execute(
-            select(SweepMark.subject, SweepMark.mark).where(
-                SweepMark.kind == kind, SweepMark.subject.in_(subjects[start : start + _CHUNK])
-            )
-        )
-        found.update((subject, mark) for subject, mark in rows.tuples())
-    return found
 
 
 def _check_days(days: int) -> None:
@@ -83,7 +63,7 @@ class WatchService(Service):
                 )
                 mark = f"{days}d:{reached.isoformat()}"
                 candidates.append((str(deal_id), mark, deal_id, customer_id, owner_id, amount))
-            done = await _already_marked(session, DEAL_STALLED, [(c[0], c[1]) for c in candidates])
+            done = await marks_of(session, DEAL_STALLED, [c[0] for c in candidates])
             raised = 0
             for subject, mark, deal_id, customer_id, owner_id, amount in candidates:
                 if (subject, mark) in done or not await mark_once(session, DEAL_STALLED, subject, mark, now):
@@ -137,9 +117,7 @@ class WatchService(Service):
                 candidates.append(
                     (str(customer_id), f"{days}d:{reached.isoformat()}", customer_id, owner_id, tier)
                 )
-            done = await _already_marked(
-                session, KEY_CUSTOMER_NOT_VISITED, [(c[0], c[1]) for c in candidates]
-            )
+            done = await marks_of(session, KEY_CUSTOMER_NOT_VISITED, [c[0] for c in candidates])
             raised = 0
             for subject, mark, customer_id, owner_id, tier in candidates:
                 if (subject, mark) in done or not await mark_once(
