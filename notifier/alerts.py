@@ -1077,10 +1077,16 @@ class AlertRules:
         self._by_event: dict[str, list[Rule]] = {}
         for rule in self.rules:
             self._by_event.setdefault(rule.event, []).append(rule)
+        self._event_types = frozenset(self._by_event)
         self._schemas = event_schemas()
 
     def __repr__(self) -> str:
         return f"AlertRules({len(self.rules)} rules from {self.source})"
+
+    @property
+    def event_types(self) -> frozenset[str]:
+        """The event types some rule follows (the notifier skips the others without a look)."""
+        return self._event_types
 
     def for_event(self, event_type: str) -> list[Rule]:
         """The rules following one event type, in file order."""
