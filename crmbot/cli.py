@@ -222,16 +222,23 @@ def start_scheduler(core: Core) -> Callable[[], Awaitable[None]]:
     return scheduler.stop
 
 
+def stop_on_signal() -> asyncio.Event:
+    """An event set by SIGTERM or SIGINT: a service role stops cleanly (claims and lease handed back)."""
+    import signal
+
+    stop_event = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop_event.set)
+    return stop_event
+
+
 def run_scheduler(settings: Settings) -> None:
     """`crmbot run --role scheduler`: sweep on time while holding the lease, until SIGTERM/SIGINT."""
-    import signal
 
     async def main() -> None:
         core = build_core(settings)
-        stop_event = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signum, stop_event.set)
+        stop_event = stop_on_signal()
         await check_notifier_configuration(core)
         stop = start_scheduler(core)
         console.print(
@@ -248,8 +255,6 @@ def run_scheduler(settings: Settings) -> None:
 
 def run_worker(settings: Settings) -> None:
     """`crmbot run --role worker`: deliver notifications until SIGTERM/SIGINT; no HTTP, no chat intake."""
-    import signal
-
     from notifier.build import build_notifier, standalone_chat_senders
 
     async def main() -> None:
@@ -257,10 +262,7 @@ def run_worker(settings: Settings) -> None:
         await check_notifier_configuration(core)
         senders, closers = standalone_chat_senders(core)
         notifier = build_notifier(core, senders)
-        stop_event = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signum, stop_event.set)
+        stop_event = stop_on_signal()
         console.print(
             f"crmbot notifier worker {notifier.worker_id} (channels: {', '.join(sorted(notifier.senders))}; "
             f"database: {_safe_url(settings)})"

@@ -251,7 +251,10 @@ class Notifier:
         messages: Iterable[Message],
         now: datetime,
         profiles: dict[int, Profile | None] | None = None,
+        *,
+        source: str | None = None,
     ) -> list[dict[str, Any]]:
+        """Rows for `messages`, keyed by the outbox event (or `source` for messages no event caused)."""
         rows: list[dict[str, Any]] = []
         profiles = {} if profiles is None else profiles
         for message in messages:
@@ -264,7 +267,7 @@ class Notifier:
                     profiles[user_id] = profile
             if profile is None:
                 continue
-            base = dedupe_base(f"e{outbox_id}" if outbox_id is not None else "adhoc", message)
+            base = dedupe_base(source or f"e{outbox_id}", message)
             common = {
                 "outbox_id": outbox_id,
                 "kind": message.kind,
@@ -353,9 +356,7 @@ class Notifier:
         """Notifications not caused by an event (`crmbot notify test`); returns the new rows' ids."""
         async with self.core.uow() as uow:
             now = self.core.clock.now()
-            rows = await self._plan(uow.session, None, messages, now)
-            for row in rows:
-                row["dedupe_key"] = row["dedupe_key"].replace("adhoc:", f"{source}:", 1)
+            rows = await self._plan(uow.session, None, messages, now, source=source)
             await self._insert(uow.session, rows)
             await uow.commit()
         async with self.core.uow() as uow:
