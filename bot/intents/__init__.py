@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from bot.dialogue import Dialogue, Handler
-from bot.intents import field, preferences, reports, sales, service, smalltalk
+from bot.intents import field, manager, preferences, reports, sales, service, smalltalk
 
 
 def all_handlers() -> list[Handler]:
@@ -16,6 +16,7 @@ def all_handlers() -> list[Handler]:
         smalltalk.Deny(),
         *service.handlers(),
         *sales.handlers(),
+        *manager.handlers(),
         *field.handlers(),
         *preferences.handlers(),
         *reports.handlers(),

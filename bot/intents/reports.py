@@ -18,7 +18,8 @@ from typing import Any
 from bot.charting import cjk_font
 from bot.dialogue import Handler, Turn
 from bot.i18n import t
-from bot.intents.sales import local_today, month_end, payload, quarter_of, spoken, whens
+from bot.intents.manager import month_end, quarter_of
+from bot.intents.sales import local_today, payload, spoken, whens
 from bot.messages import Button, Reply
 from bot.nlu.entities import EN_NUMBERS, cn_number
 from core.domain.enums import Role
