@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from functools import lru_cache
 
+# Channels that can show a chart image (the terminal gets the text only); same set as the CSAT report's.
+IMAGE_CHANNELS = frozenset({"telegram", "slack", "web", "rest"})
+
 # Preferred first; Debian's fonts-noto-cjk (installed by .ci/run) provides the first one.
 CJK_FONTS = (
     "Noto Sans CJK SC",

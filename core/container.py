@@ -9,6 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from core.clock import Clock, SystemClock
 from core.db.engine import create_engine, create_session_factory
+from core.domain.lifecycle import lifecycle_rules_from_config
 from core.domain.value import value_model_from_config
 from core.services.care import CareService
 from core.services.conversations import ConversationStore
@@ -20,6 +21,7 @@ from core.services.knowledge import KnowledgeService
 from core.services.linking import LinkingService
 from core.services.notifications import NotificationService
 from core.services.org import OrgService
+from core.services.pipeline import PipelineService
 from core.services.preferences import PreferenceService
 from core.services.sales import SalesService
 from core.services.servicedesk import ServiceDesk
@@ -43,6 +45,7 @@ class Core:
     installed: InstalledBaseService
     service_desk: ServiceDesk
     sales: SalesService
+    pipeline: PipelineService
     knowledge: KnowledgeService
     surveys: SurveyService
     conversations: ConversationStore
@@ -94,11 +97,13 @@ def build_core(settings: Settings, *, clock: Clock | None = None, engine: AsyncE
         clock=clock,
         org=OrgService(uow, clock, tz),
         customers=CustomerService(
-            uow, clock, tz, value_model_from_config(settings.value_weights, settings.value_tier_shares)
+            uow, clock, tz, value_model_from_config(settings.value_weights, settings.value_tier_shares),
+            lifecycle_rules_from_config(settings.lifecycle_thresholds),
         ),
         installed=InstalledBaseService(uow, clock, tz),
         service_desk=ServiceDesk(uow, clock, tz),
         sales=SalesService(uow, clock, tz),
+        pipeline=PipelineService(uow, clock, tz),
         knowledge=KnowledgeService(uow, clock, tz),
         surveys=SurveyService(uow, clock, tz),
         conversations=ConversationStore(uow, clock, tz),

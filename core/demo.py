@@ -147,6 +147,13 @@ _BRANCH = {
            "technicians": ("lin.tao", "guo.feng"), "agent": "hu.xin", "station": "ST-BJ"},
 }
 _TECHNICIAN_STATION = {"zhang.wei": "ST-SH", "zhao.qiang": "ST-SH", "lin.tao": "ST-BJ", "guo.feng": "ST-BJ"}
+# What each technician is qualified for (product categories and models): dispatch suggestions rank by it.
+_TECHNICIAN_SKILLS: dict[str, tuple[str, ...]] = {
+    "zhang.wei": ("washing_machine", "dishwasher", "WM-2023", "WM-3000"),
+    "zhao.qiang": ("air_conditioner", "fridge", "AC-350", "AC-900"),
+    "lin.tao": ("washing_machine", "water_heater", "WH-800"),
+    "guo.feng": ("air_conditioner", "dishwasher", "fridge", "DW-700"),
+}
 
 _STATIONS = (
     # code, name, address, department
@@ -1466,6 +1473,8 @@ class _Loader:
                                                       quantity=quantity, min_quantity=minimum)
         for technician, station in _TECHNICIAN_STATION.items():
             await past.service_desk.assign_station(SYSTEM, technician=technician, station_code=station)
+            await past.service_desk.set_skills(SYSTEM, technician=technician,
+                                               skills=list(_TECHNICIAN_SKILLS[technician]))
 
     async def _customers(self) -> None:
         past = self.past

@@ -129,6 +129,35 @@ class CustomerOut(Out):
     tier: str
 
 
+class CustomerInsightOut(Out):
+    """What the value model and surveys say about a customer: score, tier move, lifecycle and CSAT."""
+
+    code: str
+    value_score: float
+    tier: str
+    previous_tier: str | None
+    lifecycle_stage: str
+    csat_average: float | None
+    csat_count: int
+    last_comment: str | None
+    last_comment_at: datetime | None
+    # The latest answered surveys of the period, newest first.
+    recent: list[SurveyOut] = Field(default_factory=list)
+
+
+class CustomerRankOut(Out):
+    """A customer in a value ranking (top customers, or those that moved tier)."""
+
+    rank: int
+    code: str
+    name: str
+    owner: str | None
+    value_score: float
+    tier: str
+    previous_tier: str | None
+    lifecycle_stage: str
+
+
 class ContactIn(In):
     """A person at a customer."""
 
@@ -345,6 +374,17 @@ class RepairActionIn(In):
     labour_minutes: int = Field(default=0, ge=0, le=24 * 60)
     parts: list[PartUsedIn] = Field(default_factory=list, max_length=50)
     warranty_excluded: bool = False
+    # depart: the expected arrival; reschedule: the proposed visit time; refuse_time: the customer's
+    # suggestion (optional).
+    eta: datetime | None = None
+    scheduled_at: datetime | None = None
+
+    @field_validator("eta", "scheduled_at")
+    @classmethod
+    def _aware_times(cls, value: datetime | None) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            raise ValueError("times need a timezone offset")
+        return value
 
 
 class RepairPartOut(Out):
@@ -378,6 +418,27 @@ class RepairOrderOut(Out):
     currency: str
     parts: list[RepairPartOut]
     history: list[HistoryEntryOut]
+    # Who and where, so a job list needs no further calls (field service).
+    customer_name: str = ""
+    address: str = ""
+    product_name: str = ""
+    serial_number: str | None = None
+    subject: str = ""
+    eta_at: datetime | None = None
+    proposed_at: datetime | None = None
+
+
+class TechnicianSuggestionOut(Out):
+    """A technician who could take a request, and why (best first)."""
+
+    username: str
+    name: str
+    station_code: str | None
+    skill_match: str  # "product", "category" or "" (no matching skill)
+    same_region: bool
+    jobs_that_day: int
+    open_jobs: int
+    reasons: list[str]
 
 
 # --- sales --------------------------------------------------------------------------------------
@@ -417,6 +478,16 @@ class VisitOut(Out):
     outcome: str
     next_step: str
     follow_up_task_id: int | None = None
+
+
+class UnvisitedCustomerOut(Out):
+    """A key-tier customer with no visit (or meeting) for at least the watch window."""
+
+    customer_code: str
+    customer_name: str
+    owner: str | None
+    last_visited_on: date | None
+    days: int
 
 
 class TaskOut(Out):
@@ -527,6 +598,57 @@ class PipelineOut(Out):
     weighted_forecast: Decimal
     won_amount: Decimal
     forecast_by_month: dict[str, Decimal]
+
+
+class PipelineRepOut(Out):
+    """One rep's share of the pipeline report."""
+
+    username: str
+    name: str
+    open_count: int
+    open_amount: Decimal
+    weighted: Decimal
+    won_count: int
+    won_amount: Decimal
+
+
+class PipelineConversionOut(Out):
+    """Of the deals that reached `stage`, how many got further (`advanced`) and how many were won."""
+
+    stage: str
+    reached: int
+    advanced: int
+    rate: float | None
+    won: int
+    win_rate: float | None
+
+
+class PipelineAgeOut(Out):
+    """Open deals of one stage: how long they have sat in it and how old they are, in days."""
+
+    stage: str
+    count: int
+    average_days_in_stage: float | None
+    average_days_open: float | None
+
+
+class PipelineReportOut(Out):
+    """The manager's pipeline report: funnel, forecast by month, per rep, stage conversion and age."""
+
+    close_from: date | None
+    close_to: date | None
+    rep: str | None
+    team: str | None
+    team_name: str | None = None
+    stages: list[PipelineStageOut]
+    open_count: int
+    open_amount: Decimal
+    weighted_forecast: Decimal
+    won_amount: Decimal
+    forecast_by_month: dict[str, Decimal]
+    reps: list[PipelineRepOut]
+    conversion: list[PipelineConversionOut]
+    age: list[PipelineAgeOut]
 
 
 # --- knowledge ----------------------------------------------------------------------------------

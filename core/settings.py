@@ -105,6 +105,9 @@ class Settings(BaseSettings):
     value_tier_shares: dict[str, float] = Field(
         default_factory=lambda: {"key": 0.10, "major": 0.20, "regular": 0.40, "minor": 0.30}
     )
+    # Lifecycle stage rule thresholds over the defaults in core/domain/lifecycle.py (new_days, at_risk_days,
+    # churned_days, low_csat, complaints, loyal_days, loyal_orders).
+    lifecycle_thresholds: dict[str, float] = Field(default_factory=dict)
 
     @field_validator("timezone")
     @classmethod
@@ -139,6 +142,9 @@ class Settings(BaseSettings):
         from core.domain.value import value_model_from_config
 
         value_model_from_config(self.value_weights, self.value_tier_shares)
+        from core.domain.lifecycle import lifecycle_rules_from_config
+
+        lifecycle_rules_from_config(self.lifecycle_thresholds)
         return self
 
     @classmethod

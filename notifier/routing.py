@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.db.models import (
@@ -28,6 +28,7 @@ from core.db.models import (
     User,
 )
 from core.domain.enums import RepairStatus, Role
+from core.kb_index import KbDocument, KbIndex
 from core.services.base import ref
 from core.services.linking import CODE_TTL
 from core.settings import Settings
@@ -292,19 +293,7 @@ async def repair_dispatched(session: AsyncSession, event: OutboxEvent) -> list[M
             today = event.occurred_at.date()
             warranty = "in" if unit.warranty_ends_on >= today else "out"
             warranty_ends_on = unit.warranty_ends_on.isoformat()
-    articles: list[dict[str, str]] = []
-    if request.kb_article_id is not None:
-        article = await session.get(KbArticle, request.kb_article_id)
-        if article is not None:
-            articles.append({"code": article.code, "title": article.title})
-    if product_id is not None:
-        rows = await session.execute(
-            select(KbArticle.code, KbArticle.title)
-            .where(KbArticle.product_id == product_id, KbArticle.id != (request.kb_article_id or 0))
-            .order_by(KbArticle.solved_count.desc(), KbArticle.id)
-            .limit(3 - len(articles))
-        )
-        articles += [{"code": code, "title": title} for code, title in rows]
+    articles = await defect_articles(session, request, product_id)
     context = {
         **facts,
         "address": customer.address if customer is not None else "",
@@ -316,6 +305,65 @@ async def repair_dispatched(session: AsyncSession, event: OutboxEvent) -> list[M
         "recipient_name": technician.name if technician is not None else "",
     }
     return [Message(kind="dispatch_card", target=Target(user_id=order.technician_id), context=context)]
+
+
+# How many articles a dispatch card lists, and how many candidates the symptom is matched against.
+CARD_ARTICLES = 3
+SYMPTOM_POOL = 400
+SYMPTOM_MIN_SCORE = 20.0
+
+
+async def defect_articles(
+    session: AsyncSession, request: ServiceRequest, product_id: int | None
+) -> list[dict[str, str]]:
+    """The articles that may help on site: the one the request came from, then those whose symptoms match
+    the customer's description (among the product's articles and the general ones), then the product's
+    most often successful ones."""
+    chosen: list[KbArticle] = []
+    if request.kb_article_id is not None:
+        article = await session.get(KbArticle, request.kb_article_id)
+        if article is not None:
+            chosen.append(article)
+    product_code = None
+    conditions: list[ColumnElement[bool]] = [KbArticle.product_id.is_(None)]
+    if product_id is not None:
+        product = await session.get(Product, product_id)
+        product_code = product.code if product is not None else None
+        conditions.append(KbArticle.product_id == product_id)
+    # A small index over the articles that can apply to this product: the description is matched the way
+    # the knowledge search matches a customer's words (typos, synonyms, error codes, Chinese).
+    pool = list(
+        (
+            await session.execute(
+                select(KbArticle)
+                .where(or_(*conditions))
+                .order_by(KbArticle.product_id.is_(None), KbArticle.solved_count.desc(), KbArticle.id)
+                .limit(SYMPTOM_POOL)
+            )
+        ).scalars()
+    )
+    symptom = f"{request.subject}\n{request.description or ''}"
+    if pool and symptom.strip():
+        index = KbIndex()
+        by_id = {article.id: article for article in pool}
+        for article in pool:
+            index.add(
+                KbDocument(
+                    id=article.id,
+                    code=article.code,
+                    title=article.title,
+                    symptoms=article.symptoms,
+                    solution=article.solution,
+                    lang=article.lang,
+                    product_code=product_code if article.product_id == product_id else None,
+                )
+            )
+        for hit in index.search(symptom, CARD_ARTICLES + 1, product_code=product_code):
+            if hit.score >= SYMPTOM_MIN_SCORE and hit.id in by_id:
+                chosen.append(by_id[hit.id])
+    chosen += [article for article in pool if product_id is not None and article.product_id == product_id]
+    unique = list({article.id: article for article in chosen}.values())
+    return [{"code": article.code, "title": article.title} for article in unique[:CARD_ARTICLES]]
 
 
 async def repair_accepted(session: AsyncSession, event: OutboxEvent) -> list[Message]:
@@ -374,6 +422,69 @@ async def repair_completed(session: AsyncSession, event: OutboxEvent) -> list[Me
     return await _to_customer(session, request, "job_completed", context)
 
 
+async def repair_departed(session: AsyncSession, event: OutboxEvent) -> list[Message]:
+    """The customer learns the technician is on the way, and when they should arrive."""
+    found = await _order_facts(session, event.aggregate_id)
+    if found is None:
+        return []
+    _, request, facts = found
+    context = {**facts, "eta": str(event.payload.get("eta") or "")}
+    # Urgent: an arrival time is worth nothing after the arrival, so quiet hours do not hold it back.
+    return await _to_customer(session, request, "job_on_the_way", context, urgent=True)
+
+
+async def reschedule_proposed(session: AsyncSession, event: OutboxEvent) -> list[Message]:
+    """The customer is asked to confirm a new visit time, with [Confirm] [Another time] in chat."""
+    found = await _order_facts(session, event.aggregate_id)
+    if found is None:
+        return []
+    _, request, facts = found
+    context = {
+        **facts,
+        "proposed_at": str(event.payload.get("proposed_at") or ""),
+        "previous_at": str(event.payload.get("previous_at") or ""),
+    }
+    return await _to_customer(session, request, "job_time_proposed", context)
+
+
+async def reschedule_answered(session: AsyncSession, event: OutboxEvent) -> list[Message]:
+    """The technician, whoever proposed the time and whoever dispatched the job hear the customer's answer."""
+    found = await _order_facts(session, event.aggregate_id)
+    if found is None:
+        return []
+    order, _request, facts = found
+    payload = event.payload
+    dispatcher = (
+        await session.execute(
+            select(RepairOrderChange.actor_id)
+            .where(RepairOrderChange.repair_order_id == order.id, RepairOrderChange.action == "dispatch")
+            .order_by(RepairOrderChange.id.desc())
+            .limit(1)
+        )
+    ).scalar_one_or_none()
+    accepted = bool(payload.get("accepted"))
+    wanted = [order.technician_id, payload.get("proposed_by_id")] + ([] if accepted else [dispatcher])
+    recipients = list(dict.fromkeys(int(user_id) for user_id in wanted if user_id))
+    context = {
+        **facts,
+        "proposed_at": str(payload.get("proposed_at") or ""),
+        "suggested_at": str(payload.get("suggested_at") or ""),
+        "comment": str(payload.get("comment") or ""),
+    }
+    kind = "job_time_confirmed" if accepted else "job_time_refused"
+    messages = []
+    for user_id in recipients:
+        user = await session.get(User, user_id)
+        if user is None or user.role == Role.CUSTOMER:
+            continue
+        messages.append(
+            Message(
+                kind=kind, target=Target(user_id=user_id), context={**context, "recipient_name": user.name}
+            )
+        )
+    return messages
+
+
 async def link_code(session: AsyncSession, event: OutboxEvent) -> list[Message]:
     """A one-time code, to the address the person gave; urgent (they are waiting), dead after its TTL."""
     payload = event.payload
@@ -408,6 +519,9 @@ ROUTES: dict[str, Route] = {
     "RepairAccepted": repair_accepted,
     "RepairDeclined": repair_declined,
     "RepairCompleted": repair_completed,
+    "RepairDeparted": repair_departed,
+    "RepairRescheduleProposed": reschedule_proposed,
+    "RepairRescheduleAnswered": reschedule_answered,
     "LinkCodeRequested": link_code,
 }
 

@@ -153,11 +153,13 @@ async def test_openapi_document_lists_every_area_with_bearer_security(bare_anon:
         "/api/v1/service-requests/{ref}/transitions",
         "/api/v1/service-requests/{ref}/comments",
         "/api/v1/service-requests/{ref}/survey",
+        "/api/v1/service-requests/{ref}/technician-suggestions",
         "/api/v1/repair-orders",
         "/api/v1/repair-orders/{ref}",
         "/api/v1/repair-orders/{ref}/actions",
         "/api/v1/opportunities",
         "/api/v1/opportunities/{ref}",
+        "/api/v1/pipeline",
         "/api/v1/visits",
         "/api/v1/tasks",
         "/api/v1/surveys",
@@ -219,7 +221,7 @@ async def test_every_api_route_refuses_a_request_without_token(
         if path.startswith("/api/v1/")
         for method in methods
     ]
-    assert len(operations) == 43
+    assert len(operations) == 45
     for method, template in operations:
         path = re.sub(r"\{[^}]+\}", "X1", template)
         response = await anon.request(method, path, json={})

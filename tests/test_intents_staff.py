@@ -486,7 +486,7 @@ async def test_customer_overview_for_a_rep_with_section_buttons(core: Core, worl
     lines = overview.text.splitlines()
     assert lines[:3] == [
         "Acme Corp (ACME)",
-        "Reseller · segment retail · tier regular · new customer · owner rep.north",
+        "Reseller · segment retail · new customer · owner rep.north",
         "Address: 88 Harbour Road",
     ]
     assert "Contacts (4):" in lines and "  • Li Wei (purchasing)" in lines
@@ -516,7 +516,7 @@ async def test_customer_overview_for_technician_and_in_chinese(core: Core, world
 
     rep = staff_chat(core, nlu, "rep.north")
     zh = await rep.text("看看Acme", "customer_overview", customer="Acme")
-    assert zh.startswith("Acme Corp（ACME）\n经销商 · 细分 retail · 等级 普通 · 新客户 · 负责人 rep.north")
+    assert zh.startswith("Acme Corp（ACME）\n经销商 · 细分 retail · 新客户 · 负责人 rep.north")
     assert "保修至 2027年11月26日（周五）" in zh and "进行中商机：3 个，¥160,000.00" in zh
 
 

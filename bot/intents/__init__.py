@@ -12,8 +12,9 @@ def all_handlers() -> list[Handler]:
         smalltalk.Greet(),
         smalltalk.Goodbye(),
         smalltalk.Help(),
-        smalltalk.Affirm(),
-        smalltalk.Deny(),
+        # A customer's bare yes/no may answer a visit time we proposed (field service); else as smalltalk.
+        field.VisitAffirm(),
+        field.VisitDeny(),
         *service.handlers(),
         *sales.handlers(),
         *manager.handlers(),

@@ -6,28 +6,33 @@ import re
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import Any, ClassVar
 
 from bot.dialogue import Handler, Slot, SlotInvalid, Turn
 from bot.intents.sales import (
     CJK,
     LATIN_WORD,
+    Candidate,
     StaffHandler,
     confirm_card,
     day_label,
+    find_customers,
+    label,
     local_today,
     moment_label,
     money,
     payload,
+    pick,
     short,
     spoken,
     whens,
     zone,
 )
+from bot.intents.smalltalk import Affirm, Deny
 from bot.messages import Button, Reply
 from core.domain.enums import RepairStatus, Role
-from core.errors import InsufficientStock, InvalidTransition, NotFound, ValidationFailed
-from core.schemas import PartUsedIn, RepairActionIn, RepairOrderOut
+from core.errors import InsufficientStock, InvalidTransition, NotFound, PermissionDenied, ValidationFailed
+from core.schemas import PartUsedIn, RepairActionIn, RepairOrderIn, RepairOrderOut, TechnicianSuggestionOut
 
 JOB_REF = re.compile(r"(?<![A-Za-z0-9])RO\s*[-#]?\s*(\d{1,9})(?![0-9])", re.IGNORECASE)
 JOB_MENTION = re.compile(r"(?:\b(?:on|for|of|job|order)\s+)?(?<![A-Za-z0-9])RO\s*[-#]?\s*\d{1,9}(?![0-9])",
@@ -64,6 +69,14 @@ MINUTES_ZH = re.compile(r"(?P<m>\d{1,4}|[一二两三四五六七八九十]{1,4}
 HALF_HOUR_ZH = re.compile(r"(?<![一二两三四五六七八九十\d个])半(?:个)?(?:小时|钟头)")
 QUARTER_HOUR_ZH = re.compile(r"一刻钟")
 LABOUR_CHOICES = (30, 45, 60, 90, 120)
+# What the technician says when the warranty does not cover the damage (then parts and labour are charged).
+WARRANTY_EXCLUSION = re.compile(
+    r"(?:customer|user|physical|accidental|water|liquid|impact|transport|misuse)[\s-]*(?:caused\s+)?damage[d]?"
+    r"|\bdamaged\s+by\s+(?:the\s+)?(?:customer|user|water)\b|\bdropped\b|\bmisuse[d]?\b|\babuse[d]?\b"
+    r"|\bnot\s+covered(?:\s+by\s+(?:the\s+)?warranty)?\b|\bwarranty\s+(?:excluded|exclusion|void(?:ed)?)\b"
+    r"|\bout\s+of\s+(?:the\s+)?warranty\s+scope\b|\bno\s+warranty\s+cover\b"
+    r"|人为(?:损坏|损伤|原因)?|不在保修范围(?:内)?|不属于保修(?:范围)?|不保修|保修不包括|摔坏了?|进水(?:损坏)?|私自拆(?:修|机)",
+    re.IGNORECASE)
 
 
 def zh_number(text: str) -> int | None:
@@ -178,22 +191,12 @@ class JobInfo:
 
 
 async def job_info(turn: Turn, order: RepairOrderOut) -> JobInfo:
-    """Customer name and address, product and problem of a job."""
-    name, address, product, subject = order.customer_code, "", "", ""
-    try:
-        customer = await turn.core.customers.get(turn.actor, order.customer_code)
-        name, address = customer.name, customer.address
-    except NotFound:
-        pass
-    try:
-        request = await turn.core.service_desk.get_request(turn.actor, order.service_request_ref)
-        subject = request.subject
-        if request.serial_number:
-            unit = await turn.core.installed.get(turn.actor, request.serial_number)
-            product = f"{unit.product_name} ({unit.serial_number})"
-    except NotFound:
-        pass
-    return JobInfo(customer=name, address=address, product=product, subject=subject)
+    """Customer name and address, product and problem of a job (the order carries them)."""
+    product = order.product_name
+    if product and order.serial_number:
+        product = f"{product} ({order.serial_number})"
+    return JobInfo(customer=order.customer_name or order.customer_code, address=order.address,
+                   product=product, subject=order.subject)
 
 
 def when_text(turn: Turn, order: RepairOrderOut) -> str:
@@ -225,9 +228,13 @@ class MyJobs(StaffHandler):
         start = datetime.combine(first, time(0), tzinfo=tz)
         end = datetime.combine(last + timedelta(days=1), time(0), tzinfo=tz)
         desk, actor = turn.core.service_desk, turn.actor
+        # A manager's "my jobs" is the team's board: what their own technicians are doing.
+        board = actor.role is Role.MANAGER
         scheduled = (await desk.list_repair_orders(actor, active_only=True, scheduled_from=start,
-                                                   scheduled_to=end, limit=50)).items
-        active = (await desk.list_repair_orders(actor, active_only=True, limit=100)).items
+                                                   scheduled_to=end, team=board, limit=100)).items
+        active = (await desk.list_repair_orders(actor, active_only=True, team=board, limit=100)).items
+        if board:
+            return [await self._board(turn, period, (first, last), scheduled, active)]
         earlier = [
             order for order in active
             if order.scheduled_at is not None and order.scheduled_at < start and first <= local_today(turn)
@@ -253,6 +260,31 @@ class MyJobs(StaffHandler):
         )
         return [Reply(text="\n".join(lines), buttons=buttons[:10])]
 
+    async def _board(self, turn: Turn, period: str, days: tuple[date, date], scheduled: list[RepairOrderOut],
+                     active: list[RepairOrderOut]) -> Reply:
+        """The team's jobs grouped by technician, each in time order; left-overs and unscheduled after."""
+        first, last = days
+        start = datetime.combine(first, time(0), tzinfo=zone(turn))
+        seen = {order.ref for order in scheduled}
+        earlier = first <= local_today(turn)
+        extra = [order for order in active if order.ref not in seen
+                 and (order.scheduled_at is None or (order.scheduled_at < start and earlier))]
+        orders = [*scheduled, *extra]
+        if not orders:
+            return turn.say("field.board.none", period=period)
+        names = dict(await turn.core.service_desk.dispatchable_technicians(turn.actor))
+        lines = [turn.t("field.board.title", period=period, count=len(scheduled))]
+        by_technician: dict[str, list[RepairOrderOut]] = {}
+        for order in orders:
+            by_technician.setdefault(order.technician or "", []).append(order)
+        for username in sorted(by_technician, key=lambda name: (name == "", names.get(name, name))):
+            nobody = turn.t("field.board.nobody")
+            title = f"{names.get(username, username)} — {username}" if username else nobody
+            lines.append(title)
+            for order in by_technician[username]:
+                lines.append("  " + await self._line(turn, order, order.ref not in seen or first != last))
+        return Reply(text="\n".join(lines))
+
     async def _line(self, turn: Turn, order: RepairOrderOut, with_day: bool) -> str:
         info = await job_info(turn, order)
         if order.scheduled_at is None:
@@ -264,7 +296,9 @@ class MyJobs(StaffHandler):
         parts = [f"• {when} {order.ref} {info.customer}"]
         parts += [value for value in (info.address, info.product, short(info.subject, 50)) if value]
         parts.append(status_text(turn, order.status))
-        if turn.actor.role is not Role.TECHNICIAN and order.technician:
+        if order.proposed_at is not None:
+            parts.append(turn.t("field.proposed", when=moment_label(turn, order.proposed_at)))
+        if turn.actor.role not in (Role.TECHNICIAN, Role.MANAGER) and order.technician:
             parts.append(order.technician)
         return " — ".join(parts)
 
@@ -451,6 +485,8 @@ class CompleteJob(StaffHandler):
             turn.t("jobs.card_parts", parts=parts),
             turn.t("jobs.card_labour", minutes=slots["labour"]),
         ]
+        if slots.get("excluded"):
+            lines.append(turn.t("field.complete.excluded", reason=slots["excluded"]))
         return confirm_card(turn, "\n".join(lines))
 
     async def execute(self, turn: Turn) -> list[Reply]:
@@ -459,7 +495,8 @@ class CompleteJob(StaffHandler):
         reference = slots["job"]
         parts = [PartUsedIn(part_code=code, quantity=quantity) for code, quantity in slots.get("parts", [])]
         action = RepairActionIn(action="complete", work_summary=slots["summary"][:10_000],
-                                labour_minutes=int(slots["labour"]), parts=parts)
+                                labour_minutes=int(slots["labour"]), parts=parts,
+                                warranty_excluded=bool(slots.get("excluded")))
         try:
             order = await turn.core.service_desk.act_on_repair(turn.actor, reference, action)
         except NotFound as error:
@@ -470,12 +507,18 @@ class CompleteJob(StaffHandler):
             return [turn.say("jobs.not_found", ref=reference)]
         except InsufficientStock as error:
             return [turn.say("jobs.short_stock", detail=error.message)]
+        except ValidationFailed as error:
+            return [turn.say("error.domain", message=error.message)]
         except InvalidTransition:
             current = await turn.core.service_desk.get_repair_order(turn.actor, reference)
             return [turn.say("jobs.cannot_complete", ref=reference, status=status_text(turn, current.status))]
         turn.state.context["job_id"] = order.ref
         if order.in_warranty and order.total_charge == 0:
             charge = turn.t("jobs.free_under_warranty")
+        elif order.in_warranty:
+            # In warranty, but the damage is not covered: parts and labour are charged all the same.
+            charge = turn.t("field.complete.excluded_charge", total=money(order.total_charge),
+                            parts=money(order.parts_charge), labour=money(order.labour_charge))
         else:
             charge = turn.t("jobs.charge", total=money(order.total_charge), parts=money(order.parts_charge),
                             labour=money(order.labour_charge))
@@ -544,8 +587,699 @@ class CompleteJob(StaffHandler):
         minutes = labour_minutes(text)
         if minutes is not None and "labour" not in turn.slots:
             turn.slots["labour"] = minutes
+        exclusion = WARRANTY_EXCLUSION.search(text)
+        if exclusion:
+            turn.slots["excluded"] = exclusion.group(0).strip()
+
+
+# --- dispatch from chat ------------------------------------------------------------------------------
+
+TICKET_REF = re.compile(r"(?<![A-Za-z0-9])SR\s*[-#]?\s*(\d{1,9})(?![0-9])", re.IGNORECASE)
+NO_TIME = "none"
+DEFAULT_HOUR = 9
+# "to Tom", "send Tom to", "派给张伟", "让张伟去": the words that name who should go.
+NAMED_EN = re.compile(
+    r"\b(?:to|for)\s+(?P<a>[A-Za-z][\w.'’-]*(?:\s+[A-Z][\w.'’-]*)?)"
+    r"|\bsend\s+(?P<b>[A-Za-z][\w.'’-]*(?:\s+[A-Z][\w.'’-]*)?)\s+(?:to|over|out)\b",
+    re.IGNORECASE)
+NAMED_ZH = re.compile(
+    r"(?:派给|交给|分给|安排给|指派给)\s*(?P<a>[A-Za-z.]{2,30}|[\u4e00-\u9fff]{2,3}?)(?=[，,。.\s]|明天|今天|后天|"
+    r"大后天|周|星期|下周|礼拜|上午|下午|晚上|早上|中午|去|$)"
+    r"|(?:让|派|叫)\s*(?P<b>[\u4e00-\u9fff]{2,3}?)\s*(?:去|上门|跑一趟|处理)")
+# Words around a name in a dispatch that are never the name.
+DISPATCH_WORDS = frozenset((
+    "assign", "assigned", "dispatch", "dispatched", "send", "sent", "book", "schedule", "who", "can", "could",
+    "take", "go", "goes", "do", "it", "job", "ticket", "request", "sr", "am", "pm", "please", "pls",
+    "someone", "somebody", "anyone", "anybody", "technician", "tech", "engineer", "free", "available",
+    "suggest", "suggestion", "best", "a", "an", "the", "to", "for", "on", "at", "in", "by", "of", "me",
+    "today", "tomorrow", "tonight", "morning", "afternoon", "evening", "noon", "next", "this", "week",
+    "monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday", "mon", "tue", "wed", "thu",
+    "fri", "sat", "sun", "o'clock", "oclock", "asap", "now", "there", "over", "out",
+))
+DISPATCH_ZH = re.compile(
+    r"SR\s*-?\s*\d+|派给|交给|分给|安排给|指派给|派单|派工|派|谁能去|谁可以去|谁去|谁能|谁有空|安排|一下|"
+    r"明天|今天|后天|大后天|下周.|周.|星期.|上午|下午|晚上|早上|中午|[零一二两三四五六七八九十\d]+点(?:半|\d+分?)?|"
+    r"[，,。？?！!\s]", re.IGNORECASE)
+USERNAME = re.compile(r"[A-Za-z0-9]+[._][A-Za-z0-9._-]+")
+CLOCK = re.compile(r"(?<![\d:])(?P<h>[01]?\d|2[0-3])[:：.](?P<m>[0-5]\d)(?![\d])")
+
+
+def ticket_ref(raw: str | None) -> str | None:
+    """'SR-12', 'sr 12', '#12', '12' → 'SR-12'."""
+    if not raw:
+        return None
+    match = TICKET_REF.search(raw) or BARE_NUMBER.match(raw)
+    return f"SR-{int(match.group(1))}" if match else None
+
+
+def moment(turn: Turn, value: date | datetime, hour: int = DEFAULT_HOUR) -> datetime:
+    """A time from what was said: a day alone means that day at `hour`, local time."""
+    if isinstance(value, datetime):
+        return value
+    return datetime.combine(value, time(hour), tzinfo=zone(turn))
+
+
+def said_moment(turn: Turn, text: str) -> datetime | None:
+    """The first date/time the message names (a day alone: 9:00 that day); a bare "10:30" is today."""
+    for when in whens(turn):
+        return moment(turn, when)
+    clock = CLOCK.search(text)
+    if clock:
+        return datetime.combine(local_today(turn), time(int(clock["h"]), int(clock["m"])), tzinfo=zone(turn))
+    return None
+
+
+def iso_value(raw: str) -> datetime | None:
+    """A time carried by a button payload."""
+    try:
+        value = datetime.fromisoformat(raw.strip().replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return value if value.tzinfo else None
+
+
+class DispatchJob(StaffHandler):
+    """J7: 'assign SR-12 to Tom tomorrow 9am', 'who can take SR-12?' → a confirmed repair order."""
+
+    intent = "dispatch_job"
+    roles = frozenset({Role.AGENT, Role.MANAGER})
+    slots = (
+        Slot("request", "field.dispatch.ask_request", entity="sr"),
+        Slot("technician", "field.dispatch.ask_technician", entity="tech"),
+        Slot("when", "field.dispatch.ask_when", entity="when"),
+    )
+    needs_confirmation = True
+
+    async def prefill(self, turn: Turn) -> None:
+        """Request, technician and time from the message (or the button that restarted it)."""
+        text = spoken(turn)
+        written = TICKET_REF.search(text)
+        reference = (ticket_ref(turn.entity("sr")) or ticket_ref(turn.entity("ticket_id"))
+                     or (ticket_ref(written.group(0)) if written else None))
+        if reference is not None:
+            problem = await self._take_request(turn, reference)
+            if problem:
+                self.stop(turn, problem)
+                return
+        else:
+            # "dispatch it to Tom" right after talking about SR-12; a stale one (closed since) is just asked.
+            remembered = ticket_ref(turn.state.context.get("ticket_id"))
+            if remembered and await self._take_request(turn, remembered):
+                for name in ("request", "customer", "subject", "preferred"):
+                    turn.slots.pop(name, None)
+        chosen = turn.entity("tech")
+        if chosen:
+            await self._take_technician(turn, chosen, exact=True)
+        elif text:
+            await self._find_technician(turn, text)
+        raw_when = turn.entity("when")
+        if raw_when:
+            self._take_when(turn, raw_when)
+        elif text:
+            said = said_moment(turn, text)
+            if said is not None:
+                self._take_when(turn, said.isoformat())
+
+    def next_slot(self, turn: Turn) -> Slot | None:
+        """Request, then technician, then time (the preferred time fills it when none was said)."""
+        if "request" not in turn.slots:
+            return self.slots[0]
+        if "technician" not in turn.slots:
+            return self.slots[1]
+        if "when" not in turn.slots:
+            preferred = iso_value(turn.slots.get("preferred") or "")
+            if preferred is not None and preferred > turn.now and not turn.slots.get("_asked_when"):
+                # No time said: the time the customer asked for, shown on the confirmation card.
+                turn.slots["when"] = preferred.isoformat()
+                return None
+            return self.slots[2]
+        return None
+
+    async def validate(self, turn: Turn, slot: Slot, raw: str) -> Any:
+        """A request in scope that is open; a technician of mine; a time to come."""
+        if slot.name == "request":
+            reference = ticket_ref(raw)
+            if reference is None:
+                raise SlotInvalid(turn.t("field.dispatch.bad_request"))
+            problem = await self._take_request(turn, reference)
+            if problem:
+                raise SlotInvalid(problem)
+            return reference
+        if slot.name == "technician":
+            found = await self._take_technician(turn, raw, exact=bool(turn.entity("tech")))
+            if found is None:
+                raise SlotInvalid(turn.t("field.dispatch.pick_again"))
+            return found
+        if raw.strip() == NO_TIME:
+            return NO_TIME
+        value = iso_value(raw) or said_moment(turn, raw)
+        if value is None:
+            raise SlotInvalid(turn.t("field.dispatch.bad_when"))
+        if value < turn.now:
+            raise SlotInvalid(turn.t("field.past", when=moment_label(turn, value)))
+        return value.isoformat()
+
+    async def question(self, turn: Turn, slot: Slot) -> list[Reply]:
+        """Which request; which technician (matches or suggestions as buttons); when (buttons)."""
+        if slot.name == "request":
+            return [turn.say("field.dispatch.ask_request")]
+        if slot.name == "technician":
+            choices: list[list[str]] = turn.slots.get("_tech_choices") or []
+            if choices:
+                return [Reply(text=turn.t("field.dispatch.pick_technician"), buttons=tuple(
+                    Button(title=short(f"{name} ({username})", 60),
+                           payload=payload(self.intent, tech=username))
+                    for username, name in choices))]
+            return [await self._suggestions(turn)]
+        turn.slots["_asked_when"] = True
+        buttons = []
+        preferred = iso_value(turn.slots.get("preferred") or "")
+        if preferred is not None and preferred > turn.now:
+            buttons.append(turn.button("field.dispatch.preferred_button",
+                                       payload(self.intent, when=preferred.isoformat()),
+                                       when=moment_label(turn, preferred)))
+        tomorrow = datetime.combine(local_today(turn) + timedelta(days=1), time(DEFAULT_HOUR),
+                                    tzinfo=zone(turn))
+        buttons.append(turn.button("field.dispatch.tomorrow_button",
+                                   payload(self.intent, when=tomorrow.isoformat()),
+                                   when=moment_label(turn, tomorrow)))
+        buttons.append(turn.button("field.dispatch.no_time_button", payload(self.intent, when=NO_TIME)))
+        return [Reply(text=turn.t("field.dispatch.ask_when", name=turn.slots.get("technician_name", "")),
+                      buttons=tuple(buttons))]
+
+    async def confirmation(self, turn: Turn) -> Reply:
+        """Request, customer, technician and time before the job is created."""
+        slots = turn.slots
+        when = iso_value(slots["when"]) if slots["when"] != NO_TIME else None
+        text = turn.t("field.dispatch.card", request=slots["request"], customer=slots.get("customer", ""),
+                      subject=short(slots.get("subject", ""), 60), name=slots.get("technician_name", ""),
+                      when=moment_label(turn, when) if when else turn.t("jobs.no_time"))
+        return confirm_card(turn, text)
+
+    async def execute(self, turn: Turn) -> list[Reply]:
+        """Create the repair order: the technician gets the dispatch card through the notifier."""
+        slots = turn.slots
+        when = iso_value(slots["when"]) if slots["when"] != NO_TIME else None
+        try:
+            order = await turn.core.service_desk.dispatch(turn.actor, RepairOrderIn(
+                service_request=slots["request"], technician=slots["technician"], scheduled_at=when))
+        except NotFound:
+            return [turn.say("field.dispatch.request_not_found", ref=slots["request"])]
+        except (ValidationFailed, InvalidTransition) as error:
+            return [turn.say("field.dispatch.refused", message=error.message)]
+        turn.state.context["job_id"] = order.ref
+        return [turn.say("field.dispatch.done", ref=order.ref, request=slots["request"],
+                         name=slots.get("technician_name", order.technician or ""),
+                         when=moment_label(turn, when) if when else turn.t("jobs.no_time"))]
+
+    # --- helpers ---
+
+    async def _take_request(self, turn: Turn, reference: str) -> str | None:
+        """Keep an open request in scope; else why not (out of scope reads as not found)."""
+        try:
+            request = await turn.core.service_desk.get_request(turn.actor, reference)
+        except (NotFound, ValidationFailed):
+            return turn.t("field.dispatch.request_not_found", ref=reference)
+        if request.status in ("resolved", "closed"):
+            return turn.t("field.dispatch.request_closed", ref=request.ref,
+                          status=label(turn, "field.request_status", request.status))
+        turn.slots.update(request=request.ref, customer=request.customer_name, subject=request.subject)
+        turn.state.context["ticket_id"] = request.ref
+        if request.preferred_time is not None:
+            turn.slots["preferred"] = request.preferred_time.isoformat()
+        return None
+
+    async def _find_technician(self, turn: Turn, text: str) -> None:
+        """A technician named in the message: one (taken), several (buttons), or a name nobody has."""
+        named = NAMED_ZH.search(text) or NAMED_EN.search(text)
+        name = said = None
+        if named:
+            said = (named.group("a") or named.group("b") or "").strip()
+            words = [word for word in said.split() if word.casefold() not in DISPATCH_WORDS]
+            name = " ".join(words) if words and not TICKET_REF.fullmatch(said) else None
+        if name:
+            found = await self._take_technician(turn, name, exact=False)
+            if found is None and "_tech_choices" not in turn.slots:
+                self.stop(turn, turn.t("field.dispatch.unknown_technician", name=short(said or name, 40)),
+                          *([Button(title=turn.t("field.dispatch.suggest_button"),
+                                    payload=payload(self.intent, sr=turn.slots["request"]))]
+                            if "request" in turn.slots else []))
+            return
+        rest = DISPATCH_ZH.sub(" ", TICKET_REF.sub(" ", text))
+        words = [word for word in LATIN_WORD.findall(rest) if word.casefold() not in DISPATCH_WORDS
+                 and not any(char.isdigit() for char in word)]
+        cjk = "".join(CJK.findall(rest))
+        query = " ".join(words + ([cjk] if cjk else []))
+        if query:
+            await self._take_technician(turn, query, exact=False)
+
+    async def _take_technician(self, turn: Turn, raw: str, *, exact: bool) -> str | None:
+        """Match among the technicians this dispatcher may send; None when not exactly one."""
+        names = await turn.core.service_desk.dispatchable_technicians(turn.actor)
+        choices: list[list[str]] = turn.slots.get("_tech_choices") or []
+        if exact or USERNAME.fullmatch(raw.strip()):
+            # A username is exact: "rep.north" must not fuzzily become "Tech North".
+            found = [Candidate(code, name, 100.0) for code, name in names if code == raw.strip().casefold()]
+        else:
+            found = (pick(find_customers(choices, raw, whole=True)) if choices else []) or \
+                pick(find_customers(names, raw, whole=True)) or pick(find_customers(names, raw, whole=False))
+        if len(found) == 1:
+            turn.slots["technician"], turn.slots["technician_name"] = found[0].code, found[0].name
+            turn.slots.pop("_tech_choices", None)
+            return found[0].code
+        if found:
+            turn.slots["_tech_choices"] = [[item.code, item.name] for item in found]
+        return None
+
+    def _take_when(self, turn: Turn, raw: str) -> None:
+        """A time said or chosen; a past one is refused with a note (and asked again)."""
+        if raw.strip() == NO_TIME:
+            turn.slots["when"] = NO_TIME
+            return
+        value = iso_value(raw)
+        if value is None:
+            return
+        if value < turn.now:
+            self.note(turn, turn.t("field.past", when=moment_label(turn, value)))
+            turn.slots["_asked_when"] = True
+            return
+        turn.slots["when"] = value.isoformat()
+
+    async def _suggestions(self, turn: Turn) -> Reply:
+        """The three best technicians for the request, each with why."""
+        when = iso_value(turn.slots.get("when") or "") or iso_value(turn.slots.get("preferred") or "")
+        try:
+            ranked = await turn.core.service_desk.suggest_technicians(turn.actor, turn.slots["request"], when)
+        except (NotFound, InvalidTransition) as error:
+            turn.state.finish()
+            return Reply(text=error.message)
+        if not ranked:
+            turn.state.finish()
+            return turn.say("field.dispatch.no_technicians")
+        lines = [turn.t("field.dispatch.suggest_title", request=turn.slots["request"])]
+        for number, item in enumerate(ranked, 1):
+            lines.append(f"{number}. {item.name} — {self._why(turn, item)}")
+        buttons = tuple(Button(title=short(item.name, 40), payload=payload(self.intent, tech=item.username))
+                        for item in ranked)
+        turn.slots["_tech_choices"] = [[item.username, item.name] for item in ranked]
+        return Reply(text="\n".join(lines), buttons=buttons)
+
+    @staticmethod
+    def _why(turn: Turn, item: TechnicianSuggestionOut) -> str:
+        """One line: region, skill, load."""
+        parts = []
+        if item.same_region:
+            parts.append(turn.t("field.why.region"))
+        if item.skill_match:
+            parts.append(turn.t(f"field.why.skill_{item.skill_match}"))
+        parts.append(turn.t("field.why.load", day=item.jobs_that_day, open=item.open_jobs))
+        return turn.t("field.why.join").join(parts)
+
+
+# --- on my way ---------------------------------------------------------------------------------------
+
+ON_THE_WAY = frozenset({RepairStatus.ACCEPTED.value, RepairStatus.IN_PROGRESS.value})
+ETA_CHOICES = (15, 30, 45, 60)
+
+
+class JobPicker(StaffHandler):
+    """A handler about one of the speaker's active jobs: named, talked about, by customer, or the only one."""
+
+    pick_states: ClassVar[frozenset[str]] = ON_THE_WAY
+    none_key: ClassVar[str] = "field.way.none"
+
+    async def take_job(self, turn: Turn, text: str) -> None:
+        """Fill `job` or leave choices (or stop when there is nothing to pick)."""
+        desk = turn.core.service_desk
+        named = job_ref(turn.entity("job_id")) or named_job(text)
+        if named:
+            try:
+                order = await desk.get_repair_order(turn.actor, named)
+            except (NotFound, ValidationFailed):
+                self.stop(turn, turn.t("jobs.not_found", ref=named))
+                return
+            if turn.actor.role is Role.TECHNICIAN and order.technician != turn.actor.username:
+                self.stop(turn, turn.t("jobs.not_found", ref=named))
+            elif order.status == RepairStatus.DISPATCHED.value and self.pick_states == ON_THE_WAY:
+                self.stop(turn, turn.t("field.way.accept_first", ref=named), accept_button(turn, order))
+            elif order.status not in self.pick_states:
+                status = status_text(turn, order.status)
+                self.stop(turn, turn.t("field.job_not_active", ref=named, status=status))
+            else:
+                self._chosen(turn, order)
+            return
+        if turn.actor.role is not Role.TECHNICIAN:
+            return  # the desk names the job; there is no "my" job to guess
+        listed = (await desk.list_repair_orders(turn.actor, active_only=True, limit=50)).items
+        active = [order for order in listed if order.status in self.pick_states]
+        if not active:
+            self.stop(turn, turn.t(self.none_key))
+            return
+        by_customer = pick(find_customers([(order.ref, order.customer_name) for order in active], text,
+                                          whole=False)) if text else []
+        remembered = job_ref(turn.state.context.get("job_id"))
+        chosen = None
+        if len(by_customer) == 1:
+            chosen = next(order for order in active if order.ref == by_customer[0].code)
+        elif remembered and any(order.ref == remembered for order in active):
+            chosen = next(order for order in active if order.ref == remembered)
+        elif len(active) == 1:
+            chosen = active[0]
+        if chosen is not None:
+            self._chosen(turn, chosen)
+        else:
+            turn.slots["_choices"] = [
+                [order.ref, short(f"{order.ref} · {order.customer_name} · {when_text(turn, order)}", 60)]
+                for order in active[:8]]
+
+    @staticmethod
+    def _chosen(turn: Turn, order: RepairOrderOut) -> None:
+        turn.slots["job"] = order.ref
+        turn.slots["job_customer"] = order.customer_name or order.customer_code
+        if order.scheduled_at is not None:
+            turn.slots["job_at"] = order.scheduled_at.isoformat()
+        turn.slots.pop("_choices", None)
+
+    async def job_answer(self, turn: Turn, raw: str) -> str:
+        """A job reference from an answer or button."""
+        reference = job_ref(raw)
+        if reference is None:
+            raise SlotInvalid(turn.t("jobs.bad_ref"))
+        turn.slots.pop("_stop", None)
+        await self.take_job(turn, reference)
+        if "_stop" in turn.slots:
+            problem = turn.slots.pop("_stop")["text"]
+            raise SlotInvalid(problem)
+        return reference
+
+    def job_question(self, turn: Turn, prompt: str) -> Reply:
+        """Which job: buttons when there are candidates."""
+        choices: list[list[str]] = turn.slots.get("_choices") or []
+        return Reply(text=turn.t(prompt), buttons=tuple(
+            Button(title=title, payload=payload(self.intent, job_id=ref)) for ref, title in choices))
+
+
+class OnMyWay(JobPicker):
+    """J7: 'on my way to RO-311, 20 minutes' / '在路上了，大概半小时到' → the customer gets the ETA."""
+
+    intent = "on_my_way"
+    roles = frozenset({Role.TECHNICIAN})
+    slots = (
+        Slot("job", "field.way.ask_job", entity="job_id"),
+        Slot("eta", "field.way.ask_eta", entity="minutes"),
+    )
+
+    async def prefill(self, turn: Turn) -> None:
+        """The job and the arrival time from the message."""
+        text = spoken(turn)
+        await self.take_job(turn, text)
+        minutes = turn.entity("minutes")
+        if minutes and minutes.isdigit():
+            turn.slots["eta"] = (turn.now + timedelta(minutes=int(minutes))).isoformat()
+        elif text:
+            eta = self._eta(turn, text)
+            if eta is not None:
+                turn.slots["eta"] = eta.isoformat()
+
+    async def validate(self, turn: Turn, slot: Slot, raw: str) -> Any:
+        """A job of mine under way; minutes or a clock time."""
+        if slot.name == "job":
+            return await self.job_answer(turn, raw)
+        if raw.strip().isdigit() and 0 < int(raw.strip()) <= 12 * 60:
+            return (turn.now + timedelta(minutes=int(raw.strip()))).isoformat()
+        eta = self._eta(turn, raw)
+        if eta is None:
+            raise SlotInvalid(turn.t("field.way.bad_eta"))
+        return eta.isoformat()
+
+    async def question(self, turn: Turn, slot: Slot) -> list[Reply]:
+        """Which job; how long until you get there (buttons)."""
+        if slot.name == "job":
+            return [self.job_question(turn, "field.way.ask_job")]
+        return [Reply(text=turn.t("field.way.ask_eta"), buttons=tuple(
+            turn.button("jobs.minutes", payload(self.intent, minutes=str(minutes)), minutes=minutes)
+            for minutes in ETA_CHOICES))]
+
+    async def execute(self, turn: Turn) -> list[Reply]:
+        """Record the departure: the job starts and the customer is told through the notifier."""
+        eta = iso_value(turn.slots["eta"])
+        reference = turn.slots["job"]
+        try:
+            order = await turn.core.service_desk.act_on_repair(
+                turn.actor, reference, RepairActionIn(action="depart", eta=eta))
+        except (NotFound, PermissionDenied):
+            return [turn.say("jobs.not_found", ref=reference)]
+        except ValidationFailed as error:
+            return [turn.say("field.way.refused", message=error.message)]
+        except InvalidTransition:
+            current = await turn.core.service_desk.get_repair_order(turn.actor, reference)
+            return [turn.say("field.job_not_active", ref=reference, status=status_text(turn, current.status))]
+        turn.state.context["job_id"] = order.ref
+        arrival = f"{order.eta_at.astimezone(zone(turn)):%H:%M}" if order.eta_at else ""
+        return [turn.say("field.way.done", customer=order.customer_name or order.customer_code, eta=arrival,
+                         ref=order.ref)]
+
+    @staticmethod
+    def _eta(turn: Turn, text: str) -> datetime | None:
+        """'20 minutes', 'half an hour', '半小时' (from now) or 'by 10:30' / a time entity."""
+        minutes = labour_minutes(text)
+        if minutes is not None and minutes <= 12 * 60:
+            return turn.now + timedelta(minutes=minutes)
+        return said_moment(turn, text)
+
+
+# --- reschedule ----------------------------------------------------------------------------------------
+
+
+class RescheduleJob(JobPicker):
+    """J7: 'reschedule RO-311 to Friday 2pm' → a proposal the customer confirms."""
+
+    intent = "reschedule_job"
+    roles = frozenset({Role.TECHNICIAN, Role.AGENT, Role.MANAGER})
+    pick_states: ClassVar[frozenset[str]] = frozenset(
+        {RepairStatus.DISPATCHED.value, RepairStatus.ACCEPTED.value, RepairStatus.IN_PROGRESS.value})
+    none_key: ClassVar[str] = "field.reschedule.none"
+    slots = (
+        Slot("job", "field.reschedule.ask_job", entity="job_id"),
+        Slot("when", "field.reschedule.ask_when", entity="when"),
+    )
+    needs_confirmation = True
+
+    async def prefill(self, turn: Turn) -> None:
+        """The job and the new time from the message."""
+        text = spoken(turn)
+        await self.take_job(turn, text)
+        raw = turn.entity("when")
+        when = iso_value(raw) if raw else (said_moment(turn, text) if text else None)
+        if when is not None:
+            if when <= turn.now:
+                self.note(turn, turn.t("field.past", when=moment_label(turn, when)))
+            else:
+                turn.slots["when"] = when.isoformat()
+
+    async def validate(self, turn: Turn, slot: Slot, raw: str) -> Any:
+        """A job that can move; a time to come."""
+        if slot.name == "job":
+            return await self.job_answer(turn, raw)
+        value = iso_value(raw) or said_moment(turn, raw)
+        if value is None:
+            raise SlotInvalid(turn.t("field.reschedule.bad_when"))
+        if value <= turn.now:
+            raise SlotInvalid(turn.t("field.past", when=moment_label(turn, value)))
+        return value.isoformat()
+
+    async def question(self, turn: Turn, slot: Slot) -> list[Reply]:
+        """Which job; what time."""
+        if slot.name == "job":
+            return [self.job_question(turn, "field.reschedule.ask_job")]
+        return [turn.say("field.reschedule.ask_when", ref=turn.slots["job"])]
+
+    async def confirmation(self, turn: Turn) -> Reply:
+        """The job, the current and the new time."""
+        current = iso_value(turn.slots.get("job_at") or "")
+        return confirm_card(turn, turn.t(
+            "field.reschedule.card", ref=turn.slots["job"], customer=turn.slots.get("job_customer", ""),
+            current=moment_label(turn, current) if current else turn.t("jobs.no_time"),
+            when=moment_label(turn, iso_value(turn.slots["when"]) or turn.now)))
+
+    async def execute(self, turn: Turn) -> list[Reply]:
+        """Propose the time; the customer is asked through the notifier."""
+        reference = turn.slots["job"]
+        when = iso_value(turn.slots["when"])
+        try:
+            order = await turn.core.service_desk.act_on_repair(
+                turn.actor, reference, RepairActionIn(action="reschedule", scheduled_at=when))
+        except (NotFound, PermissionDenied):
+            return [turn.say("jobs.not_found", ref=reference)]
+        except ValidationFailed as error:
+            return [turn.say("field.reschedule.refused", message=error.message)]
+        except InvalidTransition:
+            current = await turn.core.service_desk.get_repair_order(turn.actor, reference)
+            return [turn.say("field.job_not_active", ref=reference, status=status_text(turn, current.status))]
+        turn.state.context["job_id"] = order.ref
+        return [turn.say("field.reschedule.done", ref=order.ref,
+                         when=moment_label(turn, order.proposed_at or turn.now),
+                         customer=order.customer_name or order.customer_code)]
+
+
+# --- the customer's answer to a new time --------------------------------------------------------------
+
+YES_WORDS = re.compile(
+    r"\b(?:yes|yeah|yep|ok|okay|sure|fine|works|confirm(?:ed)?|good)\b|可以|行|好的?|没问题|确认|方便",
+    re.IGNORECASE)
+NO_WORDS = re.compile(
+    r"\b(?:no|nope|not|can'?t|cannot|another|other|different)\b|不行|不可以|不方便|换|没空|不能",
+    re.IGNORECASE)
+
+
+async def pending_proposals(turn: Turn) -> list[RepairOrderOut]:
+    """The customer's jobs with a new visit time waiting for their answer."""
+    orders = (await turn.core.service_desk.list_repair_orders(turn.actor, active_only=True, limit=50)).items
+    return [order for order in orders if order.proposed_at is not None]
+
+
+class ConfirmVisit(StaffHandler):
+    """A customer confirms a proposed visit time, or asks for another (buttons of the notification)."""
+
+    intent = "confirm_visit"
+    roles = frozenset({Role.CUSTOMER})
+    slots = (
+        Slot("job", "field.visit.ask_job", entity="job_id"),
+        Slot("decision", "field.visit.ask_decision", entity="decision"),
+        Slot("suggested", "field.visit.ask_time", entity="when"),
+    )
+
+    async def prefill(self, turn: Turn) -> None:
+        """Which job (the only pending one when not named) and yes or no."""
+        decision = turn.entity("decision")
+        if decision in ("yes", "no"):
+            turn.slots["decision"] = decision
+        named = job_ref(turn.entity("job_id")) or named_job(spoken(turn))
+        pending = await pending_proposals(turn)
+        if named:
+            if not any(order.ref == named for order in pending):
+                self.stop(turn, turn.t("field.visit.nothing_pending"))
+                return
+            order = next(order for order in pending if order.ref == named)
+            turn.slots.update(job=order.ref, proposed=(order.proposed_at or turn.now).isoformat())
+        elif len(pending) == 1:
+            turn.slots.update(job=pending[0].ref, proposed=(pending[0].proposed_at or turn.now).isoformat())
+        elif pending:
+            turn.slots["_choices"] = [
+                [order.ref, short(f"{order.ref} · {moment_label(turn, order.proposed_at or turn.now)}", 60)]
+                for order in pending[:8]]
+        else:
+            self.stop(turn, turn.t("field.visit.nothing_pending"))
+
+    def next_slot(self, turn: Turn) -> Slot | None:
+        """Job, decision, and when refusing, their own time (optional: 'none')."""
+        for slot in self.slots[:2]:
+            if slot.name not in turn.slots:
+                return slot
+        if turn.slots["decision"] == "no" and "suggested" not in turn.slots:
+            return self.slots[2]
+        return None
+
+    async def validate(self, turn: Turn, slot: Slot, raw: str) -> Any:
+        """A pending job; yes/no; a time to come or none."""
+        if slot.name == "job":
+            reference = job_ref(raw)
+            pending = {order.ref: order for order in await pending_proposals(turn)}
+            if reference not in pending:
+                raise SlotInvalid(turn.t("field.visit.nothing_pending"))
+            turn.slots["proposed"] = (pending[reference].proposed_at or turn.now).isoformat()
+            return reference
+        if slot.name == "decision":
+            if raw in ("yes", "no"):
+                return raw
+            if NO_WORDS.search(raw):
+                return "no"
+            if YES_WORDS.search(raw):
+                return "yes"
+            raise SlotInvalid(turn.t("field.visit.yes_or_no"))
+        if raw.strip() == NO_TIME:
+            return NO_TIME
+        value = iso_value(raw) or said_moment(turn, raw)
+        if value is None:
+            raise SlotInvalid(turn.t("field.visit.bad_time"))
+        if value <= turn.now:
+            raise SlotInvalid(turn.t("field.past", when=moment_label(turn, value)))
+        return value.isoformat()
+
+    async def question(self, turn: Turn, slot: Slot) -> list[Reply]:
+        """Which proposal; confirm or not; which time instead."""
+        if slot.name == "job":
+            choices: list[list[str]] = turn.slots.get("_choices") or []
+            return [Reply(text=turn.t("field.visit.ask_job"), buttons=tuple(
+                Button(title=title, payload=payload(self.intent, job_id=ref)) for ref, title in choices))]
+        if slot.name == "decision":
+            return [self.decision_question(turn)]
+        return [Reply(text=turn.t("field.visit.ask_time"), buttons=(
+            Button(title=turn.t("field.visit.no_preference"), payload=payload(self.intent, when=NO_TIME)),))]
+
+    def decision_question(self, turn: Turn) -> Reply:
+        """'Does Fri 19 Jun 14:00 suit you?' [Confirm] [Another time]."""
+        proposed = iso_value(turn.slots.get("proposed") or "") or turn.now
+        reference = turn.slots["job"]
+        text = turn.t("field.visit.ask_decision", ref=reference, when=moment_label(turn, proposed))
+        return Reply(text=text,
+                     buttons=(Button(title=turn.t("field.visit.confirm_button"),
+                                     payload=payload(self.intent, job_id=reference, decision="yes")),
+                              Button(title=turn.t("field.visit.other_button"),
+                                     payload=payload(self.intent, job_id=reference, decision="no"))))
+
+    async def execute(self, turn: Turn) -> list[Reply]:
+        """Confirm (the visit moves) or refuse (the technician and dispatcher are told, with their time)."""
+        reference, yes = turn.slots["job"], turn.slots["decision"] == "yes"
+        suggested = turn.slots.get("suggested")
+        action = RepairActionIn(
+            action="confirm_time" if yes else "refuse_time",
+            scheduled_at=iso_value(suggested) if suggested and suggested != NO_TIME else None)
+        try:
+            order = await turn.core.service_desk.act_on_repair(turn.actor, reference, action)
+        except (NotFound, PermissionDenied, InvalidTransition):
+            return [turn.say("field.visit.nothing_pending")]
+        except ValidationFailed as error:
+            return [turn.say("field.visit.refused", message=error.message)]
+        if yes:
+            return [turn.say("field.visit.confirmed", ref=order.ref,
+                             when=moment_label(turn, order.scheduled_at or turn.now))]
+        if action.scheduled_at is not None:
+            return [turn.say("field.visit.refused_with_time", when=moment_label(turn, action.scheduled_at))]
+        return [turn.say("field.visit.refused_plain")]
+
+
+class VisitAffirm(Affirm):
+    """A customer's bare "yes" answers the visit time we proposed, when one is waiting."""
+
+    async def execute(self, turn: Turn) -> list[Reply]:
+        """Confirm the only pending proposal; otherwise the usual answer."""
+        if turn.actor.role is Role.CUSTOMER:
+            pending = await pending_proposals(turn)
+            if len(pending) == 1:
+                turn.slots.update(job=pending[0].ref, decision="yes")
+                return await ConfirmVisit().execute(turn)
+        return await super().execute(turn)
+
+
+class VisitDeny(Deny):
+    """A customer's bare "no" to the visit time we proposed asks which time suits them instead."""
+
+    async def execute(self, turn: Turn) -> list[Reply]:
+        """Ask for their time (the answer continues in confirm_visit); otherwise the usual answer."""
+        if turn.actor.role is Role.CUSTOMER:
+            pending = await pending_proposals(turn)
+            if len(pending) == 1:
+                handler = ConfirmVisit()
+                turn.state.finish()
+                turn.state.active, turn.state.awaiting = handler.intent, "suggested"
+                turn.slots.update(job=pending[0].ref, decision="no",
+                                  proposed=(pending[0].proposed_at or turn.now).isoformat())
+                return await handler.question(turn, handler.slots[2])
+        return await super().execute(turn)
 
 
 def handlers() -> list[Handler]:
-    """One instance of every field-service handler."""
-    return [MyJobs(), AcceptJob(), CompleteJob()]
+    """One instance of every field-service handler (VisitAffirm and VisitDeny replace the plain yes/no
+    handlers in bot/intents/__init__.py)."""
+    return [MyJobs(), AcceptJob(), CompleteJob(), DispatchJob(), OnMyWay(), RescheduleJob(), ConfirmVisit()]

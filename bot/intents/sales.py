@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal, InvalidOperation
@@ -15,9 +15,9 @@ from rapidfuzz import fuzz, process, utils
 
 from bot.dialogue import Handler, Slot, SlotInvalid, Turn
 from bot.messages import Button, Reply
-from core.domain.enums import OpportunityStage, Role
+from core.domain.enums import DEFAULT_STAGE_PROBABILITY, OpportunityStage, Role
 from core.errors import NotFound, ValidationFailed
-from core.schemas import OpportunityOut, OpportunityPatch, VisitIn
+from core.schemas import OpportunityIn, OpportunityOut, OpportunityPatch, VisitIn, VisitOut
 
 SALES_ROLES = frozenset({Role.REP, Role.MANAGER})
 STAFF_ROLES = frozenset({Role.REP, Role.MANAGER, Role.AGENT, Role.TECHNICIAN})
@@ -204,6 +204,8 @@ STOP_WORDS = frozenset((
     "team", "service", "services", "new", "line", "product", "products", "showroom", "promotion",
     "promotions", "price", "pricing", "contract", "washing", "machine", "machines", "dishwasher", "fridge",
     "hotel", "restaurant", "district", "city",
+    # Words of asking for something, not names.
+    "want", "need", "like", "pls", "plz", "opportunity", "opportunities", "create", "open", "add", "list",
 ))
 FILLER_WORDS = frozenset(("a", "an", "the", "and", "of", "for", "to", "at", "in", "on", "with"))
 CJK_STOP = frozenset((
@@ -426,8 +428,17 @@ WITH_EN = re.compile(
     r"today|yesterday|this|next|and\s+(?:discuss\w*|talk\w*|agreed|went|reviewed|agreed))\b|$))",
     re.IGNORECASE)
 WITH_ZH = re.compile(
-    r"(?:和|与|跟|同)(?P<who>[\u4e00-\u9fffA-Za-z·、\s]{1,30}?)"
+    r"(?:和|与|跟|同(?!意|时|样|事|学|期|比|步))(?P<who>[\u4e00-\u9fffA-Za-z·、\s]{1,30}?)"
     r"(?=一起|一同|聊|讨论|谈|沟通|见面|开会|会面|交流|商量|商讨|确认|拜访|见了|吃饭|，|,|。|；|;|$)")
+MET_EN = re.compile(
+    r"\b(?:met|meeting|spoke\s+to|talked\s+to)\s+(?P<who>(?:(?:Mr|Mrs|Ms|Miss|Dr)\.?\s+)?[A-Z][\w'’-]*"
+    r"(?:\s+[A-Z][\w'’-]*)?)(?=\s*(?:,|\band\b|[.;:!?\n]|\b(?:about|to|for|re|regarding|today|yesterday)\b|$))")
+MET_ZH = re.compile(
+    r"(?:见了|见到了?|会见了?|约见了?|拜见了?)(?P<who>[\u4e00-\u9fffA-Za-z·、\s]{1,30}?)"
+    r"(?=一起|聊|讨论|谈|沟通|确认|交流|商量|，|,|。|；|;|$)")
+MORE_NAMES_EN = re.compile(
+    r"\s*(?:,\s*(?:and\s+)?|\s+and\s+)(?P<name>(?:(?:Mr|Mrs|Ms|Miss|Dr)\.?\s+)?[A-Z][\w'’-]*(?:\s+[A-Z][\w'’-]*)?)"
+    r"(?=\s*(?:,|\band\b|[.;:!?\n]|\b(?:about|to|for|re|regarding|today|yesterday)\b|$))")
 NAME_SPLIT = re.compile(r"\s*(?:,|，|、|&|/|\band\b|和|及|以及)\s*", re.IGNORECASE)
 WEEKDAY_EN = {"mon": 0, "tue": 1, "wed": 2, "thu": 3, "fri": 4, "sat": 5, "sun": 6}
 WEEKDAY_ZH = {"一": 0, "二": 1, "三": 2, "四": 3, "五": 4, "六": 5, "日": 6, "天": 6}
@@ -435,15 +446,26 @@ DUE_HOUR = 9
 
 
 def contacts_met(text: str) -> list[str]:
-    """People met: the names after 'with …' / '和…'."""
-    names: list[str] = []
-    for pattern in (WITH_EN, WITH_ZH):
+    """People met, in the order said: the names after 'with …', 'met …', '和…', '见了…' ('with Li, Chen and
+    Ms Zhang' names three)."""
+    names: list[tuple[int, str]] = []
+    for pattern in (WITH_EN, MET_EN, WITH_ZH, MET_ZH):
         for match in pattern.finditer(text):
-            for name in NAME_SPLIT.split(match.group("who")):
+            said = match.group("who")
+            if pattern is MET_ZH and "的" in said:
+                said = said.rsplit("的", 1)[1]  # "见了浦东家电连锁的采购": the buyer, not the company
+            if pattern in (WITH_EN, MET_EN):
+                # More capitalised names may follow the first, separated by commas or "and".
+                rest = text[match.end():]
+                while (more := MORE_NAMES_EN.match(rest)) is not None:
+                    said += ", " + more.group("name")
+                    rest = rest[more.end():]
+            for name in NAME_SPLIT.split(said):
                 cleaned = name.strip(" .·")
                 if cleaned and cleaned.casefold() not in ("the", "them", "him", "her", "us", "me"):
-                    names.append(cleaned[:200])
-    return list(dict.fromkeys(names))[:20]
+                    names.append((text.find(cleaned, match.start()), cleaned[:200]))
+    names.sort(key=lambda item: item[0])
+    return list(dict.fromkeys(name for _at, name in names))[:20]
 
 
 def next_step(text: str) -> tuple[str, str]:
@@ -462,6 +484,53 @@ def next_step(text: str) -> tuple[str, str]:
         step = re.sub(r"^(?:在|于|要|请|需要)+", "", step.replace(" ", "")).strip(" ，,")
         return step[:300], said
     return "", ""
+
+
+OUTCOME_EN = re.compile(
+    r"\b(?:outcome|result|results|conclusion)\b\s*(?:is|was|:|：|-|–|—)\s*[:：]?\s*(?P<out>[^.;!?\n]+)",
+    re.IGNORECASE)
+OUTCOME_ZH = re.compile(r"(?:结果|结论|成果)(?:是)?\s*[:：，,]?\s*(?P<out>[^。；;！!？?\n]+)")
+HONORIFIC_ZH = re.compile(r"(?:总|经理|总监|主任|老师|先生|女士|小姐|工|老板|董)$")
+TITLE_EN = re.compile(r"^(?:mr|mrs|ms|miss|dr|prof)\.?\s+", re.IGNORECASE)
+
+
+def outcome_of(text: str) -> str:
+    """What came of the visit: the words after 'outcome:' / '结果：', up to the next step if it follows."""
+    match = OUTCOME_EN.search(text) or OUTCOME_ZH.search(text)
+    if match is None:
+        return ""
+    said = match.group("out")
+    for pattern in (NEXT_STEP_EN, NEXT_STEP_ZH):
+        step = pattern.search(said)
+        if step is not None:
+            said = said[: step.start()]
+    return said.strip(" ,，、-–—")[:2000]
+
+
+def match_contact(said: str, known: Sequence[str]) -> str:
+    """The contact a name as said refers to ('Li' → 'Li Wei', '李总' → '李明'), else the name as said.
+
+    Only an unambiguous match counts: two contacts called Li leave 'Li' as written.
+    """
+    if not known:
+        return said
+    exact = [name for name in known if name.casefold() == said.casefold()]
+    if exact:
+        return exact[0]
+    if CJK.search(said):
+        surname = HONORIFIC_ZH.sub("", said)
+        found = [name for name in known if surname and name.startswith(surname)]
+        return found[0] if len(found) == 1 else said
+    core_name = TITLE_EN.sub("", said).strip()
+    words = utils.default_process(core_name).split()
+    if not words:
+        return said
+    found = [
+        name for name in known
+        if all(any(fuzz.ratio(word, part) >= WORD_MATCH for part in utils.default_process(name).split())
+               for word in words)
+    ]
+    return found[0] if len(found) == 1 else said
 
 
 def weekday_due(step_text: str, today: date) -> date | None:
@@ -538,9 +607,12 @@ class LogVisit(CustomerHandler):
             turn.t("visit.card_customer", name=slots["customer_name"], code=slots["customer"]),
             turn.t("visit.card_date", day=day_label(turn, date.fromisoformat(slots["visited_on"]))),
         ]
+        await self._match_contacts(turn)
         if slots.get("contacts"):
             lines.append(turn.t("visit.card_contacts", names=", ".join(slots["contacts"])))
         lines.append(turn.t("visit.card_summary", summary=short(slots["summary"], 300)))
+        if slots.get("outcome"):
+            lines.append(turn.t("visit.card_outcome", outcome=short(slots["outcome"], 200)))
         if slots.get("next_step"):
             lines.append(turn.t("visit.card_next_step", step=slots["next_step"], due=self._due_text(turn)))
         return confirm_card(turn, "\n".join(lines))
@@ -555,6 +627,7 @@ class LogVisit(CustomerHandler):
             visited_on=date.fromisoformat(slots["visited_on"]),
             contacts_met=slots.get("contacts", []),
             summary=slots["summary"][:10_000],
+            outcome=slots.get("outcome", ""),
             next_step=step,
             next_step_due=due,
         ))
@@ -564,6 +637,20 @@ class LogVisit(CustomerHandler):
             text += "\n" + (turn.t("visit.follow_up", step=step, due=self._due_text(turn)) if due
                             else turn.t("visit.follow_up_undated", step=step))
         return [Reply(text=text)]
+
+    async def _match_contacts(self, turn: Turn) -> None:
+        """Names of people met, as the customer's contacts are recorded (unknown names stay as written)."""
+        slots = turn.slots
+        said: list[str] = slots.get("contacts_said") or slots.get("contacts") or []
+        if not said or "customer" not in slots:
+            return
+        slots["contacts_said"] = said
+        try:
+            found = await turn.core.customers.contacts(turn.actor, slots["customer"])
+            known = [contact.name for contact in found]
+        except (NotFound, ValidationFailed):
+            known = []
+        slots["contacts"] = list(dict.fromkeys(match_contact(name, known) for name in said))
 
     def _due_text(self, turn: Turn) -> str:
         raw = turn.slots.get("due")
@@ -596,6 +683,10 @@ class LogVisit(CustomerHandler):
         ]
         if people:
             turn.slots["contacts"] = people
+            turn.slots.pop("contacts_said", None)
+        outcome = outcome_of(text)
+        if outcome:
+            turn.slots["outcome"] = outcome
         step, said = next_step(text)
         if step:
             turn.slots["next_step"] = step
@@ -673,6 +764,90 @@ DEAL_CJK_STOP = frozenset((
 ))
 CJK_PAIR = 2
 MAX_DEAL_CHOICES = 8
+PERCENT = re.compile(
+    r"(?P<num>-?\d{1,5}(?:\.\d+)?)\s*(?:%|％|percent\b|pct\b)|百分之(?P<zh>[零一二两三四五六七八九十百\d]+)",
+    re.IGNORECASE)
+PROBABILITY_NUMBER = re.compile(
+    r"(?:\b(?:probability|prob|chances?|likelihood|odds|win\s*rate|win\s*chance|confidence)\b|概率|赢率|胜率|把握|可能性"
+    r"|成功率|成单率)\D{0,25}?(?P<num>-?\d{1,5}(?:\.\d+)?)", re.IGNORECASE)
+# "new deal with Acme …", "create an opportunity …", "给华联新建一个商机": opening a deal, not changing one.
+NEW_DEAL = re.compile(
+    r"\b(?:create|creating|register|add)\s+(?:a\s+|an\s+|one\s+)?(?:new\s+)?(?:deal|opportunity|oppty|oppo|opp)\b"
+    r"|\b(?:open|opening|start|log|enter)\s+(?:a|an|one)\s+(?:new\s+)?(?:deal|opportunity|oppty|oppo|opp)\b"
+    # "new deal …", but not "move the new deal to proposal": that one exists.
+    r"|(?<!\bthe\s)(?<!\bmy\s)(?<!\bour\s)(?<!\bthis\s)(?<!\bthat\s)\bnew\s+(?:deal|opportunity|oppty|opp)\b"
+    r"|新建|新增|创建|新开|录入|^新商机|(?:建|开|加|添加|登记)(?:一)?(?:个|条)?(?:新)?商机", re.IGNORECASE)
+CLOSE_WORDS = re.compile(
+    r"\b(?:clos\w*|expected|due|sign\w*|by|until|end\s+of|eom|eoq)\b|成交|签约|签单|截止|底|之前|以前|前|结单|落地",
+    re.IGNORECASE)
+
+
+STAGE_NAMED = re.compile(
+    r"\bstage\s+(?:to\s+)?[\"“']?([A-Za-z][\w-]{1,30})|\b(?:to|into)\s+(?:the\s+)?[\"“']?([A-Za-z][\w-]{1,30})[\"”']?"
+    r"\s+(?:stage|phase)\b|(?:推进到|推到|移到|改到|进入)([\u4e00-\u9fffA-Za-z]{1,8}?)阶段|阶段(?:改成|改为|设为|调到)"
+    r"([\u4e00-\u9fffA-Za-z]{1,8})", re.IGNORECASE)
+
+
+def read_probability(text: str) -> tuple[int | None, str | None]:
+    """A win probability said in a message: (value, None); (None, what was said) when it is not 0–100;
+    (None, None) when none is said."""
+    match = PERCENT.search(text) or PROBABILITY_NUMBER.search(text)
+    if match is None:
+        return None, None
+    raw = match.group(0).strip()
+    number = match.group("num")
+    if number is None:
+        from bot.nlu.entities import cn_number  # the NLU's reading of Chinese numerals
+
+        value = cn_number(match.group("zh"))
+        number = str(value) if value is not None else ""
+    try:
+        amount = Decimal(number)
+    except InvalidOperation:
+        return None, raw
+    if amount != amount.to_integral_value() or not 0 <= amount <= 100:
+        return None, raw
+    return int(amount), None
+
+
+def parse_probability(raw: str) -> int | None:
+    """An answer to 'what probability?': '80', '80%', '百分之八十' → 80; else (or outside 0–100) None."""
+    value, _unclear = read_probability(raw)
+    if value is not None:
+        return value
+    text = raw.strip().rstrip("%％ ")
+    if re.fullmatch(r"\d{1,3}", text) and 0 <= int(text) <= 100:
+        return int(text)
+    return None
+
+
+def without_percentages(text: str) -> str:
+    """The message with its probabilities blanked out, so '100%' is never read as an amount of 100."""
+    return PROBABILITY_NUMBER.sub(" ", PERCENT.sub(" ", text))
+
+
+def creating_deal(text: str) -> bool:
+    """Whether a message opens a new deal rather than changing one."""
+    return bool(text) and NEW_DEAL.search(text) is not None and OP_REF.search(text) is None
+
+
+def deal_name_from(text: str, customer_name: str) -> str:
+    """The deal's name from the clauses of a 'new deal' message that are not the command, the amount, the
+    probability, the stage or the close date: 'new deal with Acme: 80 dishwashers, 120k' → '80 dishwashers'.
+    """
+    kept: list[str] = []
+    for clause in re.split(r"[,;:!?，。；：！？\n]+", text):
+        piece = clause.strip(" .-–—")
+        if not piece or NEW_DEAL.search(piece) or CLOSE_WORDS.search(piece):
+            continue
+        if read_probability(piece) != (None, None):
+            continue
+        if amount_in_text(piece) is not None or APPROXIMATE.search(piece) or stage_in_text(piece):
+            continue
+        if customer_name and fuzz.WRatio(piece, customer_name, processor=utils.default_process) >= 90:
+            continue
+        kept.append(piece)
+    return short(", ".join(kept), 200) if kept else ""
 
 
 def parse_amount(raw: str) -> Decimal | None:
@@ -730,12 +905,72 @@ def deal_words(text: str, exclude: Iterable[str] = ()) -> set[str]:
     return {word for word in words if word not in DEAL_CJK_STOP and word not in skip}
 
 
+def percent_reading(text: str, raw_amount: str) -> bool:
+    """Whether an amount the NLU found is really a probability ('80%' read as 80)."""
+    if "%" in raw_amount or "％" in raw_amount:
+        return True
+    amount = parse_amount(raw_amount)
+    numbers = {Decimal(match.group("num")) for match in PERCENT.finditer(text) if match.group("num")}
+    numbers |= {Decimal(match.group("num")) for match in PROBABILITY_NUMBER.finditer(text)}
+    return amount is not None and amount in numbers
+
+
+def read_probability_into(turn: Turn, text: str) -> None:
+    """A probability in the message fills the slot; one outside 0–100 is noted and asked again."""
+    if not text:
+        return
+    value, unclear = read_probability(text)
+    if value is not None:
+        turn.slots["probability"] = value
+    elif unclear is not None:
+        turn.slots["_probability_unclear"] = unclear
+        StaffHandler.note(turn, turn.t("deal.bad_probability", given=short(unclear, 40)))
+
+
+def probability_answer(turn: Turn, raw: str) -> int:
+    """An answer to the probability question, 0–100."""
+    value = parse_probability(raw)
+    if value is None:
+        raise SlotInvalid(turn.t("deal.bad_probability", given=short(raw, 40)))
+    turn.slots.pop("_probability_unclear", None)
+    return value
+
+
+def close_into(turn: Turn, when: date | datetime, *, open_deal: bool) -> None:
+    """A close date said in the message; a past one for a deal that stays open is refused and asked again."""
+    day = when if not isinstance(when, datetime) else when.astimezone(zone(turn)).date()
+    if open_deal and day < local_today(turn):
+        turn.slots["_close_past"] = day.isoformat()
+        turn.slots.pop("close", None)
+        StaffHandler.note(turn, turn.t("deal.close_in_past", day=day_label(turn, day)))
+        return
+    turn.slots["close"] = day.isoformat()
+    turn.slots.pop("_close_past", None)
+
+
+def close_answer(turn: Turn, raw: str, *, open_deal: bool, optional: bool = False) -> str:
+    """An answer to the close-date question: a day (not in the past for an open deal); '' for none when
+    the date is optional."""
+    if optional and raw.strip().casefold() in NO_ANSWER:
+        turn.slots.pop("_close_past", None)
+        return ""
+    found = whens(turn) or [when for when in [parse_when(raw, zone(turn))] if when is not None]
+    if not found:
+        raise SlotInvalid(turn.t("deal.bad_close", given=short(raw, 40)))
+    when = found[0]
+    day = when if not isinstance(when, datetime) else when.astimezone(zone(turn)).date()
+    if open_deal and day < local_today(turn):
+        raise SlotInvalid(turn.t("deal.close_in_past", day=day_label(turn, day)))
+    turn.slots.pop("_close_past", None)
+    return day.isoformat()
+
+
 def deal_snapshot(deal: OpportunityOut) -> dict[str, Any]:
     """What the card needs of a deal, JSON-safe."""
     return {
         "ref": deal.ref, "name": deal.name, "customer": deal.customer_name, "stage": deal.stage,
         "amount": str(deal.amount), "close": deal.expected_close.isoformat() if deal.expected_close else None,
-        "lost_reason": deal.lost_reason or "",
+        "lost_reason": deal.lost_reason or "", "probability": deal.probability,
     }
 
 
@@ -744,24 +979,39 @@ class UpdateDeal(StaffHandler):
 
     intent = "update_deal"
     roles = SALES_ROLES
+    # Opening a deal is this intent too ("new deal with Acme …"): see NewDeal for why. Its slots are listed
+    # here so the dialogue finds them while a new deal is being filled in.
     slots = (
         Slot("deal", "deal.ask_deal", entity="deal"),
         Slot("stage", "deal.ask_stage", entity="stage", required=False),
         Slot("amount", "deal.ask_amount", entity="amount", required=False),
+        Slot("probability", "deal.ask_probability", required=False),
+        Slot("close", "deal.ask_close", entity="date", required=False),
         Slot("changes", "deal.ask_changes", required=False),
         Slot("lost_reason", "deal.ask_lost_reason", free_text=True, required=False),
         Slot("competitor", "deal.ask_competitor", required=False),
+        Slot("customer", "deal.ask_customer", entity="customer", required=False),
+        Slot("name", "deal.ask_name", free_text=True, required=False),
     )
     needs_confirmation = True
 
+    def __init__(self) -> None:
+        self._new = NewDeal()
+
     async def prefill(self, turn: Turn) -> None:
-        """Which deal, and the new stage, amount and close date, from the first message."""
+        """Which deal, and the new stage, amount and close date, from the first message (or a new deal)."""
         text = spoken(turn)
+        if creating_deal(text):
+            turn.slots["_new"] = True
+            await self._new.prefill(turn)
+            return
         await self._find_deal(turn, text)
         self._read_changes(turn, text)
 
     def next_slot(self, turn: Turn) -> Slot | None:
         """Deal, then anything unclear, then something to change, then why it was lost."""
+        if turn.slots.get("_new"):
+            return self._new.next_slot(turn)
         slots, by_name = turn.slots, {slot.name: slot for slot in self.slots}
         if "deal" not in slots:
             return by_name["deal"]
@@ -769,6 +1019,10 @@ class UpdateDeal(StaffHandler):
             return by_name["stage"]
         if slots.get("_amount_unclear"):
             return by_name["amount"]
+        if slots.get("_probability_unclear"):
+            return by_name["probability"]
+        if slots.get("_close_past"):
+            return by_name["close"]
         if not self._diff(turn):
             return by_name["changes"]
         if slots.get("stage") == OpportunityStage.CLOSED_LOST.value:
@@ -781,6 +1035,12 @@ class UpdateDeal(StaffHandler):
     async def validate(self, turn: Turn, slot: Slot, raw: str) -> Any:
         """Check each kind of answer; an unclear one gets a hint and the question again."""
         slots = turn.slots
+        if slots.get("_new"):
+            return await self._new.validate(turn, slot, raw)
+        if slot.name == "probability":
+            return probability_answer(turn, raw)
+        if slot.name == "close":
+            return close_answer(turn, raw, open_deal=self._stays_open(turn))
         if slot.name == "deal":
             return await self._deal_answer(turn, raw)
         if slot.name == "stage":
@@ -809,6 +1069,8 @@ class UpdateDeal(StaffHandler):
 
     async def question(self, turn: Turn, slot: Slot) -> list[Reply]:
         """Questions with buttons: deals, stages, 'no competitor'."""
+        if turn.slots.get("_new"):
+            return await self._new.question(turn, slot)
         if slot.name == "deal":
             return [await self._deal_question(turn)]
         if slot.name == "stage":
@@ -826,6 +1088,8 @@ class UpdateDeal(StaffHandler):
 
     async def confirmation(self, turn: Turn) -> Reply:
         """Old → new for every field that changes."""
+        if turn.slots.get("_new"):
+            return await self._new.confirmation(turn)
         deal = turn.slots["deal_info"]
         lines = [turn.t("deal.card_title", ref=deal["ref"], name=deal["name"], customer=deal["customer"])]
         for field_name, old, new in self._diff(turn):
@@ -839,6 +1103,8 @@ class UpdateDeal(StaffHandler):
 
     async def execute(self, turn: Turn) -> list[Reply]:
         """Change the deal through the sales service (which records the history)."""
+        if turn.slots.get("_new"):
+            return await self._new.execute(turn)
         slots, deal = turn.slots, turn.slots["deal_info"]
         changes: dict[str, Any] = {}
         for field_name, _old, new in self._diff(turn):
@@ -846,6 +1112,8 @@ class UpdateDeal(StaffHandler):
                 changes["stage"] = OpportunityStage(new)
             elif field_name == "amount":
                 changes["amount"] = Decimal(new)
+            elif field_name == "probability":
+                changes["probability"] = int(new)
             else:
                 changes["expected_close"] = date.fromisoformat(new)
         if slots.get("stage") == OpportunityStage.CLOSED_LOST.value:
@@ -874,7 +1142,15 @@ class UpdateDeal(StaffHandler):
             changed.append(("amount", deal["amount"], slots["amount"]))
         if slots.get("close") and slots["close"] != deal["close"]:
             changed.append(("close", deal["close"], slots["close"]))
+        if slots.get("probability") is not None and int(slots["probability"]) != deal.get("probability"):
+            old = deal.get("probability")
+            changed.append(("probability", None if old is None else str(old), str(slots["probability"])))
         return changed
+
+    def _stays_open(self, turn: Turn) -> bool:
+        """Whether the deal is open after this change (only a closed deal can close in the past)."""
+        deal = turn.slots.get("deal_info") or {}
+        return (turn.slots.get("stage") or deal.get("stage")) in OPEN_STAGES
 
     def _shown(self, turn: Turn, field_name: str, value: str | None) -> str:
         if value is None:
@@ -883,6 +1159,8 @@ class UpdateDeal(StaffHandler):
             return turn.t(f"deal.stages.{value}")
         if field_name == "amount":
             return money(value)
+        if field_name == "probability":
+            return f"{value}%"
         return day_label(turn, date.fromisoformat(value))
 
     def _read_changes(self, turn: Turn, text: str) -> None:
@@ -898,7 +1176,15 @@ class UpdateDeal(StaffHandler):
                 slots["stage"] = stage
         elif text and (stage := stage_in_text(text)) is not None:
             slots["stage"] = stage
+        elif text and (named := STAGE_NAMED.search(text)) is not None:
+            # "move Acme to stage banana": a stage was asked for, just not one that exists.
+            given = next(group for group in named.groups() if group)
+            if normalise_stage(given) is None:
+                slots["_stage_unclear"] = given
+                self.note(turn, turn.t("deal.bad_stage", given=short(given, 40)))
         raw_amount = turn.entity("amount")
+        if raw_amount is not None and text and percent_reading(text, raw_amount):
+            raw_amount = None
         if raw_amount is not None:
             amount = parse_amount(raw_amount)
             if amount is None:
@@ -907,15 +1193,15 @@ class UpdateDeal(StaffHandler):
             else:
                 slots["amount"] = str(amount)
         elif text:
-            amount = amount_in_text(OP_REF.sub(" ", text))
+            amount = amount_in_text(without_percentages(OP_REF.sub(" ", text)))
             if amount is not None:
                 slots["amount"] = str(amount)
             elif (vague := APPROXIMATE.search(text)) is not None:
                 slots["_amount_unclear"] = vague.group(0)
                 self.note(turn, turn.t("deal.bad_amount", given=vague.group(0)))
+        read_probability_into(turn, text)
         for when in whens(turn):
-            slots["close"] = (when if isinstance(when, date) and not isinstance(when, datetime)
-                              else when.astimezone(zone(turn)).date()).isoformat()
+            close_into(turn, when, open_deal=self._stays_open(turn))
             break
         if text and slots.get("stage") == OpportunityStage.CLOSED_LOST.value:
             reason = REASON_EN.search(text) or REASON_ZH.search(text)
@@ -1028,6 +1314,447 @@ class UpdateDeal(StaffHandler):
                                    for ref, title in choices))
 
 
+# --- a new deal (update_deal with "new deal …") -----------------------------------------------------------
+
+
+class NewDeal(CustomerHandler):
+    """'new deal with Acme: 80 dishwashers, 120k, closing end of March' → a confirmed new opportunity.
+
+    Not an intent of its own: creating and changing a deal say the same things (customer, amount, stage,
+    close date) and differ by one word ("new", "新建"), which a rule reads exactly while a classifier
+    would have to learn it from a few examples; the confirmation card shows "New deal" before anything
+    is written, so a misread costs one "no". UpdateDeal hands its turns here when the word is there.
+    """
+
+    intent = "update_deal"
+    roles = SALES_ROLES
+    slots = tuple(slot for slot in UpdateDeal.slots
+                  if slot.name in ("customer", "amount", "stage", "probability", "close", "name"))
+    needs_confirmation = True
+
+    async def prefill(self, turn: Turn) -> None:
+        """Customer, name, amount, stage, probability and close date from the first message."""
+        text, slots = spoken(turn), turn.slots
+        await self.take_customer(turn, turn.entity("customer"), NEW_DEAL.sub(" ", text))
+        raw_stage = turn.entity("stage")
+        stage = normalise_stage(raw_stage) if raw_stage else None
+        if raw_stage and stage is None:
+            slots["_stage_unclear"] = raw_stage
+            self.note(turn, turn.t("deal.bad_stage", given=short(raw_stage, 40)))
+        # "3月底成交" says when it closes, not that it is won: a new deal starts in an open stage.
+        stage = stage if stage in OPEN_STAGES else stage_in_text(text) if text else None
+        if stage in OPEN_STAGES:
+            slots["stage"] = stage
+        raw_amount = turn.entity("amount")
+        if raw_amount is not None and text and percent_reading(text, raw_amount):
+            raw_amount = None
+        amount = parse_amount(raw_amount) if raw_amount else amount_in_text(without_percentages(text))
+        vague = APPROXIMATE.search(text) if text else None
+        if amount is not None:
+            slots["amount"] = str(amount)
+        elif raw_amount or vague:
+            given = raw_amount or (vague.group(0) if vague else "")
+            slots["_amount_unclear"] = given
+            self.note(turn, turn.t("deal.bad_amount", given=short(given, 40)))
+        read_probability_into(turn, text)
+        for when in whens(turn):
+            close_into(turn, when, open_deal=True)
+            break
+        name = deal_name_from(text, slots.get("customer_name", ""))
+        if name:
+            slots["name"] = name
+
+    def next_slot(self, turn: Turn) -> Slot | None:
+        """Customer, then anything unclear or missing: stage, amount, probability, close date, name."""
+        slots, by_name = turn.slots, {slot.name: slot for slot in self.slots}
+        if "customer" not in slots:
+            return by_name["customer"]
+        if slots.get("_stage_unclear"):
+            return by_name["stage"]
+        if "amount" not in slots or slots.get("_amount_unclear"):
+            return by_name["amount"]
+        if slots.get("_probability_unclear"):
+            return by_name["probability"]
+        if "close" not in slots or slots.get("_close_past"):
+            return by_name["close"]
+        if not slots.get("name"):
+            return by_name["name"]
+        return None
+
+    async def validate(self, turn: Turn, slot: Slot, raw: str) -> Any:
+        """Each answer checked like an update's; a name is a few words."""
+        slots = turn.slots
+        if slot.name == "customer":
+            return await self.customer_answer(turn, raw)
+        if slot.name == "stage":
+            stage = normalise_stage(raw) or stage_in_text(raw)
+            if stage not in OPEN_STAGES:
+                raise SlotInvalid(turn.t("deal.bad_new_stage", given=short(raw, 40)))
+            slots.pop("_stage_unclear", None)
+            return stage
+        if slot.name == "amount":
+            amount = parse_amount(raw) or amount_in_text(raw)
+            if amount is None:
+                raise SlotInvalid(turn.t("deal.bad_amount", given=short(raw, 40)))
+            slots.pop("_amount_unclear", None)
+            return str(amount)
+        if slot.name == "probability":
+            return probability_answer(turn, raw)
+        if slot.name == "close":
+            return close_answer(turn, raw, open_deal=True, optional=True)
+        name = " ".join(raw.split())
+        if len(name) < 2:
+            raise SlotInvalid(turn.t("deal.bad_name"))
+        return name[:200]
+
+    async def question(self, turn: Turn, slot: Slot) -> list[Reply]:
+        """Which customer (buttons when several match), open stages as buttons, 'no date yet'."""
+        if slot.name == "customer":
+            return [self.customer_question(turn, slot.prompt)]
+        if slot.name == "stage":
+            return [Reply(text=turn.t("deal.ask_stage"), buttons=tuple(
+                Button(title=turn.t(f"deal.stages.{stage}"), payload=payload(self.intent, stage=stage))
+                for stage in OPEN_STAGES))]
+        if slot.name == "close":
+            return [Reply(text=turn.t("deal.ask_close"),
+                          buttons=(Button(title=turn.t("deal.no_close"), payload="none"),))]
+        return [turn.say(slot.prompt)]
+
+    async def confirmation(self, turn: Turn) -> Reply:
+        """The deal as it will be opened."""
+        slots = turn.slots
+        stage = slots.get("stage") or OpportunityStage.QUALIFICATION.value
+        lines = [
+            turn.t("deal.new_card_title"),
+            turn.t("deal.new_card_customer", name=slots["customer_name"], code=slots["customer"]),
+            turn.t("deal.new_card_name", name=slots["name"]),
+            turn.t("deal.new_card_amount", amount=money(slots["amount"])),
+            turn.t("deal.new_card_stage", stage=turn.t(f"deal.stages.{stage}"),
+                   probability=self._probability(turn, stage)),
+            turn.t("deal.new_card_close", day=day_label(turn, date.fromisoformat(slots["close"])))
+            if slots.get("close") else turn.t("deal.new_card_no_close"),
+        ]
+        return confirm_card(turn, "\n".join(lines))
+
+    async def execute(self, turn: Turn) -> list[Reply]:
+        """Open the deal through the sales service (which records its creation in the history)."""
+        slots = turn.slots
+        stage = OpportunityStage(slots.get("stage") or OpportunityStage.QUALIFICATION.value)
+        created = await turn.core.sales.create_opportunity(turn.actor, OpportunityIn(
+            customer_code=slots["customer"],
+            name=slots["name"],
+            stage=stage,
+            amount=Decimal(slots["amount"]),
+            probability=slots.get("probability"),
+            expected_close=date.fromisoformat(slots["close"]) if slots.get("close") else None,
+        ))
+        turn.state.context["deal"] = created.ref
+        turn.state.context["customer"] = created.customer_code
+        text = turn.t("deal.created", ref=created.ref, name=created.name, customer=created.customer_name,
+                      stage=turn.t(f"deal.stages.{created.stage}"), amount=money(created.amount),
+                      probability=created.probability)
+        if created.expected_close:
+            text += " " + turn.t("deal.closes", day=day_label(turn, created.expected_close))
+        return [Reply(text=text, buttons=(
+            turn.button("deal.update_button", payload("update_deal", deal=created.ref), ref=created.ref),))]
+
+    @staticmethod
+    def _probability(turn: Turn, stage: str) -> int:
+        given = turn.slots.get("probability")
+        return int(given) if given is not None else DEFAULT_STAGE_PROBABILITY[OpportunityStage(stage)]
+
+
+# --- lists: my visits, my deals --------------------------------------------------------------------------
+
+TEAM = re.compile(
+    r"\bteam'?s?\b|\bmy\s+(?:reps|people|staff|sales\s*people|guys)\b|\beveryone'?s?\b|\ball\s+reps\b"
+    r"|\bsubordinates\b|团队|我们组|组里|下属|手下|部门|全组|大家的|各位|每个销售", re.IGNORECASE)
+MONTH_EN = {name: number for number, names in enumerate((
+    ("jan", "january"), ("feb", "february"), ("mar", "march"), ("apr", "april"), ("may",), ("jun", "june"),
+    ("jul", "july"), ("aug", "august"), ("sep", "sept", "september"), ("oct", "october"), ("nov", "november"),
+    ("dec", "december")), start=1) for name in names}
+MONTH_EN_IN_TEXT = re.compile(
+    r"\b(?:in|for|during|of|closing|closes|close|by|since|from)\s+(?P<month>" + "|".join(
+        sorted(MONTH_EN, key=len, reverse=True)) + r")\b(?:\s+(?P<year>20\d\d))?", re.IGNORECASE)
+MONTH_ZH_IN_TEXT = re.compile(
+    r"(?:(?P<year>20\d\d)年)?(?<![\d个])(?P<month>1[0-2]|0?[1-9]|十[一二]?|[一二三四五六七八九])月"
+    r"(?![\d一二三四五六七八九十]{1,3}[日号])")
+OVER = re.compile(r"\b(?:over|above|more\s+than|greater\s+than|bigger\s+than|at\s+least|exceeding)\b|>"
+                  r"|超过|大于|高于|以上|至少|不低于|不少于", re.IGNORECASE)
+CLOSING_ZH = re.compile("成交|签约|签单")
+WON_ZH = re.compile("赢单|赢了|拿下|已成交|成交了|已签约|签了")
+MAX_LISTED = 20
+MAX_UPDATE_BUTTONS = 3
+DEFAULT_WATCH_DAYS = 30
+
+
+@dataclass(frozen=True, slots=True)
+class Period:
+    """A span of days the person asked about, and how to say it."""
+
+    start: date
+    end: date
+    name: str
+
+    def label(self, turn: Turn) -> str:
+        """'this week (Mon 15 Jun – Sun 21 Jun)'"""
+        if self.start == self.end:
+            return turn.t("sales.period_day", name=self.name, day=day_label(turn, self.start))
+        return turn.t("sales.period_span", name=self.name, start=day_label(turn, self.start),
+                      end=day_label(turn, self.end))
+
+
+def asked_period(turn: Turn, text: str, *, future: bool) -> Period | None:
+    """The days a message asks about ('this week', 'last month', 'in March', '本周', '3月'), or None.
+
+    `future`: a month named without a year is the next one to come (deals closing) rather than the last
+    one gone (visits).
+    """
+    today, folded = local_today(turn), text.casefold()
+    monday = today - timedelta(days=today.weekday())
+
+    def month(first: date, name: str) -> Period:
+        return Period(first, month_end(first), name)
+
+    def named(first: date) -> Period:
+        return month(first, turn.t("sales.month_name", month=turn.t("staff.months").split()[first.month - 1],
+                                   year=first.year))
+
+    rules: tuple[tuple[str, Callable[[], Period]], ...] = (
+        (r"\btoday\b|今天|今日", lambda: Period(today, today, turn.t("sales.today"))),
+        (r"\byesterday\b|昨天|昨日", lambda: Period(today - timedelta(days=1), today - timedelta(days=1),
+                                                  turn.t("sales.yesterday"))),
+        (r"\b(?:last|previous|past)\s+week\b|上(?:个)?(?:周|星期|礼拜)",
+         lambda: Period(monday - timedelta(days=7), monday - timedelta(days=1), turn.t("sales.last_week"))),
+        (r"\bnext\s+week\b|下(?:个)?(?:周|星期|礼拜)",
+         lambda: Period(monday + timedelta(days=7), monday + timedelta(days=13), turn.t("sales.next_week"))),
+        (r"\bthis\s+week\b|\bthe\s+week\b|本周|这周|这个?星期|这个?礼拜|本星期",
+         lambda: Period(monday, monday + timedelta(days=6), turn.t("sales.this_week"))),
+        (r"\b(?:last|previous|past)\s+month\b|上(?:个)?月",
+         lambda: month((today.replace(day=1) - timedelta(days=1)).replace(day=1),
+                       turn.t("sales.last_month"))),
+        (r"\bnext\s+month\b|下(?:个)?月",
+         lambda: month(month_end(today) + timedelta(days=1), turn.t("sales.next_month"))),
+        (r"\bthis\s+month\b|本月|这个月|当月",
+         lambda: month(today.replace(day=1), turn.t("sales.this_month"))),
+        (r"\bthis\s+quarter\b|本季度?|这个?季度",
+         lambda: Period(*quarter_bounds(today), turn.t("sales.this_quarter"))),
+        (r"\bnext\s+quarter\b|下(?:个|一)?季度",
+         lambda: Period(*quarter_bounds(quarter_bounds(today)[1] + timedelta(days=1)),
+                        turn.t("sales.next_quarter"))),
+        (r"\b(?:last|previous)\s+quarter\b|上(?:个|一)?季度",
+         lambda: Period(*quarter_bounds(quarter_bounds(today)[0] - timedelta(days=1)),
+                        turn.t("sales.last_quarter"))),
+        (r"\bthis\s+year\b|今年|本年",
+         lambda: Period(date(today.year, 1, 1), date(today.year, 12, 31), turn.t("sales.this_year"))),
+    )
+    for pattern, build in rules:
+        if re.search(pattern, folded):
+            return build()
+    found = MONTH_EN_IN_TEXT.search(text) or MONTH_ZH_IN_TEXT.search(text)
+    if found is not None:
+        raw = found.group("month")
+        number = MONTH_EN.get(raw.casefold()) or (int(raw) if raw.isdigit() else zh_number(raw))
+        if number and 1 <= number <= 12:
+            year = int(found.group("year")) if found.group("year") else today.year
+            if not found.group("year"):
+                if future and number < today.month:
+                    year += 1
+                elif not future and number > today.month:
+                    year -= 1
+            return named(date(year, number, 1))
+    return None
+
+
+def zh_number(text: str) -> int | None:
+    """一 … 十二."""
+    digits = "一二三四五六七八九"
+    if text == "十":
+        return 10
+    if text.startswith("十"):
+        return 10 + digits.index(text[1]) + 1 if len(text) == 2 and text[1] in digits else None
+    return digits.index(text) + 1 if len(text) == 1 and text in digits else None
+
+
+def month_end(day: date) -> date:
+    """The last day of the month holding `day`."""
+    following = day.replace(day=28) + timedelta(days=4)
+    return following - timedelta(days=following.day)
+
+
+def quarter_bounds(day: date) -> tuple[date, date]:
+    """First and last day of the quarter holding `day`."""
+    first = date(day.year, (day.month - 1) // 3 * 3 + 1, 1)
+    return first, month_end(date(first.year, first.month + 2, 1))
+
+
+def wants_team(turn: Turn, text: str) -> bool:
+    """Whether the person asks about their team rather than themselves."""
+    return bool(text) and TEAM.search(text) is not None
+
+
+def sees_team(turn: Turn) -> bool:
+    """Managers (and admins) see their team's records; a rep only their own."""
+    return turn.actor.is_admin or turn.actor.role is Role.MANAGER
+
+
+def watch_days(turn: Turn) -> int:
+    """After how many days the alert rules call a key customer unvisited, so the list and the alert agree.
+
+    The rules file belongs to the notifier; it is only read here (the smallest window, as the sweep checks
+    each), and a file that cannot be read leaves the built-in 30 days.
+    """
+    # Imported here, read-only: the rules are the notifier's, and the chat only shows what its sweep raises.
+    from notifier.alerts import RulesError, active_rules
+
+    try:
+        thresholds = active_rules(turn.core.settings).thresholds("KeyCustomerNotVisited")
+    except (RulesError, OSError):  # a broken rules file is the notifier's to report (it refuses to start)
+        return DEFAULT_WATCH_DAYS
+    return min(thresholds) if thresholds else DEFAULT_WATCH_DAYS
+
+
+class ListVisits(StaffHandler):
+    """'my visits this week', 'visits in March'; a manager's 'visits of my team this week', by rep."""
+
+    intent = "list_visits"
+    roles = SALES_ROLES
+
+    async def execute(self, turn: Turn) -> list[Reply]:
+        """The visits of the period (this week unless said), newest first; for a manager's team, by rep,
+        with the key customers nobody has visited for the watch window."""
+        text = spoken(turn)
+        period = asked_period(turn, text, future=False) or asked_period(turn, "this week", future=False)
+        assert period is not None
+        team_asked = wants_team(turn, text)
+        team = team_asked and sees_team(turn)
+        page = await turn.core.sales.visits(
+            turn.actor, rep=None if team else turn.actor.username, since=period.start, until=period.end,
+            limit=MAX_LISTED * 3 if team else MAX_LISTED)
+        lines: list[str] = []
+        if team_asked and not team:
+            lines.append(turn.t("sales.team_for_managers"))
+        if not page.items:
+            lines.append(turn.t("sales.no_team_visits" if team else "sales.no_visits",
+                                period=period.label(turn)))
+        else:
+            lines.append(turn.t("sales.team_visits_title" if team else "sales.visits_title",
+                                period=period.label(turn), count=page.total))
+            if team:
+                by_rep: dict[str, list[VisitOut]] = {}
+                for visit in page.items:
+                    by_rep.setdefault(visit.rep, []).append(visit)
+                for rep, visits in sorted(by_rep.items()):
+                    lines.append(turn.t("sales.rep_heading", rep=rep, count=len(visits)))
+                    lines.extend(self._line(turn, visit) for visit in visits)
+            else:
+                lines.extend(self._line(turn, visit) for visit in page.items)
+            if page.total > len(page.items):
+                lines.append(turn.t("sales.more", count=page.total - len(page.items)))
+        if team:
+            days = watch_days(turn)
+            missing = await turn.core.sales.unvisited_key_customers(turn.actor, days=days)
+            if missing:
+                lines.append(turn.t("sales.unvisited_title", days=days))
+                for item in missing[:MAX_LISTED]:
+                    seen = (turn.t("sales.last_visit", day=day_label(turn, item.last_visited_on))
+                            if item.last_visited_on else turn.t("sales.never_visited"))
+                    lines.append(turn.t("sales.unvisited_line", name=item.customer_name,
+                                        owner=item.owner or "—", seen=seen))
+        return [Reply(text="\n".join(lines))]
+
+    @staticmethod
+    def _line(turn: Turn, visit: VisitOut) -> str:
+        """• Mon 15 Jun · Acme Corp — met Li — discussed renewal → next: send quote"""
+        parts = [turn.t("sales.visit_line", day=day_label(turn, visit.visited_on),
+                        customer=visit.customer_name)]
+        if visit.contacts_met:
+            parts.append(turn.t("sales.visit_met", names=", ".join(visit.contacts_met)))
+        if visit.summary:
+            parts.append(short(visit.summary, 80))
+        if visit.outcome:
+            parts.append(turn.t("sales.visit_outcome", outcome=short(visit.outcome, 60)))
+        line = " — ".join(parts)
+        if visit.next_step:
+            line += " " + turn.t("sales.visit_next", step=short(visit.next_step, 60))
+        return line
+
+
+class ListDeals(StaffHandler):
+    """'my deals', 'deals closing this month', 'my deals in negotiation', 'deals over 100k', a manager's
+    'my team's deals' → by close date, overdue ones flagged, buttons to update the first few."""
+
+    intent = "list_deals"
+    roles = SALES_ROLES
+
+    async def execute(self, turn: Turn) -> list[Reply]:
+        """The deals asked for, through the sales service (which scopes them)."""
+        text = spoken(turn)
+        team_asked = wants_team(turn, text)
+        team = team_asked and sees_team(turn)
+        raw_stage = turn.entity("stage")
+        stage = normalise_stage(raw_stage) if raw_stage else stage_in_text(text) if text else None
+        if stage == OpportunityStage.CLOSED_WON.value and CLOSING_ZH.search(text) and not WON_ZH.search(text):
+            # "本月成交的商机" asks what closes this month, not what was won.
+            stage, raw_stage = None, None
+        lines: list[str] = []
+        if team_asked and not team:
+            lines.append(turn.t("sales.team_for_managers"))
+        if raw_stage and stage is None:
+            return [Reply(text=turn.t("deal.bad_stage", given=short(raw_stage, 40)), buttons=tuple(
+                Button(title=turn.t(f"deal.stages.{item}"), payload=payload(self.intent, stage=item))
+                for item in STAGES))]
+        minimum = self._minimum(turn, text)
+        period = asked_period(turn, text, future=True)
+        page = await turn.core.sales.list_opportunities(
+            turn.actor, owner=None if team else turn.actor.username, stage=stage,
+            open_only=stage is None, min_amount=minimum,
+            closing_from=period.start if period else None,
+            closing_before=period.end + timedelta(days=1) if period else None, limit=MAX_LISTED)
+        filters = [turn.t("sales.filter_stage", stage=turn.t(f"deal.stages.{stage}")) if stage
+                   else turn.t("sales.filter_open")]
+        if minimum is not None:
+            filters.append(turn.t("sales.filter_over", amount=money(minimum)))
+        if period is not None:
+            filters.append(turn.t("sales.filter_closing", period=period.label(turn)))
+        whose = turn.t("sales.team_deals" if team else "sales.my_deals")
+        said = turn.t("sales.filter_join").join(filters)
+        if not page.items:
+            lines.append(turn.t("sales.no_deals", whose=whose, filters=said))
+            return [Reply(text="\n".join(lines))]
+        lines.append(turn.t("sales.deals_title", whose=whose, filters=said, count=page.total))
+        today = local_today(turn)
+        for deal in page.items:
+            lines.append(self._line(turn, deal, today, team))
+        if page.total > len(page.items):
+            lines.append(turn.t("sales.more", count=page.total - len(page.items)))
+        buttons = tuple(
+            turn.button("deal.update_button", payload("update_deal", deal=deal.ref), ref=deal.ref)
+            for deal in [item for item in page.items if item.stage in OPEN_STAGES][:MAX_UPDATE_BUTTONS])
+        return [Reply(text="\n".join(lines), buttons=buttons)]
+
+    @staticmethod
+    def _minimum(turn: Turn, text: str) -> Decimal | None:
+        """'over 100k', '10万以上': the smallest amount asked for."""
+        raw = turn.entity("amount")
+        amount = parse_amount(raw) if raw else amount_in_text(without_percentages(text)) if text else None
+        return amount if amount is not None and (OVER.search(text) or raw) else None
+
+    @staticmethod
+    def _line(turn: Turn, deal: OpportunityOut, today: date, team: bool) -> str:
+        """• OP-3 Acme service contract · Acme Corp — Negotiation, ¥100,000.00, 75%, closes Wed 20 May ⚠"""
+        close = (turn.t("sales.deal_closes", day=day_label(turn, deal.expected_close)) if deal.expected_close
+                 else turn.t("sales.deal_no_close"))
+        line = turn.t("sales.deal_line", ref=deal.ref, name=short(deal.name, 50), customer=deal.customer_name,
+                      stage=turn.t(f"deal.stages.{deal.stage}"), amount=money(deal.amount),
+                      probability=deal.probability, close=close)
+        if team:
+            line += " " + turn.t("sales.deal_owner", owner=deal.owner)
+        if deal.stage in OPEN_STAGES and deal.expected_close and deal.expected_close < today:
+            line += " " + turn.t("sales.overdue")
+        return line
+
+
 def handlers() -> list[Handler]:
     """One instance of every sales handler."""
-    return [LogVisit(), UpdateDeal()]
+    return [LogVisit(), UpdateDeal(), ListVisits(), ListDeals()]

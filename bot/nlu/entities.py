@@ -1825,7 +1825,7 @@ def extract_entities(text: str, context: ParseContext) -> tuple[Entity, ...]:
     return default_extractor().extract(text, context)
 
 
-JOB_INTENTS = frozenset({"accept_job", "complete_job", "my_jobs"})
+JOB_INTENTS = frozenset({"accept_job", "complete_job", "my_jobs", "on_my_way", "reschedule_job"})
 
 
 def contextualise(entities: tuple[Entity, ...], intent: str) -> tuple[Entity, ...]:

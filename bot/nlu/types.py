@@ -11,6 +11,9 @@ INTENTS: tuple[str, ...] = (
     "open_service_request", "file_complaint", "check_request_status", "check_warranty", "search_knowledge",
     "rate_service", "log_visit", "update_deal", "pipeline_summary", "customer_overview",
     "my_jobs", "accept_job", "complete_job", "notification_settings", "csat_summary", "out_of_scope",
+    "customer_ranking",
+    "dispatch_job", "on_my_way", "reschedule_job",
+    "list_visits", "list_deals",
 )
 FALLBACK_INTENT = "nlu_fallback"
 ENTITIES: tuple[str, ...] = (

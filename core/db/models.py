@@ -410,6 +410,12 @@ class RepairOrder(Base):
     total_charge: Mapped[Decimal] = mapped_column(default=Decimal("0"))
     currency: Mapped[str] = mapped_column(String(3), default="CNY")
     decline_reason: Mapped[str | None] = mapped_column(Text)
+    # "On my way": when the technician set off and when they expect to arrive.
+    departed_at: Mapped[datetime | None]
+    eta_at: Mapped[datetime | None]
+    # A new visit time waiting for the customer's yes (scheduled_at changes only when they confirm).
+    proposed_at: Mapped[datetime | None]
+    proposed_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
 

@@ -56,6 +56,15 @@ class CustomerTierChanged(DomainEvent):
 
 
 @dataclass(frozen=True, kw_only=True)
+class CustomerLifecycleChanged(DomainEvent):
+    """The lifecycle rules moved a customer to another stage (e.g. active → at_risk)."""
+
+    aggregate: ClassVar[str] = "customer"
+    old_stage: str
+    new_stage: str
+
+
+@dataclass(frozen=True, kw_only=True)
 class InstalledProductRegistered(DomainEvent):
     """A unit was delivered/registered at a customer."""
 
@@ -173,6 +182,41 @@ class RepairCompleted(DomainEvent):
     in_warranty: bool
     total_charge: Decimal
     currency: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class RepairDeparted(DomainEvent):
+    """The technician is on the way to the customer and expects to arrive at `eta`."""
+
+    aggregate: ClassVar[str] = "repair_order"
+    service_request_id: int
+    technician_id: int
+    eta: datetime | None
+
+
+@dataclass(frozen=True, kw_only=True)
+class RepairRescheduleProposed(DomainEvent):
+    """A new visit time was proposed; the customer is asked to confirm it."""
+
+    aggregate: ClassVar[str] = "repair_order"
+    service_request_id: int
+    technician_id: int
+    proposed_at: datetime
+    previous_at: datetime | None
+
+
+@dataclass(frozen=True, kw_only=True)
+class RepairRescheduleAnswered(DomainEvent):
+    """The customer confirmed or refused a proposed visit time (and may have suggested another)."""
+
+    aggregate: ClassVar[str] = "repair_order"
+    service_request_id: int
+    technician_id: int
+    accepted: bool
+    proposed_at: datetime
+    proposed_by_id: int | None
+    suggested_at: datetime | None
+    comment: str
 
 
 @dataclass(frozen=True, kw_only=True)

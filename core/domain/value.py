@@ -79,6 +79,24 @@ class ValueModel:
         return result
 
 
+# Pyramid order, top first: a lower number is a better tier.
+TIER_RANK: dict[str, int] = {tier.value: index for index, tier in enumerate(ValueTier)}
+
+
+def moved_down(previous: str | None, current: str) -> bool:
+    """Whether a customer's tier is below the one they had before the last move."""
+    if previous is None or previous not in TIER_RANK or current not in TIER_RANK:
+        return False
+    return TIER_RANK[current] > TIER_RANK[previous]
+
+
+def moved_up(previous: str | None, current: str) -> bool:
+    """Whether a customer's tier is above the one they had before the last move."""
+    if previous is None or previous not in TIER_RANK or current not in TIER_RANK:
+        return False
+    return TIER_RANK[current] < TIER_RANK[previous]
+
+
 KNOWN_CRITERIA = {"revenue": True, "order_frequency": True, "service_cost": False, "csat": True}
 
 

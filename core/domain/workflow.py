@@ -66,13 +66,30 @@ REPAIR_ACTIONS: dict[str, Move] = {
 
 REPAIR_ACTIVE_STATES = frozenset({Job.OPEN, Job.DISPATCHED, Job.ACCEPTED, Job.IN_PROGRESS})
 
+# Steps that are recorded in a job's history without changing its status (None: the status stays).
+# "depart" ("on my way") also starts an accepted job: the technician is working on it from then on.
+REPAIR_STEPS: dict[str, tuple[frozenset[str], str | None]] = {
+    "depart": (frozenset({Job.ACCEPTED, Job.IN_PROGRESS}), Job.IN_PROGRESS),
+    "reschedule": (frozenset({Job.DISPATCHED, Job.ACCEPTED, Job.IN_PROGRESS}), None),
+    "confirm_time": (frozenset({Job.DISPATCHED, Job.ACCEPTED, Job.IN_PROGRESS}), None),
+    "refuse_time": (frozenset({Job.DISPATCHED, Job.ACCEPTED, Job.IN_PROGRESS}), None),
+}
+
 
 def repair_move(action: str, current: str) -> str:
     """Target status for a repair-order action, or a typed error."""
+    step = REPAIR_STEPS.get(action)
+    if step is not None:
+        sources, target = step
+        if current not in sources:
+            doing, status = action.replace("_", " "), current.replace("_", " ")
+            raise InvalidTransition(f"Cannot {doing} a job that is {status}.")
+        return target or current
     move = REPAIR_ACTIONS.get(action)
     if move is None:
+        possible = sorted([*REPAIR_ACTIONS, *REPAIR_STEPS])
         raise InvalidTransition(
-            f"Unknown action '{action}'. Possible: {', '.join(sorted(REPAIR_ACTIONS))}.", field="action"
+            f"Unknown action '{action}'. Possible: {', '.join(possible)}.", field="action"
         )
     if current not in move.sources:
         raise InvalidTransition(f"Cannot {action} a job that is {current.replace('_', ' ')}.")

@@ -4,20 +4,41 @@ from __future__ import annotations
 
 import builtins
 from collections.abc import Sequence
-from datetime import timedelta
+from datetime import UTC, date, datetime, timedelta
 
-from sqlalchemy import ColumnElement, func, or_, select
+from sqlalchemy import ColumnElement, case, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.auth import Actor, customer_scope, require_role, require_staff
 from core.clock import Clock
-from core.db.models import Contact, Customer, Opportunity, RepairOrder, ServiceRequest, Survey, User
-from core.domain.enums import OpportunityStage, Role
-from core.domain.events import CustomerCreated, CustomerTierChanged
-from core.domain.value import ValueModel
+from core.db.models import (
+    Contact,
+    Customer,
+    InstalledProduct,
+    Opportunity,
+    RepairOrder,
+    ServiceRequest,
+    Survey,
+    User,
+    Visit,
+)
+from core.domain.enums import OpportunityStage, RequestKind, RequestStatus, Role, SurveyStatus, ValueTier
+from core.domain.events import CustomerCreated, CustomerLifecycleChanged, CustomerTierChanged
+from core.domain.lifecycle import LifecycleFacts, LifecycleRules
+from core.domain.value import ValueModel, moved_down, moved_up
 from core.errors import Conflict, NotFound, PermissionDenied, ValidationFailed
-from core.schemas import ContactIn, ContactOut, CustomerIn, CustomerOut, CustomerPatch, Page
-from core.services.base import Service, UowFactory, fetch_page, user_by_username
+from core.schemas import (
+    ContactIn,
+    ContactOut,
+    CustomerIn,
+    CustomerInsightOut,
+    CustomerOut,
+    CustomerPatch,
+    CustomerRankOut,
+    Page,
+    SurveyOut,
+)
+from core.services.base import Service, UowFactory, fetch_page, ref, user_by_username
 
 
 def customer_out(customer: Customer, owner: str | None) -> CustomerOut:
@@ -59,10 +80,16 @@ class CustomerService(Service):
     """Customer records and contacts, always within the actor's scope."""
 
     def __init__(
-        self, uow: UowFactory, clock: Clock, timezone: str = "UTC", value_model: ValueModel | None = None
+        self,
+        uow: UowFactory,
+        clock: Clock,
+        timezone: str = "UTC",
+        value_model: ValueModel | None = None,
+        lifecycle_rules: LifecycleRules | None = None,
     ) -> None:
         super().__init__(uow, clock, timezone)
         self._value_model = value_model or ValueModel()
+        self._lifecycle = lifecycle_rules or LifecycleRules()
 
     async def create(self, actor: Actor, data: CustomerIn) -> CustomerOut:
         """Create a customer; a rep creating one becomes its owner unless they name a teammate."""
@@ -246,18 +273,25 @@ class CustomerService(Service):
             for customer_id, count in repairs.tuples():
                 metrics[customer_id]["service_cost"] += 2.0 * float(count)
             csat = await session.execute(
-                select(Survey.customer_id, func.avg(Survey.score))
+                select(Survey.customer_id, func.avg(Survey.score), func.count())
                 .where(Survey.score.is_not(None), Survey.answered_at >= since)
                 .group_by(Survey.customer_id)
             )
-            for customer_id, average in csat.tuples():
+            answers: dict[int, int] = {}
+            for customer_id, average, answered in csat.tuples():
                 metrics[customer_id]["csat"] = float(average)
+                answers[customer_id] = int(answered)
             scores = self._value_model.score(metrics)
             tiers = self._value_model.tiers(scores)
+            facts = await self._lifecycle_facts(session, since, csat_answers=answers, metrics=metrics)
+            today = self.today()
             counts: dict[str, int] = {}
             for customer in customers:
                 new_tier = tiers[customer.id].value
                 counts[new_tier] = counts.get(new_tier, 0) + 1
+                # Never scored yet: the tier is the placeholder every new customer starts with, so the first
+                # real one is not a "move" for the managers' moving-down list (the event still says it).
+                first_scoring = customer.previous_tier is None and not customer.value_score
                 customer.value_score = scores[customer.id]
                 if new_tier != customer.tier:
                     uow.emit(
@@ -269,9 +303,220 @@ class CustomerService(Service):
                             score=scores[customer.id],
                         )
                     )
-                    customer.previous_tier, customer.tier = customer.tier, new_tier
+                    customer.previous_tier = None if first_scoring else customer.tier
+                    customer.tier = new_tier
+                stage = self._lifecycle.stage(facts.get(customer.id, LifecycleFacts()), today).value
+                if stage != customer.lifecycle_stage:
+                    uow.emit(
+                        CustomerLifecycleChanged(
+                            aggregate_id=customer.id,
+                            actor_id=actor.user_id,
+                            old_stage=customer.lifecycle_stage,
+                            new_stage=stage,
+                        )
+                    )
+                    customer.lifecycle_stage = stage
             await uow.commit()
             return counts
+
+    async def _lifecycle_facts(
+        self,
+        session: AsyncSession,
+        since: datetime,
+        *,
+        csat_answers: dict[int, int],
+        metrics: dict[int, dict[str, float]],
+    ) -> dict[int, LifecycleFacts]:
+        """What the lifecycle rules need, for every customer, in a handful of grouped queries."""
+        first: dict[int, date] = {}
+        last: dict[int, date] = {}
+        orders: dict[int, int] = {}
+
+        def seen(customer_id: int, earliest: date | None, latest: date | None) -> None:
+            if earliest is not None:
+                first[customer_id] = min(first.get(customer_id, earliest), earliest)
+            if latest is not None:
+                last[customer_id] = max(last.get(customer_id, latest), latest)
+
+        won = await session.execute(
+            select(
+                Opportunity.customer_id,
+                func.min(Opportunity.closed_at),
+                func.max(Opportunity.closed_at),
+                func.sum(case((Opportunity.closed_at >= since, 1), else_=0)),
+            )
+            .where(Opportunity.stage == OpportunityStage.CLOSED_WON, Opportunity.closed_at.is_not(None))
+            .group_by(Opportunity.customer_id)
+        )
+        for customer_id, earliest, latest, recent in won.tuples():
+            seen(customer_id, self._local_day(earliest), self._local_day(latest))
+            orders[customer_id] = orders.get(customer_id, 0) + int(recent or 0)
+        since_day = since.astimezone(self._tz).date()
+        units = await session.execute(
+            select(
+                InstalledProduct.customer_id,
+                func.min(InstalledProduct.sold_on),
+                func.max(InstalledProduct.sold_on),
+                func.sum(case((InstalledProduct.sold_on >= since_day, 1), else_=0)),
+            ).group_by(InstalledProduct.customer_id)
+        )
+        for customer_id, earliest, latest, recent in units.tuples():
+            seen(customer_id, earliest, latest)
+            orders[customer_id] = orders.get(customer_id, 0) + int(recent or 0)
+        # Visits and service requests are activity, not purchases: they keep a customer warm.
+        visits = await session.execute(
+            select(Visit.customer_id, func.max(Visit.visited_on)).group_by(Visit.customer_id)
+        )
+        for customer_id, latest in visits.tuples():
+            seen(customer_id, None, latest)
+        requests = await session.execute(
+            select(ServiceRequest.customer_id, func.max(ServiceRequest.created_at)).group_by(
+                ServiceRequest.customer_id
+            )
+        )
+        for customer_id, latest in requests.tuples():
+            seen(customer_id, None, self._local_day(latest))
+        complaints = dict(
+            (
+                await session.execute(
+                    select(ServiceRequest.customer_id, func.count())
+                    .where(
+                        ServiceRequest.kind == RequestKind.COMPLAINT.value,
+                        ServiceRequest.created_at
+                        <= self._clock.now() - timedelta(days=self._lifecycle.complaint_days),
+                        ServiceRequest.status.not_in(
+                            (RequestStatus.RESOLVED.value, RequestStatus.CLOSED.value)
+                        ),
+                    )
+                    .group_by(ServiceRequest.customer_id)
+                )
+            ).tuples().all()
+        )
+        return {
+            customer_id: LifecycleFacts(
+                first_purchase=first.get(customer_id),
+                last_activity=last.get(customer_id),
+                orders_last_year=orders.get(customer_id, 0),
+                csat_average=metrics[customer_id]["csat"] if customer_id in csat_answers else None,
+                csat_answers=csat_answers.get(customer_id, 0),
+                open_complaints=int(complaints.get(customer_id, 0)),
+            )
+            for customer_id in metrics
+        }
+
+    def _local_day(self, moment: datetime | None) -> date | None:
+        """The business day of a stored instant (SQLite hands back naive UTC)."""
+        if moment is None:
+            return None
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=UTC)
+        return moment.astimezone(self._tz).date()
+
+    async def insight(
+        self, actor: Actor, code: str, *, months: int = 12, recent_limit: int = 5
+    ) -> CustomerInsightOut:
+        """Value score, tier move, lifecycle stage and CSAT of the last `months` of a customer in scope."""
+        require_staff(actor, doing="see customer insights")
+        since = self._clock.now() - timedelta(days=round(months * 365 / 12))
+        async with self._uow() as uow:
+            session = uow.session
+            customer = await visible_customer(session, actor, code)
+            answered = (
+                Survey.customer_id == customer.id,
+                Survey.status == SurveyStatus.ANSWERED.value,
+                Survey.score.is_not(None),
+                Survey.answered_at >= since,
+            )
+            average, count = (
+                await session.execute(select(func.avg(Survey.score), func.count()).where(*answered))
+            ).one()
+            recent = (
+                (
+                    await session.execute(
+                        select(Survey)
+                        .where(*answered)
+                        .order_by(Survey.answered_at.desc(), Survey.id.desc())
+                        .limit(max(1, min(recent_limit, 50)))
+                    )
+                )
+                .scalars()
+                .all()
+            )
+            comment = (
+                await session.execute(
+                    select(Survey.comment, Survey.answered_at)
+                    .where(*answered, Survey.comment.is_not(None), Survey.comment != "")
+                    .order_by(Survey.answered_at.desc(), Survey.id.desc())
+                    .limit(1)
+                )
+            ).first()
+            return CustomerInsightOut(
+                code=customer.code,
+                value_score=customer.value_score,
+                tier=customer.tier,
+                previous_tier=customer.previous_tier,
+                lifecycle_stage=customer.lifecycle_stage,
+                csat_average=round(float(average), 2) if average is not None else None,
+                csat_count=int(count),
+                last_comment=comment[0] if comment else None,
+                last_comment_at=comment[1].replace(tzinfo=comment[1].tzinfo or UTC) if comment else None,
+                recent=[
+                    SurveyOut(
+                        id=survey.id,
+                        service_request_ref=ref("SR", survey.service_request_id)
+                        if survey.service_request_id
+                        else None,
+                        customer_code=customer.code,
+                        status=survey.status,
+                        score=survey.score,
+                        comment=survey.comment,
+                        created_at=survey.created_at,
+                        answered_at=survey.answered_at,
+                    )
+                    for survey in recent
+                ],
+            )
+
+    async def ranking(
+        self, actor: Actor, *, limit: int = 10, moved: str | None = None, tier: str | None = None
+    ) -> builtins.list[CustomerRankOut]:
+        """Customers in scope by value score, best first; `moved="down"`/`"up"`: only those whose tier is
+        below/above the one they had before the last recompute. Scoped like `list`."""
+        require_role(actor, Role.MANAGER, Role.REP, doing="rank customers")
+        if moved not in (None, "down", "up"):
+            raise ValidationFailed("moved must be 'down' or 'up'.", field="moved")
+        if tier is not None and tier not in {item.value for item in ValueTier}:
+            raise ValidationFailed(f"Unknown tier '{tier[:20]}'.", field="tier")
+        limit = max(1, min(limit, 100))
+        conditions: builtins.list[ColumnElement[bool]] = [customer_scope(actor)]
+        if tier:
+            conditions.append(Customer.tier == tier)
+        if moved:
+            conditions += [Customer.previous_tier.is_not(None), Customer.previous_tier != Customer.tier]
+        query = (
+            select(Customer, User.username)
+            .outerjoin(User, User.id == Customer.owner_id)
+            .where(*conditions)
+            .order_by(Customer.value_score.desc(), Customer.name, Customer.id)
+        )
+        async with self._uow() as uow:
+            rows = (await uow.session.execute(query if moved else query.limit(limit))).tuples().all()
+        check = moved_down if moved == "down" else moved_up
+        picked = [(customer, owner) for customer, owner in rows if not moved or check(customer.previous_tier,
+                                                                                        customer.tier)]
+        return [
+            CustomerRankOut(
+                rank=index,
+                code=customer.code,
+                name=customer.name,
+                owner=owner,
+                value_score=customer.value_score,
+                tier=customer.tier,
+                previous_tier=customer.previous_tier,
+                lifecycle_stage=customer.lifecycle_stage,
+            )
+            for index, (customer, owner) in enumerate(picked[:limit], start=1)
+        ]
 
 
 def _contact_out(contact: Contact, customer_code: str) -> ContactOut:

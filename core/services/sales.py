@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from datetime import date, datetime
 from decimal import Decimal
 
-from sqlalchemy import ColumnElement, select
+from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.auth import Actor, customer_scope, require_role, sales_scope_owner
@@ -18,6 +18,7 @@ from core.domain.enums import (
     Role,
     TaskKind,
     TaskStatus,
+    ValueTier,
 )
 from core.domain.events import (
     OpportunityAmountChanged,
@@ -36,11 +37,13 @@ from core.schemas import (
     PipelineOut,
     PipelineStageOut,
     TaskOut,
+    UnvisitedCustomerOut,
     VisitIn,
     VisitOut,
 )
 from core.services.base import Service, fetch_page, open_task, parse_ref, ref, user_by_username, usernames
 from core.services.customers import visible_customer
+from core.services.watch import VISIT_KINDS
 
 SALES_ROLES = (Role.REP, Role.MANAGER)
 CLOSED_STAGES = frozenset({OpportunityStage.CLOSED_WON.value, OpportunityStage.CLOSED_LOST.value})
@@ -144,6 +147,46 @@ class SalesService(Service):
                 limit=limit,
                 offset=offset,
             )
+
+    async def unvisited_key_customers(self, actor: Actor, *, days: int) -> list[UnvisitedCustomerOut]:
+        """Key-tier customers in the actor's scope with no visit (or meeting) for `days` days, longest first.
+
+        The same rule as the alert sweep (core/services/watch.py): counted from the last visit or meeting or,
+        never visited, from when the customer was created; so the chat and the alert agree.
+        """
+        require_role(actor, *SALES_ROLES, doing="see visits")
+        if isinstance(days, bool) or days < 1:
+            raise ValidationFailed("The watch window is at least one day.", field="days")
+        today = self.today()
+        last_visit = (
+            select(Visit.customer_id, func.max(Visit.visited_on).label("last_on"))
+            .where(Visit.kind.in_(VISIT_KINDS))
+            .group_by(Visit.customer_id)
+            .subquery()
+        )
+        async with self._uow() as uow:
+            session = uow.session
+            rows = (
+                await session.execute(
+                    select(Customer.code, Customer.name, Customer.owner_id, Customer.created_at,
+                           last_visit.c.last_on)
+                    .outerjoin(last_visit, last_visit.c.customer_id == Customer.id)
+                    .where(Customer.tier == ValueTier.KEY.value, customer_scope(actor))
+                    .order_by(Customer.name)
+                )
+            ).all()
+            names = await usernames(session, {row.owner_id for row in rows if row.owner_id})
+        found: list[UnvisitedCustomerOut] = []
+        for code, name, owner_id, created_at, last_on in rows:
+            since: date = last_on if last_on is not None else created_at.astimezone(self._tz).date()
+            if (today - since).days < days:
+                continue
+            found.append(UnvisitedCustomerOut(
+                customer_code=code, customer_name=name, owner=names.get(owner_id) if owner_id else None,
+                last_visited_on=last_on, days=(today - since).days,
+            ))
+        found.sort(key=lambda item: (-item.days, item.customer_name))
+        return found
 
     async def tasks(
         self, actor: Actor, *, status: str | None = "open", due_before: datetime | None = None
@@ -413,10 +456,12 @@ class SalesService(Service):
         customer_code: str | None = None,
         open_only: bool = False,
         closing_before: date | None = None,
+        closing_from: date | None = None,
+        min_amount: Decimal | None = None,
         limit: int = 50,
         offset: int = 0,
     ) -> Page[OpportunityOut]:
-        """Deals in scope, by expected close date."""
+        """Deals in scope, by expected close date (closing in [closing_from, closing_before))."""
         require_role(actor, *SALES_ROLES, doing="see deals")
         conditions: list[ColumnElement[bool]] = [sales_scope_owner(actor, Opportunity.owner_id)]
         if stage:
@@ -425,6 +470,10 @@ class SalesService(Service):
             conditions.append(Opportunity.stage.not_in(CLOSED_STAGES))
         if closing_before:
             conditions.append(Opportunity.expected_close < closing_before)
+        if closing_from:
+            conditions.append(Opportunity.expected_close >= closing_from)
+        if min_amount is not None:
+            conditions.append(Opportunity.amount >= min_amount)
         async with self._uow() as uow:
             session = uow.session
             if owner:

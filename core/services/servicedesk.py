@@ -20,6 +20,7 @@ from core.db.models import (
     KbArticle,
     Part,
     PartStock,
+    Product,
     RepairOrder,
     RepairOrderChange,
     RepairPart,
@@ -30,7 +31,7 @@ from core.db.models import (
     User,
 )
 from core.domain import events
-from core.domain.enums import RepairStatus, RequestStatus, Role, TaskKind, TaskStatus
+from core.domain.enums import DepartmentKind, RepairStatus, RequestStatus, Role, TaskKind, TaskStatus
 from core.domain.pricing import PartLine, PriceList, compute_charge
 from core.domain.sla import sla_due
 from core.domain.warranty import WarrantyStatus
@@ -48,6 +49,7 @@ from core.schemas import (
     ServiceRequestIn,
     ServiceRequestOut,
     TaskOut,
+    TechnicianSuggestionOut,
     TransitionIn,
 )
 from core.services.base import (
@@ -77,8 +79,17 @@ REQUEST_ACTION_ROLES: dict[str, frozenset[Role]] = {
     "close": frozenset({Role.AGENT, Role.MANAGER, Role.CUSTOMER}),
     "reopen": frozenset({Role.AGENT, Role.MANAGER, Role.CUSTOMER}),
 }
-REPAIR_TECHNICIAN_ACTIONS = frozenset({"accept", "decline", "start", "complete"})
+REPAIR_TECHNICIAN_ACTIONS = frozenset({"accept", "decline", "start", "complete", "depart"})
 REPAIR_DESK_ACTIONS = frozenset({"settle", "cancel"})
+# A visit time may be moved by the technician or the desk; it takes effect when the customer confirms
+# (or the desk confirms on their behalf, after a phone call).
+REPAIR_RESCHEDULE_ROLES = (Role.TECHNICIAN, Role.AGENT, Role.MANAGER)
+REPAIR_CUSTOMER_ACTIONS = frozenset({"confirm_time", "refuse_time"})
+REPAIR_CUSTOMER_ROLES = (Role.CUSTOMER, Role.AGENT, Role.MANAGER)
+# How far ahead an "on my way" arrival time may be.
+MAX_ETA = timedelta(hours=12)
+# Active jobs: what counts as a technician's load.
+ACTIVE_JOB_STATES = (RepairStatus.DISPATCHED, RepairStatus.ACCEPTED, RepairStatus.IN_PROGRESS)
 
 
 class ServiceDesk(Service):
@@ -397,6 +408,9 @@ class ServiceDesk(Service):
                 raise ValidationFailed(
                     f"{technician.username} is not an active technician.", field="technician"
                 )
+            if actor.role is Role.MANAGER and technician.id not in actor.team_ids:
+                # A manager dispatches their own team; another team's technician reads as unknown.
+                raise NotFound(f"No user named '{data.technician[:64]}'.", field="username")
             now = self._clock.now()
             if data.scheduled_at is not None and data.scheduled_at < now:
                 raise ValidationFailed("The visit time is in the past.", field="scheduled_at")
@@ -410,19 +424,33 @@ class ServiceDesk(Service):
                 if station is None:
                     raise NotFound(f"No service station '{data.station_code}'.", field="station_code")
                 station_id = station.id
-            order = RepairOrder(
-                service_request_id=request.id,
-                technician_id=technician.id,
-                station_id=station_id,
-                status=repair_move("dispatch", RepairStatus.OPEN),
-                scheduled_at=data.scheduled_at,
-                work_summary="",
-                labour_minutes=0,
-                currency="CNY",
-                created_at=now,
-                updated_at=now,
-            )
-            session.add(order)
+            # A job a technician declined waits, open, for someone else: it is sent again rather than
+            # left behind as a second, never-finished order of the same request.
+            order = (
+                await session.execute(
+                    select(RepairOrder)
+                    .where(
+                        RepairOrder.service_request_id == request.id,
+                        RepairOrder.status == RepairStatus.OPEN,
+                        RepairOrder.technician_id.is_(None),
+                    )
+                    .order_by(RepairOrder.id.desc())
+                    .limit(1)
+                )
+            ).scalar_one_or_none()
+            if order is None:
+                order = RepairOrder(
+                    service_request_id=request.id,
+                    work_summary="",
+                    labour_minutes=0,
+                    currency="CNY",
+                    created_at=now,
+                )
+                session.add(order)
+            order.technician_id, order.station_id = technician.id, station_id
+            order.status = repair_move("dispatch", RepairStatus.OPEN)
+            order.scheduled_at, order.proposed_at, order.proposed_by_id = data.scheduled_at, None, None
+            order.updated_at = now
             await session.flush()
             self._record(
                 session, order, actor, "dispatch", RepairStatus.OPEN, order.status, technician.username
@@ -448,6 +476,8 @@ class ServiceDesk(Service):
                         customer_id=request.customer_id,
                     )
                 )
+            elif request.assignee_id is None:
+                request.assignee_id = technician.id
             request.updated_at = now
             uow.emit(
                 events.RepairDispatched(
@@ -468,6 +498,10 @@ class ServiceDesk(Service):
             require_role(actor, Role.TECHNICIAN, doing=f"{action} jobs")
         elif action in REPAIR_DESK_ACTIONS:
             require_role(actor, Role.AGENT, Role.MANAGER, doing=f"{action} jobs")
+        elif action == "reschedule":
+            require_role(actor, *REPAIR_RESCHEDULE_ROLES, doing="reschedule jobs")
+        elif action in REPAIR_CUSTOMER_ACTIONS:
+            require_role(actor, *REPAIR_CUSTOMER_ROLES, doing="answer a proposed visit time")
         else:
             repair_move(action, RepairStatus.OPEN)  # raises the "unknown action" error
         async with self._uow() as uow:
@@ -502,6 +536,9 @@ class ServiceDesk(Service):
                     raise ValidationFailed("Say why you decline the job.", field="comment")
                 order.decline_reason = comment
                 order.technician_id = None
+                if request.assignee_id == technician_id:
+                    # The case is nobody's until it is dispatched again.
+                    request.assignee_id = None
                 uow.emit(
                     events.RepairDeclined(
                         aggregate_id=order.id,
@@ -513,17 +550,7 @@ class ServiceDesk(Service):
                 )
             elif action == "start":
                 order.started_at = now
-                if request.status in (RequestStatus.ASSIGNED, RequestStatus.ON_HOLD, RequestStatus.ESCALATED):
-                    self._record(
-                        session,
-                        request,
-                        actor,
-                        "start",
-                        request.status,
-                        RequestStatus.IN_PROGRESS,
-                        f"{ref('RO', order.id)} started",
-                    )
-                    request.status = RequestStatus.IN_PROGRESS
+                self._start_request(session, actor, order, request)
                 uow.emit(
                     events.RepairStarted(
                         aggregate_id=order.id,
@@ -535,6 +562,12 @@ class ServiceDesk(Service):
             elif action == "complete":
                 await self._complete(session, uow, actor, order, request, data, now)
                 comment = comment or data.work_summary
+            elif action == "depart":
+                comment = self._depart(session, uow, actor, order, request, data, now) or comment
+            elif action == "reschedule":
+                comment = self._propose_time(uow, actor, order, request, data, now) or comment
+            elif action in REPAIR_CUSTOMER_ACTIONS:
+                comment = self._answer_time(uow, actor, order, request, data, now, action) or comment
             elif action == "settle":
                 pass
             elif action == "cancel":
@@ -555,6 +588,129 @@ class ServiceDesk(Service):
             # Shaped in this session, not re-read through the actor's scope: a technician who just
             # declined the job can no longer see it, yet must get the declined order back.
             return (await self._order_outs(session, actor, [order]))[0]
+
+    def _start_request(
+        self, session: AsyncSession, actor: Actor, order: RepairOrder, request: ServiceRequest
+    ) -> None:
+        """Work on the job has begun: the request is in progress too."""
+        if request.status in (RequestStatus.ASSIGNED, RequestStatus.ON_HOLD, RequestStatus.ESCALATED):
+            self._record(
+                session,
+                request,
+                actor,
+                "start",
+                request.status,
+                RequestStatus.IN_PROGRESS,
+                f"{ref('RO', order.id)} started",
+            )
+            request.status = RequestStatus.IN_PROGRESS
+
+    def _depart(
+        self,
+        session: AsyncSession,
+        uow: UnitOfWork,
+        actor: Actor,
+        order: RepairOrder,
+        request: ServiceRequest,
+        data: RepairActionIn,
+        now: datetime,
+    ) -> str:
+        """On my way: the arrival time is recorded, the job starts, the customer is told."""
+        eta = data.eta
+        if eta is not None:
+            if eta < now - timedelta(minutes=1):
+                raise ValidationFailed("The arrival time is in the past.", field="eta")
+            if eta > now + MAX_ETA:
+                raise ValidationFailed("The arrival time is more than 12 hours away.", field="eta")
+        order.departed_at, order.eta_at = now, eta
+        if order.started_at is None:
+            order.started_at = now
+        self._start_request(session, actor, order, request)
+        uow.emit(
+            events.RepairDeparted(
+                aggregate_id=order.id,
+                actor_id=actor.user_id,
+                service_request_id=request.id,
+                technician_id=order.technician_id or 0,
+                eta=eta,
+            )
+        )
+        return f"on the way, arriving about {eta.isoformat()}" if eta else "on the way"
+
+    def _propose_time(
+        self,
+        uow: UnitOfWork,
+        actor: Actor,
+        order: RepairOrder,
+        request: ServiceRequest,
+        data: RepairActionIn,
+        now: datetime,
+    ) -> str:
+        """A new visit time, kept as a proposal until the customer confirms it."""
+        proposed = data.scheduled_at
+        if proposed is None:
+            raise ValidationFailed("Say the new visit time.", field="scheduled_at")
+        if proposed <= now:
+            raise ValidationFailed("The new visit time is in the past.", field="scheduled_at")
+        if order.scheduled_at is not None and proposed == order.scheduled_at:
+            raise ValidationFailed(
+                f"{ref('RO', order.id)} is already planned for that time.", field="scheduled_at"
+            )
+        order.proposed_at, order.proposed_by_id = proposed, actor.user_id
+        uow.emit(
+            events.RepairRescheduleProposed(
+                aggregate_id=order.id,
+                actor_id=actor.user_id,
+                service_request_id=request.id,
+                technician_id=order.technician_id or 0,
+                proposed_at=proposed,
+                previous_at=order.scheduled_at,
+            )
+        )
+        return f"new time proposed: {proposed.isoformat()}"
+
+    def _answer_time(
+        self,
+        uow: UnitOfWork,
+        actor: Actor,
+        order: RepairOrder,
+        request: ServiceRequest,
+        data: RepairActionIn,
+        now: datetime,
+        action: str,
+    ) -> str:
+        """The customer's yes (the visit moves) or no (the proposal lapses; their own time is noted)."""
+        proposed = order.proposed_at
+        if proposed is None:
+            raise InvalidTransition(f"{ref('RO', order.id)} has no new visit time waiting for an answer.")
+        accepted = action == "confirm_time"
+        suggested = None if accepted else data.scheduled_at
+        if accepted and proposed <= now:
+            raise InvalidTransition("The proposed time has already passed: ask for another one.")
+        if suggested is not None and suggested <= now:
+            raise ValidationFailed("The time you suggest is in the past.", field="scheduled_at")
+        proposed_by = order.proposed_by_id
+        order.proposed_at = order.proposed_by_id = None
+        if accepted:
+            order.scheduled_at = proposed
+        elif suggested is not None:
+            request.preferred_time = suggested
+        uow.emit(
+            events.RepairRescheduleAnswered(
+                aggregate_id=order.id,
+                actor_id=actor.user_id,
+                service_request_id=request.id,
+                technician_id=order.technician_id or 0,
+                accepted=accepted,
+                proposed_at=proposed,
+                proposed_by_id=proposed_by,
+                suggested_at=suggested,
+                comment=data.comment.strip()[:500],
+            )
+        )
+        if accepted:
+            return f"visit moved to {proposed.isoformat()}"
+        return f"new time refused{'; customer suggests ' + suggested.isoformat() if suggested else ''}"
 
     async def _complete(
         self,
@@ -682,11 +838,15 @@ class ServiceDesk(Service):
         scheduled_from: datetime | None = None,
         scheduled_to: datetime | None = None,
         active_only: bool = False,
+        team: bool = False,
         limit: int = 50,
         offset: int = 0,
     ) -> Page[RepairOrderOut]:
-        """Repair orders in scope, by scheduled time."""
+        """Repair orders in scope, by scheduled time; `team`: a manager's board of their technicians' jobs."""
         conditions: list[ColumnElement[bool]] = [repair_order_scope(actor)]
+        if team and actor.role is Role.MANAGER:
+            # The board is whatever the manager's own technicians are doing, for whichever customer.
+            conditions = [RepairOrder.technician_id.in_(actor.team_ids)]
         if status:
             conditions.append(RepairOrder.status == status)
         if active_only:
@@ -717,6 +877,131 @@ class ServiceDesk(Service):
                 limit=limit,
                 offset=offset,
             )
+
+    # --- dispatching ----------------------------------------------------------------------------
+
+    async def suggest_technicians(
+        self, actor: Actor, request_ref: str | int, at: datetime | None = None, *, limit: int = 3
+    ) -> list[TechnicianSuggestionOut]:
+        """Who could take a request, best first.
+
+        The rule, in order: a technician of the same region first (region = the branch above the
+        technician's station, else their department; for the request, the branch of its assignee, else
+        of the customer's owner), then skills (the product's code, then its category, in User.skills),
+        then the fewest active jobs on the day of the visit (`at`, else today), then the fewest active
+        jobs overall. Only technicians the dispatcher may send are considered (a manager: their team).
+        """
+        require_role(actor, Role.AGENT, Role.MANAGER, doing="dispatch technicians")
+        async with self._uow() as uow:
+            session = uow.session
+            request = await self._visible_request(session, actor, request_ref)
+            if request.status not in REQUEST_OPEN_STATES:
+                raise InvalidTransition(
+                    f"{ref('SR', request.id)} is {request.status}: reopen it before dispatching."
+                )
+            technicians = await self._dispatchable(session, actor)
+            if not technicians:
+                return []
+            product: Product | None = None
+            if request.installed_product_id is not None:
+                unit = await session.get(InstalledProduct, request.installed_product_id)
+                product = await session.get(Product, unit.product_id) if unit is not None else None
+            branch_of = await _branches(session)
+            stations = {
+                station.id: station
+                for station in (await session.execute(select(ServiceStation))).scalars()
+            }
+            home_department = None
+            for user_id in (request.assignee_id, await self._owner_id(session, request.customer_id)):
+                person = await session.get(User, user_id) if user_id else None
+                if person is not None and person.role != Role.CUSTOMER and person.department_id:
+                    home_department = person.department_id
+                    break
+            home = branch_of.get(home_department) if home_department else None
+            day = (at or self._clock.now()).astimezone(self._tz).date()
+            start = datetime.combine(day, datetime.min.time(), tzinfo=self._tz)
+            ids = [user.id for user in technicians]
+            open_load = await self._load(session, ids)
+            day_load = await self._load(session, ids, start, start + timedelta(days=1))
+            suggestions: list[tuple[tuple[Any, ...], TechnicianSuggestionOut]] = []
+            for user in technicians:
+                skills = {skill.strip().casefold() for skill in (user.skills or [])}
+                match = ""
+                if product is not None and product.code.casefold() in skills:
+                    match = "product"
+                elif product is not None and product.category and product.category.casefold() in skills:
+                    match = "category"
+                station = stations.get(user.station_id) if user.station_id else None
+                department = (station.department_id if station else None) or user.department_id
+                region = branch_of.get(department) if department else None
+                same = home is not None and region == home
+                reasons = []
+                if match and product is not None:
+                    reasons.append(f"skilled in {product.code if match == 'product' else product.category}")
+                if same:
+                    reasons.append("same region")
+                reasons.append(f"{day_load.get(user.id, 0)} jobs that day")
+                reasons.append(f"{open_load.get(user.id, 0)} open jobs")
+                key = (not same, {"product": 0, "category": 1}.get(match, 2), day_load.get(user.id, 0),
+                       open_load.get(user.id, 0), user.username)
+                suggestions.append((key, TechnicianSuggestionOut(
+                    username=user.username,
+                    name=user.name,
+                    station_code=station.code if station else None,
+                    skill_match=match,
+                    same_region=same,
+                    jobs_that_day=day_load.get(user.id, 0),
+                    open_jobs=open_load.get(user.id, 0),
+                    reasons=reasons,
+                )))
+            suggestions.sort(key=lambda item: item[0])
+            return [suggestion for _key, suggestion in suggestions[: max(1, min(limit, 50))]]
+
+    async def dispatchable_technicians(self, actor: Actor) -> list[tuple[str, str]]:
+        """(username, name) of the active technicians this dispatcher may send (a manager: their team)."""
+        require_role(actor, Role.AGENT, Role.MANAGER, doing="dispatch technicians")
+        async with self._uow() as uow:
+            return [(user.username, user.name) for user in await self._dispatchable(uow.session, actor)]
+
+    async def set_skills(self, actor: Actor, *, technician: str, skills: Sequence[str]) -> None:
+        """What a technician is qualified for: product codes and categories (used to suggest them)."""
+        require_role(actor, Role.MANAGER, doing="set technicians' skills")
+        cleaned = list(dict.fromkeys(skill.strip()[:64] for skill in skills if skill.strip()))[:50]
+        async with self._uow() as uow:
+            user = await user_by_username(uow.session, technician)
+            if user.role != Role.TECHNICIAN:
+                raise ValidationFailed(f"{user.username} is not a technician.", field="technician")
+            user.skills = cleaned
+            await uow.commit()
+
+    async def _dispatchable(self, session: AsyncSession, actor: Actor) -> list[User]:
+        """Active technicians the actor may send: a manager only their own team."""
+        conditions: list[ColumnElement[bool]] = [User.role == Role.TECHNICIAN, User.active.is_(True)]
+        if actor.role is Role.MANAGER:
+            conditions.append(User.id.in_(actor.team_ids))
+        query = select(User).where(*conditions).order_by(User.username)
+        return list((await session.execute(query)).scalars())
+
+    async def _owner_id(self, session: AsyncSession, customer_id: int) -> int | None:
+        """The rep who owns a customer."""
+        customer = await session.get(Customer, customer_id)
+        return customer.owner_id if customer is not None else None
+
+    async def _load(
+        self,
+        session: AsyncSession,
+        ids: list[int],
+        start: datetime | None = None,
+        end: datetime | None = None,
+    ) -> dict[int, int]:
+        """Active jobs per technician (between `start` and `end` when given)."""
+        query = select(RepairOrder.technician_id, func.count()).where(
+            RepairOrder.technician_id.in_(ids), RepairOrder.status.in_(ACTIVE_JOB_STATES)
+        )
+        if start is not None and end is not None:
+            query = query.where(RepairOrder.scheduled_at >= start, RepairOrder.scheduled_at < end)
+        rows = await session.execute(query.group_by(RepairOrder.technician_id))
+        return {int(user_id): int(total) for user_id, total in rows.tuples() if user_id is not None}
 
     # --- attachments ----------------------------------------------------------------------------
 
@@ -1086,17 +1371,16 @@ class ServiceDesk(Service):
         if not orders:
             return []
         order_ids = [order.id for order in orders]
-        request_customers = dict(
-            (
-                await session.execute(
-                    select(ServiceRequest.id, Customer.code)
-                    .join(Customer, Customer.id == ServiceRequest.customer_id)
-                    .where(ServiceRequest.id.in_({order.service_request_id for order in orders}))
-                )
+        request_rows = (
+            await session.execute(
+                select(ServiceRequest, Customer, InstalledProduct, Product)
+                .join(Customer, Customer.id == ServiceRequest.customer_id)
+                .outerjoin(InstalledProduct, InstalledProduct.id == ServiceRequest.installed_product_id)
+                .outerjoin(Product, Product.id == InstalledProduct.product_id)
+                .where(ServiceRequest.id.in_({order.service_request_id for order in orders}))
             )
-            .tuples()
-            .all()
-        )
+        ).tuples()
+        about = {row[0].id: row for row in request_rows}
         stations = dict(
             (await session.execute(select(ServiceStation.id, ServiceStation.code))).tuples().all()
         )
@@ -1129,12 +1413,20 @@ class ServiceDesk(Service):
         technicians = await people(session, {order.technician_id for order in orders}, actor)
         result = []
         for order in orders:
+            request, customer, unit, product = about[order.service_request_id]
             result.append(
                 RepairOrderOut(
                     id=order.id,
                     ref=ref("RO", order.id),
                     service_request_ref=ref("SR", order.service_request_id),
-                    customer_code=request_customers[order.service_request_id],
+                    customer_code=customer.code,
+                    customer_name=customer.name,
+                    address=customer.address or "",
+                    product_name=product.name if product is not None else "",
+                    serial_number=unit.serial_number if unit is not None else None,
+                    subject=request.subject,
+                    eta_at=order.eta_at,
+                    proposed_at=order.proposed_at,
                     technician=technicians.get(order.technician_id) if order.technician_id else None,
                     station_code=stations.get(order.station_id) if order.station_id else None,
                     status=order.status,
@@ -1194,3 +1486,21 @@ def _actor_label(names: dict[int, str], actor_id: int | None, viewer: Actor) -> 
     if viewer.is_customer and actor_id != viewer.user_id:
         return "staff"
     return names.get(actor_id)
+
+
+async def _branches(session: AsyncSession) -> dict[int, int]:
+    """Department → the branch it belongs to (itself for a branch; the top of its tree when no branch)."""
+    query = select(Department.id, Department.parent_id, Department.kind)
+    rows = (await session.execute(query)).tuples().all()
+    parents = {department_id: parent_id for department_id, parent_id, _kind in rows}
+    kinds = {department_id: kind for department_id, _parent, kind in rows}
+    result: dict[int, int] = {}
+    for department_id in parents:
+        current, seen = department_id, set()
+        while kinds.get(current) != DepartmentKind.BRANCH and parents.get(current) is not None:
+            if current in seen:  # a cycle in bad data: stop where we are
+                break
+            seen.add(current)
+            current = parents[current]  # type: ignore[assignment]
+        result[department_id] = current
+    return result

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import date, datetime
+from decimal import Decimal
 from typing import Annotated
 
 from fastapi import APIRouter, Query
@@ -14,6 +15,7 @@ from core.schemas import (
     OpportunityOut,
     OpportunityPatch,
     Page,
+    PipelineReportOut,
     TaskOut,
     VisitIn,
     VisitOut,
@@ -36,11 +38,14 @@ async def list_opportunities(
     customer: Annotated[str | None, Query(max_length=64, description="Customer code.")] = None,
     open_only: Annotated[bool, Query(alias="open", description="Only deals not yet won or lost.")] = False,
     closing_before: Annotated[date | None, Query(description="Expected to close before this day.")] = None,
+    closing_from: Annotated[date | None, Query(description="Expected to close on or after this day.")] = None,
+    min_amount: Annotated[Decimal | None, Query(ge=0, description="At least this amount.")] = None,
 ) -> Page[OpportunityOut]:
     """Deals of the caller and their team, by expected close date."""
     return await core.sales.list_opportunities(
         actor, stage=stage.value if stage else None, owner=owner, customer_code=customer, open_only=open_only,
-        closing_before=closing_before, limit=paging.limit, offset=paging.offset,
+        closing_before=closing_before, closing_from=closing_from, min_amount=min_amount, limit=paging.limit,
+        offset=paging.offset,
     )
 
 
@@ -62,6 +67,19 @@ async def update_opportunity(
 ) -> OpportunityDetail:
     """Change a deal's stage, amount, dates or owner; each change is recorded."""
     return await core.sales.update_opportunity(actor, ref, body)
+
+
+@router.get("/pipeline", tags=["opportunities"])
+async def pipeline_report(
+    actor: ActorDep,
+    core: CoreDep,
+    close_from: Annotated[date | None, Query(description="Expected to close on or after this day.")] = None,
+    close_to: Annotated[date | None, Query(description="Expected to close on or before this day.")] = None,
+    rep: Annotated[str | None, Query(max_length=200, description="One rep (username or name).")] = None,
+    team: Annotated[str | None, Query(max_length=200, description="A team: department code or name.")] = None,
+) -> PipelineReportOut:
+    """Funnel by stage, weighted forecast by month, per rep, stage conversion and age of the caller's team."""
+    return await core.pipeline.report(actor, close_from, close_to, rep=rep, team=team)
 
 
 # --- visits and tasks -----------------------------------------------------------------------------

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, datetime
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Response
 from pydantic import Field, StringConstraints
 
 from core.domain.enums import RepairStatus, RequestKind, RequestStatus, Severity, SurveyStatus
+from core.errors import ValidationFailed
 from core.schemas import (
     In,
     Page,
@@ -19,6 +20,7 @@ from core.schemas import (
     ServiceRequestIn,
     ServiceRequestOut,
     SurveyOut,
+    TechnicianSuggestionOut,
     TransitionIn,
 )
 from core.services.surveys import CsatReport
@@ -81,6 +83,20 @@ async def transition_service_request(
 ) -> ServiceRequestDetail:
     """Assign, start, hold, escalate, resolve, close or reopen a request."""
     return await core.service_desk.transition(actor, ref, body)
+
+
+@router.get("/service-requests/{ref}/technician-suggestions", tags=["repair orders"])
+async def suggest_technicians(
+    ref: RefPath,
+    actor: ActorDep,
+    core: CoreDep,
+    at: Annotated[datetime | None, Query(description="Planned visit time (ISO, with offset).")] = None,
+    limit: Annotated[int, Query(ge=1, le=50)] = 3,
+) -> list[TechnicianSuggestionOut]:
+    """Technicians who could take the request, best first, with the reasons (same region, skills, load)."""
+    if at is not None and at.tzinfo is None:
+        raise ValidationFailed("`at` needs a timezone offset.", field="at")
+    return await core.service_desk.suggest_technicians(actor, ref, at, limit=limit)
 
 
 @router.post(
