@@ -233,6 +233,18 @@ def test_weekday_is_never_in_the_past() -> None:
     assert [e.value for e in extract_entities("周五", saturday)] == ["2026-06-26"]
 
 
+def test_a_weekday_at_an_hour_already_past_today_means_next_week() -> None:
+    friday_afternoon = ParseContext(now=datetime(2026, 6, 19, 15, 12, tzinfo=ZoneInfo("Asia/Shanghai")))
+    friday_morning = ParseContext(now=datetime(2026, 6, 19, 9, 0, tzinfo=ZoneInfo("Asia/Shanghai")))
+    later = "2026-06-26T14:00:00+08:00"
+    assert [e.value for e in extract_entities("reschedule to Friday 2pm", friday_afternoon)] == [later]
+    assert [e.value for e in extract_entities("改到周五下午两点", friday_afternoon)] == [later]
+    assert [e.value for e in extract_entities("Friday 2pm", friday_morning)] == ["2026-06-19T14:00:00+08:00"]
+    # Said outright, this week's Friday stays this week's (and the handler says it is past).
+    this_week = extract_entities("本周五下午两点", friday_afternoon)
+    assert [e.value for e in this_week] == ["2026-06-19T14:00:00+08:00"]
+
+
 def test_time_already_passed_today_means_tomorrow() -> None:
     assert [e.value for e in extract_entities("at 9am", CONTEXT)] == ["2026-06-16T09:00:00+08:00"]
     assert [e.value for e in extract_entities("3pm", CONTEXT)] == ["2026-06-15T15:00:00+08:00"]

@@ -560,6 +560,8 @@ class _When:
     clock: tuple[int, int] | None = None
     clock_has_meridiem: bool = False
     weak: bool = False  # only counts when merged with another piece ("at 3", "两点")
+    # A weekday named alone ("Friday", "周五"): said on that day after the hour it names, it is next week's.
+    bare_weekday: bool = False
 
 
 _DateRule = Callable[[re.Match[str], datetime], _When | None]
@@ -666,7 +668,7 @@ def _en_weekday(match: re.Match[str], now: datetime) -> _When | None:
         return _When(*_span(match, "expr"), day=_week_start(today) + timedelta(days=7 + weekday))
     if modifier and modifier[-1] in ("next", "nxt"):
         return _When(*_span(match, "expr"), day=_next_weekday(today, weekday, strictly_after=True))
-    return _When(*_span(match, "expr"), day=_next_weekday(today, weekday))
+    return _When(*_span(match, "expr"), day=_next_weekday(today, weekday), bare_weekday=True)
 
 
 def _en_period(match: re.Match[str], now: datetime) -> _When | None:
@@ -878,7 +880,7 @@ def _zh_weekday(match: re.Match[str], now: datetime) -> _When | None:
         return _When(*_span(match), day=_week_start(today) + timedelta(days=weekday - 7))
     if modifier:  # 这周五 / 本周五: this calendar week's day
         return _When(*_span(match), day=_week_start(today) + timedelta(days=weekday))
-    return _When(*_span(match), day=_next_weekday(today, weekday))
+    return _When(*_span(match), day=_next_weekday(today, weekday), bare_weekday=True)
 
 
 def _zh_period(match: re.Match[str], now: datetime) -> _When | None:
@@ -1187,6 +1189,7 @@ def _merge_whens(pieces: list[_When], text: str) -> list[_When]:
                     clock=last.clock or piece.clock,
                     clock_has_meridiem=last.clock_has_meridiem or piece.clock_has_meridiem,
                     weak=False,
+                    bare_weekday=last.bare_weekday or piece.bare_weekday,
                 )
                 continue
         merged.append(piece)
@@ -1223,6 +1226,8 @@ def _resolve_when(piece: _When, now: datetime) -> tuple[str, str] | None:
             moment += timedelta(days=1)
     else:
         moment = datetime.combine(piece.day + timedelta(days=extra_day), time(hour, minute), tzinfo=tz)
+        if moment < now and piece.bare_weekday:
+            moment += timedelta(days=7)
     return "time", moment.isoformat()
 
 
