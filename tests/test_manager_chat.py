@@ -174,6 +174,9 @@ async def test_pipeline_is_for_sales_roles_only(core: Core, world: World, clock:
         ("pipeline by rep", (None, None)),
         ("pipeline for May", (None, None)),
         ("pipeline for Mark Chen", ("Mark Chen", None)),
+        # A name holding a month's abbreviation is still a name.
+        ("pipeline for Ma Jun", ("Ma Jun", None)),
+        ("pipeline for June 2026", (None, None)),
         ("forecast for next quarter", (None, None)),
         ("pipeline for Q3", (None, None)),
         ("pipeline for 2026", (None, None)),

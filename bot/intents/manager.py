@@ -91,6 +91,7 @@ PERIOD_WORDS = re.compile(
     r"季度|本月|这个月|当月|下个?月|上个?月|今年|本年|全年|^(?:我|我们|我们团队|我团队|团队|全部|所有|整个团队|本)$)",
     re.IGNORECASE,
 )
+FILLER = re.compile(r"(?:\b(?:in|for|of|the|and|to|until|from)\b|[\d\s,，.。\-–/])+", re.IGNORECASE)
 # "张伟本季度的销售漏斗": the period around a Chinese name is not part of it.
 ZH_PERIOD_EDGE = re.compile(
     r"^(?:(?:本|这个?|下个?|上个?|第?[一二三四1-4])季度|本月|这个月|下个?月|上个?月|今年|本年|全年)|"
@@ -100,6 +101,12 @@ SELF_WORDS = frozenset((
     "me", "my", "mine", "myself", "us", "our", "our team", "my team", "the team", "everyone", "all",
     "rep", "reps", "each rep", "every rep",
 ))
+
+
+def only_period_words(text: str) -> bool:
+    """'March', 'Q3 2026', '本季度': a period, not a person — but 'Ma Jun' is a person despite 'Jun'."""
+    rest = PERIOD_WORDS.sub(" ", text)
+    return not FILLER.sub("", rest)
 
 
 def subject_of(text: str) -> tuple[str | None, str | None]:
@@ -122,7 +129,7 @@ def subject_of(text: str) -> tuple[str | None, str | None]:
         found, maxsplit=1, flags=re.IGNORECASE,
     )[0].strip(" ,，")
     found = ZH_PERIOD_EDGE.sub("", found).strip()
-    if not found or found.casefold() in SELF_WORDS or PERIOD_WORDS.search(found):
+    if not found or found.casefold() in SELF_WORDS or only_period_words(found):
         return None, None
     if TEAM_HINT.search(found):
         team = TEAM_WORDS.sub("", found).strip()
