@@ -428,6 +428,16 @@ class RepairOrderOut(Out):
     proposed_at: datetime | None = None
 
 
+class PartCheckOut(Out):
+    """Whether a part a technician says they used exists, and how many their job's station holds."""
+
+    part_code: str
+    part_name: str | None  # None: no such part in the catalogue
+    needed: int
+    in_stock: int
+    station_code: str | None
+
+
 class TechnicianSuggestionOut(Out):
     """A technician who could take a request, and why (best first)."""
 

@@ -681,19 +681,20 @@ async def test_chinese_exclusion_and_short_stock_never_goes_negative(core: Core,
     )[-1]
     assert "保修：不在保修范围（人为损坏），配件和工时照常收费" in card.text
     await tech.text("取消", "cancel")
-    # Short stock: the station has 3; asking for 5 changes nothing.
-    await tech.say(
+    # Short stock: the station has 3; asking for 5 is flagged before any card, and changes nothing.
+    short = await tech.text(
         f"{reference} done, replaced pump, 5x P-100, 30 min", "complete_job", job_id=reference, part="P-100"
     )
-    short = await tech.text("yes", "affirm")
-    assert short.startswith(
-        "Not enough stock, so nothing was changed: Only 3 of part P-100 in stock at your station"
-    )
+    assert short.startswith("ST-N holds only 3 × P-100 (Drain pump); you named 5.")
+    # "yes" is no answer to which parts: asked again, still nothing taken.
+    assert "ST-N holds only 3 × P-100" in await tech.text("yes", "affirm")
+    assert "Cancelled" in await tech.text("cancel", "cancel")
     # An unknown part.
-    await tech.say(
+    unknown = await tech.text(
         f"{reference} done, replaced pump, part P-777, 30 min", "complete_job", job_id=reference, part="P-777"
     )
-    assert "There is no part P-777" in await tech.text("yes", "affirm")
+    assert unknown.startswith("There is no part P-777 in the catalogue.")
+    assert "Cancelled" in await tech.text("cancel", "cancel")
     # Someone else's job.
     south = chat(core, nlu, "tech.south")
     assert await south.text(f"{reference} done, replaced pump, 30 min", "complete_job", job_id=reference) == (

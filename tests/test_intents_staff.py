@@ -614,7 +614,8 @@ async def test_complete_job_in_warranty_is_free_and_takes_stock(core: Core, worl
     card = (await tech.say("RO-1 done, replaced pump, part P-100, 45 min", "complete_job",
                            job_id="RO-1", part="P-100"))[-1]
     assert card.text.splitlines() == [
-        "Complete RO-1 (Acme Corp)?", "Work: replaced pump, part P-100, 45 min", "Parts: 1 × P-100",
+        "Complete RO-1 (Acme Corp)?", "Work: replaced pump, part P-100, 45 min",
+        "Parts: 1 × P-100 Drain pump (3 at ST-N)",
         "Labour: 45 min"]
     assert await stock(core, "ST-N", "P-100") == 3
     assert await tech.text("yes", "affirm") == "Completed RO-1. Charge: free under warranty."
@@ -650,7 +651,8 @@ async def test_complete_job_in_chinese_asks_labour_with_buttons(core: Core, worl
     card = (await tech.say("RO-1完工，换了排水泵，用了配件P-100，45分钟", "complete_job", job_id="RO-1",
                            part="P-100"))[-1]
     assert card.text.splitlines() == [
-        "确认 RO-1（Acme Corp）完工吗？", "维修内容：换了排水泵，用了配件P-100，45分钟", "配件：1 × P-100",
+        "确认 RO-1（Acme Corp）完工吗？", "维修内容：换了排水泵，用了配件P-100，45分钟",
+        "配件：1 × P-100 Drain pump（ST-N 库存 3）",
         "工时：45 分钟"]
     assert await tech.text("取消", "cancel") == "已取消，没有做任何修改。"
     # Without the time it asks, with buttons; the job comes from the conversation.
@@ -689,14 +691,27 @@ async def test_unknown_part_short_stock_and_no_change_nothing(core: Core, world:
     await accepted_job(core, world, "DW500-00001")
     nlu = ScriptedNlu()
     tech = staff_chat(core, nlu, "tech.north")
+    # A part that does not exist: asked again before any card, with a [No parts used] button.
+    asked = await tech.say("RO-1 done, replaced pump, part P-999, 30 min", "complete_job", job_id="RO-1",
+                           part="P-999")
+    assert asked[-1].text == (
+        "There is no part P-999 in the catalogue.\n"
+        "Which parts did you use? Write them like “P-100” or “2 x P-110”, or tap No parts.")
+    assert [button.title for button in asked[-1].buttons] == ["No parts used"]
+    # [No parts used]: the card then says so.
+    no_parts = await tech.text(asked[-1].buttons[0].payload)
+    assert "Parts: none" in no_parts or "no parts" in no_parts.casefold(), no_parts
+    assert "Cancelled" in await tech.text("cancel", "cancel")
     await tech.say("RO-1 done, replaced pump, part P-999, 30 min", "complete_job", job_id="RO-1",
                    part="P-999")
-    assert await tech.text("yes", "affirm") == (
-        "There is no part P-999 in the catalogue, so nothing was changed. "
-        "Check the part code and report the job again.")
+    # More than the station holds: said at once, asked again; nothing taken.
+    short = await tech.text("5x P-100", "inform")
+    assert short.startswith("ST-N holds only 3 × P-100 (Drain pump); you named 5.")
+    assert "Cancelled" in await tech.text("cancel", "cancel")
     await tech.say("RO-1 done, replaced pump, 5x P-100, 30 min", "complete_job", job_id="RO-1", part="P-100")
-    short = await tech.text("yes", "affirm")
-    assert short.startswith("Not enough stock, so nothing was changed: Only 3 of part P-100 in stock")
+    card = await tech.text("2 x P-100", "inform")
+    assert "Parts: 2 × P-100 Drain pump (3 at ST-N)" in card
+    assert "haven't done it" in await tech.text("no", "deny")
     await tech.say("RO-1 done, replaced pump, part P-100, 30 min", "complete_job", job_id="RO-1",
                    part="P-100")
     assert "haven't done it" in await tech.text("no", "deny")

@@ -69,6 +69,10 @@ MINUTES_ZH = re.compile(r"(?P<m>\d{1,4}|[一二两三四五六七八九十]{1,4}
 HALF_HOUR_ZH = re.compile(r"(?<![一二两三四五六七八九十\d个])半(?:个)?(?:小时|钟头)")
 QUARTER_HOUR_ZH = re.compile(r"一刻钟")
 LABOUR_CHOICES = (30, 45, 60, 90, 120)
+NO_PARTS = "none"  # the [No parts used] button's answer (a plain word: a /payload would be an intent)
+NO_PARTS_WORDS = frozenset({
+    "none", "no parts", "no", "nothing", "no part", "没有", "没用配件", "不用", "无", "没用",
+})
 # What the technician says when the warranty does not cover the damage (then parts and labour are charged).
 WARRANTY_EXCLUSION = re.compile(
     r"(?:customer|user|physical|accidental|water|liquid|impact|transport|misuse)[\s-]*(?:caused\s+)?damage[d]?"
@@ -281,7 +285,10 @@ class MyJobs(StaffHandler):
             nobody = turn.t("field.board.nobody")
             title = f"{names.get(username, username)} — {username}" if username else nobody
             lines.append(title)
-            for order in by_technician[username]:
+            # In time order: jobs left over from before the period first, then the period's, unscheduled last.
+            ordered = sorted(by_technician[username],
+                             key=lambda order: (order.scheduled_at is None, order.scheduled_at or start))
+            for order in ordered:
                 lines.append("  " + await self._line(turn, order, order.ref not in seen or first != last))
         return Reply(text="\n".join(lines))
 
@@ -421,8 +428,17 @@ class CompleteJob(StaffHandler):
         Slot("job", "jobs.ask_complete", entity="job_id"),
         Slot("summary", "jobs.ask_summary", free_text=True),
         Slot("labour", "jobs.ask_labour", entity="labour"),
+        # Asked only when a part named does not exist or the station holds too few (see next_slot).
+        Slot("parts", "field.complete.ask_parts", required=False, free_text=True),
     )
     needs_confirmation = True
+
+    def next_slot(self, turn: Turn) -> Slot | None:
+        """Job, summary, labour; then the parts again if the catalogue or the station's stock says no."""
+        slot = super().next_slot(turn)
+        if slot is None and turn.slots.get("_parts_problem"):
+            return self.slots[3]
+        return slot
 
     async def prefill(self, turn: Turn) -> None:
         """Job, work summary, parts and labour from the first message."""
@@ -436,6 +452,7 @@ class CompleteJob(StaffHandler):
         minutes = turn.entity("labour")
         if minutes and minutes.isdigit():
             turn.slots["labour"] = int(minutes)
+        await self._check_parts(turn)
 
     async def validate(self, turn: Turn, slot: Slot, raw: str) -> Any:
         """A job of mine that can be completed; what was done; how long it took."""
@@ -446,6 +463,7 @@ class CompleteJob(StaffHandler):
             problem = await self._take(turn, reference, explicit=False)
             if problem:
                 raise SlotInvalid(problem)
+            await self._check_parts(turn)
             return reference
         if slot.name == "summary":
             self._read(turn, raw)
@@ -453,7 +471,10 @@ class CompleteJob(StaffHandler):
                 if len(raw.strip()) < 3:
                     raise SlotInvalid(turn.t("jobs.summary_too_short"))
                 turn.slots["summary"] = raw.strip()[:10_000]
+            await self._check_parts(turn)
             return turn.slots["summary"]
+        if slot.name == "parts":
+            return await self._parts_answer(turn, raw)
         minutes = labour_minutes(raw)
         if minutes is None and raw.strip().isdigit() and 0 < int(raw.strip()) <= 24 * 60:
             minutes = int(raw.strip())
@@ -472,13 +493,24 @@ class CompleteJob(StaffHandler):
                 Button(title=turn.t("jobs.minutes", minutes=minutes),
                        payload=payload(self.intent, labour=str(minutes)))
                 for minutes in LABOUR_CHOICES))]
+        if slot.name == "parts":
+            problem = turn.slots.get("_parts_problem", "")
+            none = Button(title=turn.t("field.complete.no_parts_button"), payload=NO_PARTS)
+            question = "\n".join([problem, turn.t("field.complete.ask_parts")]).strip()
+            return [Reply(text=question, buttons=(none,))]
         return [turn.say(slot.prompt)]
 
     async def confirmation(self, turn: Turn) -> Reply:
-        """Job, work, parts and labour before anything is taken from stock."""
+        """Job, work, parts (with their names and the station's stock) and labour before anything is taken."""
         slots = turn.slots
         used = slots.get("parts", [])
-        parts = ", ".join(f"{quantity} × {code}" for code, quantity in used) or turn.t("jobs.no_parts")
+        names: dict[str, list[Any]] = slots.get("_part_names", {})
+        parts = ", ".join(
+            turn.t("field.complete.part_line", quantity=quantity, code=code, name=names[code][0],
+                   stock=names[code][1], station=names[code][2])
+            if code in names and names[code][0] else f"{quantity} × {code}"
+            for code, quantity in used
+        ) or turn.t("jobs.no_parts")
         lines = [
             turn.t("jobs.card_title", ref=slots["job"], customer=slots.get("job_customer", "")),
             turn.t("jobs.card_summary", summary=short(slots["summary"], 300)),
@@ -525,6 +557,47 @@ class CompleteJob(StaffHandler):
         return [turn.say("jobs.completed", ref=order.ref, charge=charge)]
 
     # --- helpers ---
+
+    async def _check_parts(self, turn: Turn) -> None:
+        """Note what is wrong with the parts named (unknown, or more than the job's station holds), if any.
+
+        Asked before the card, so the technician corrects the parts rather than retyping the job.
+        """
+        turn.slots.pop("_parts_problem", None)
+        used = turn.slots.get("parts") or []
+        if "job" not in turn.slots or not used:
+            return
+        checks = await turn.core.service_desk.check_parts(
+            turn.actor, turn.slots["job"],
+            [PartUsedIn(part_code=code, quantity=quantity) for code, quantity in used])
+        problems: list[str] = []
+        for check in checks:
+            if check.part_name is None:
+                problems.append(turn.t("field.complete.no_such_part", code=check.part_code))
+            elif check.in_stock < check.needed:
+                problems.append(turn.t("field.complete.short", code=check.part_code, name=check.part_name,
+                                       stock=check.in_stock, needed=check.needed,
+                                       station=check.station_code or "—"))
+        turn.slots["_part_names"] = {
+            check.part_code: [check.part_name, check.in_stock, check.station_code or "—"] for check in checks
+        }
+        if problems:
+            turn.slots["_parts_problem"] = "\n".join(problems)
+
+    async def _parts_answer(self, turn: Turn, raw: str) -> list[list[Any]]:
+        """The parts again ('P-100', '2 x P-110', or none); re-asked while one is still unknown or short."""
+        text = raw.strip()
+        if text == NO_PARTS or text.casefold().strip(" .。!！") in NO_PARTS_WORDS:
+            turn.slots["parts"] = []
+        else:
+            found = parts_used(text, turn.parse.values("part"))
+            if not found:
+                raise SlotInvalid(turn.t("field.complete.parts_hint"))
+            turn.slots["parts"] = found
+        await self._check_parts(turn)
+        if turn.slots.get("_parts_problem"):
+            raise SlotInvalid(turn.slots["_parts_problem"])
+        return list(turn.slots["parts"])
 
     async def _take(self, turn: Turn, reference: str, *, explicit: bool) -> str | None:
         """Take a job if it is mine and can be completed; else the reason (a stop when it was named first)."""

@@ -41,6 +41,8 @@ from core.schemas import (
     AttachmentOut,
     HistoryEntryOut,
     Page,
+    PartCheckOut,
+    PartUsedIn,
     RepairActionIn,
     RepairOrderIn,
     RepairOrderOut,
@@ -1190,6 +1192,43 @@ class ServiceDesk(Service):
                 raise NotFound(f"No service station '{station_code}'.", field="station_code")
             user.station_id = station_id
             await uow.commit()
+
+    async def check_parts(
+        self, actor: Actor, reference: str | int, parts: Sequence[PartUsedIn]
+    ) -> list[PartCheckOut]:
+        """Before a job is completed: which of the parts exist, and how many the job's station holds.
+
+        Nothing changes; completing still checks again under its own transaction.
+        """
+        require_role(actor, Role.MANAGER, Role.AGENT, Role.TECHNICIAN, doing="see stock")
+        async with self._uow() as uow:
+            session = uow.session
+            order = await self._visible_order(session, actor, reference)
+            station = await session.get(ServiceStation, order.station_id) if order.station_id else None
+            codes = [used.part_code for used in parts]
+            known = {
+                part.code: part
+                for part in (await session.execute(select(Part).where(Part.code.in_(codes)))).scalars()
+            }
+            stock: dict[int, int] = {}
+            if station is not None and known:
+                rows = await session.execute(
+                    select(PartStock.part_id, PartStock.quantity).where(
+                        PartStock.station_id == station.id,
+                        PartStock.part_id.in_([part.id for part in known.values()]),
+                    )
+                )
+                stock = dict(rows.tuples().all())
+            return [
+                PartCheckOut(
+                    part_code=used.part_code,
+                    part_name=known[used.part_code].name if used.part_code in known else None,
+                    needed=used.quantity,
+                    in_stock=stock.get(known[used.part_code].id, 0) if used.part_code in known else 0,
+                    station_code=station.code if station is not None else None,
+                )
+                for used in parts
+            ]
 
     async def stock_level(self, actor: Actor, station_code: str, part_code: str) -> int:
         """How many of a part a station holds (0 when none is recorded)."""
