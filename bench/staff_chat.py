@@ -1,0 +1,130 @@
+"""Benchmark the staff journeys' chat turns end to end through the REST channel: a real `crmbot run` on SQLite
+with the demo data and the embedded NLU, the demo personas (rep, technician, manager, agent) asking what they
+ask all day.
+
+Usage: .venv/bin/python bench/staff_chat.py [--rounds 40]
+Reports the median and p95 latency per kind of question (each asked `rounds` times, after a warm-up) and the
+server's resident memory. The pipeline answer draws a PNG chart, so it is the slow one by design.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+# (persona's REST identity, what they write); read-only questions, so every round sees the same data.
+QUESTIONS: tuple[tuple[str, str], ...] = (
+    ("demo-technician", "my jobs today"),
+    ("demo-technician", "我这周的工单"),
+    ("demo-rep", "my deals"),
+    ("demo-rep", "deals closing this month"),
+    ("demo-rep", "my visits this week"),
+    ("demo-manager", "visits of my team this week"),
+    ("demo-manager", "pipeline this quarter"),
+    ("demo-manager", "本季度的销售漏斗"),
+    ("demo-manager", "show me Acme"),
+    ("demo-manager", "top customers"),
+    ("demo-manager", "customers moving down a tier"),
+    ("demo-service-manager", "my team's jobs this week"),
+)
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+async def measure(base: str, token: str, rounds: int) -> dict[tuple[str, str], list[float]]:
+    """Latency of every question, `rounds` times each, interleaved so drift hits them all alike."""
+    async with httpx.AsyncClient(base_url=base, timeout=60) as client:
+        for _ in range(600):
+            try:
+                if (await client.get("/healthz")).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            await asyncio.sleep(0.1)
+        headers = {"Authorization": f"Bearer {token}"}
+
+        async def ask(sender: str, message: str) -> float:
+            started = time.perf_counter()
+            response = await client.post(
+                "/webhooks/rest/webhook", json={"sender": sender, "message": message}, headers=headers
+            )
+            elapsed = time.perf_counter() - started
+            response.raise_for_status()
+            await client.post(
+                "/webhooks/rest/webhook", json={"sender": sender, "message": "/cancel"}, headers=headers
+            )
+            return elapsed
+
+        for sender, message in QUESTIONS:  # warm-up: model, fonts and caches loaded
+            await ask(sender, message)
+        timings: dict[tuple[str, str], list[float]] = {question: [] for question in QUESTIONS}
+        for _ in range(rounds):
+            for sender, message in QUESTIONS:
+                timings[(sender, message)].append(await ask(sender, message))
+        return timings
+
+
+def main() -> None:
+    """Set up a demo server, measure, stop it, print medians."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--rounds", type=int, default=40)
+    arguments = parser.parse_args()
+    with tempfile.TemporaryDirectory() as folder:
+        workdir = Path(folder)
+        env = {key: value for key, value in os.environ.items() if not key.startswith("CRMBOT_")}
+        subprocess.run(
+            [sys.executable, "-m", "crmbot", "demo"], cwd=workdir, env=env, check=True, capture_output=True
+        )
+        port = _free_port()
+        server = subprocess.Popen(
+            [sys.executable, "-m", "crmbot", "run", "--port", str(port)],
+            cwd=workdir,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            token_file = workdir / "var" / "api_token"
+            for _ in range(600):
+                if token_file.exists():
+                    break
+                time.sleep(0.1)
+            timings = asyncio.run(
+                measure(f"http://127.0.0.1:{port}", token_file.read_text().strip(), arguments.rounds)
+            )
+            rss = _rss_mib(server.pid)
+        finally:
+            server.send_signal(signal.SIGINT)
+            server.wait(timeout=15)
+    print(f"{arguments.rounds} rounds; latency of one turn in ms (median / p95)")
+    for (sender, message), values in timings.items():
+        ordered = sorted(values)
+        p95 = ordered[min(len(ordered) - 1, int(len(ordered) * 0.95))]
+        print(f"  {sender:22} {message:32} {statistics.median(ordered) * 1000:7.1f} / {p95 * 1000:7.1f}")
+    print(f"server RSS: {rss:.0f} MiB")
+
+
+if __name__ == "__main__":
+    main()
