@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from datetime import date, datetime
 from decimal import Decimal
 
-from sqlalchemy import ColumnElement, func, select
+from sqlalchemy import ColumnElement, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.auth import Actor, customer_scope, require_role, sales_scope_owner
@@ -18,7 +18,6 @@ from core.domain.enums import (
     Role,
     TaskKind,
     TaskStatus,
-    ValueTier,
 )
 from core.domain.events import (
     OpportunityAmountChanged,
@@ -43,7 +42,7 @@ from core.schemas import (
 )
 from core.services.base import Service, fetch_page, open_task, parse_ref, ref, user_by_username, usernames
 from core.services.customers import visible_customer
-from core.services.watch import VISIT_KINDS
+from core.services.watch import unvisited_key_customers
 
 SALES_ROLES = (Role.REP, Role.MANAGER)
 CLOSED_STAGES = frozenset({OpportunityStage.CLOSED_WON.value, OpportunityStage.CLOSED_LOST.value})
@@ -157,34 +156,22 @@ class SalesService(Service):
         require_role(actor, *SALES_ROLES, doing="see visits")
         if isinstance(days, bool) or days < 1:
             raise ValidationFailed("The watch window is at least one day.", field="days")
-        today = self.today()
-        last_visit = (
-            select(Visit.customer_id, func.max(Visit.visited_on).label("last_on"))
-            .where(Visit.kind.in_(VISIT_KINDS))
-            .group_by(Visit.customer_id)
-            .subquery()
-        )
         async with self._uow() as uow:
             session = uow.session
-            rows = (
-                await session.execute(
-                    select(Customer.code, Customer.name, Customer.owner_id, Customer.created_at,
-                           last_visit.c.last_on)
-                    .outerjoin(last_visit, last_visit.c.customer_id == Customer.id)
-                    .where(Customer.tier == ValueTier.KEY.value, customer_scope(actor))
-                    .order_by(Customer.name)
-                )
-            ).all()
-            names = await usernames(session, {row.owner_id for row in rows if row.owner_id})
-        found: list[UnvisitedCustomerOut] = []
-        for code, name, owner_id, created_at, last_on in rows:
-            since: date = last_on if last_on is not None else created_at.astimezone(self._tz).date()
-            if (today - since).days < days:
-                continue
-            found.append(UnvisitedCustomerOut(
-                customer_code=code, customer_name=name, owner=names.get(owner_id) if owner_id else None,
-                last_visited_on=last_on, days=(today - since).days,
-            ))
+            unvisited = await unvisited_key_customers(
+                session, today=self.today(), days=days, tz=self._tz, scope=customer_scope(actor)
+            )
+            names = await usernames(session, {item.owner_id for item in unvisited if item.owner_id})
+        found = [
+            UnvisitedCustomerOut(
+                customer_code=item.code,
+                customer_name=item.name,
+                owner=names.get(item.owner_id) if item.owner_id else None,
+                last_visited_on=item.last_visited_on,
+                days=item.days,
+            )
+            for item in unvisited
+        ]
         found.sort(key=lambda item: (-item.days, item.customer_name))
         return found
 

@@ -8,9 +8,12 @@ again reaches a new date, so it is reported again.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import date, datetime, timedelta
+from zoneinfo import ZoneInfo
 
-from sqlalchemy import func, select
+from sqlalchemy import ColumnElement, func, select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.db.models import Customer, Opportunity, Visit
 from core.domain.enums import OPEN_STAGES, ValueTier
@@ -22,6 +25,56 @@ DEAL_STALLED = "deal_stalled"
 KEY_CUSTOMER_NOT_VISITED = "key_customer_not_visited"
 # What counts as seeing the customer: a call or an email is contact, not a visit.
 VISIT_KINDS = ("visit", "meeting")
+
+
+@dataclass(frozen=True, slots=True)
+class UnvisitedKeyCustomer:
+    """A key-tier customer nobody has visited for the watch window."""
+
+    customer_id: int
+    code: str
+    name: str
+    owner_id: int | None
+    tier: str
+    last_visited_on: date | None
+    since: date  # the last visit or, never visited, the day the customer was created
+    days: int
+
+
+async def unvisited_key_customers(
+    session: AsyncSession,
+    *,
+    today: date,
+    days: int,
+    tz: ZoneInfo,
+    scope: ColumnElement[bool] | None = None,
+) -> list[UnvisitedKeyCustomer]:
+    """Key-tier customers (within `scope`) with no visit or meeting for `days` days, counted from the last
+    one or, never visited, from when the customer was created: the one rule the alert sweep and the chat's
+    "visits of my team" both apply."""
+    last_visit = (
+        select(Visit.customer_id, func.max(Visit.visited_on).label("last_on"))
+        .where(Visit.kind.in_(VISIT_KINDS))
+        .group_by(Visit.customer_id)
+        .subquery()
+    )
+    conditions = [Customer.tier == ValueTier.KEY.value, *([scope] if scope is not None else [])]
+    rows = await session.execute(
+        select(
+            Customer.id, Customer.code, Customer.name, Customer.owner_id, Customer.tier, Customer.created_at,
+            last_visit.c.last_on,
+        )
+        .outerjoin(last_visit, last_visit.c.customer_id == Customer.id)
+        .where(*conditions)
+        .order_by(Customer.id)
+    )
+    found = []
+    for customer_id, code, name, owner_id, tier, created_at, last_on in rows.tuples():
+        since: date = last_on if last_on is not None else created_at.astimezone(tz).date()
+        idle = (today - since).days
+        if idle >= days:
+            found.append(UnvisitedKeyCustomer(customer_id, code, name, owner_id, tier, last_on, since, idle))
+    return found
 
 
 def _check_days(days: int) -> None:
@@ -86,37 +139,18 @@ class WatchService(Service):
         days, counted from the last one or, never visited, from when the customer was created."""
         _check_days(days)
         today = now.astimezone(self._tz).date()
-        last_visit = (
-            select(Visit.customer_id, func.max(Visit.visited_on).label("last_on"))
-            .where(Visit.kind.in_(VISIT_KINDS))
-            .group_by(Visit.customer_id)
-            .subquery()
-        )
         async with self._uow() as uow:
             session = uow.session
-            rows = (
-                await session.execute(
-                    select(
-                        Customer.id,
-                        Customer.owner_id,
-                        Customer.tier,
-                        Customer.created_at,
-                        last_visit.c.last_on,
-                    )
-                    .outerjoin(last_visit, last_visit.c.customer_id == Customer.id)
-                    .where(Customer.tier == ValueTier.KEY.value)
-                    .order_by(Customer.id)
+            candidates = [
+                (
+                    str(found.customer_id),
+                    f"{days}d:{(found.since + timedelta(days=days)).isoformat()}",
+                    found.customer_id,
+                    found.owner_id,
+                    found.tier,
                 )
-            ).all()
-            candidates = []
-            for customer_id, owner_id, tier, created_at, last_on in rows:
-                since: date = last_on if last_on is not None else created_at.astimezone(self._tz).date()
-                if (today - since).days < days:
-                    continue
-                reached = since + timedelta(days=days)
-                candidates.append(
-                    (str(customer_id), f"{days}d:{reached.isoformat()}", customer_id, owner_id, tier)
-                )
+                for found in await unvisited_key_customers(session, today=today, days=days, tz=self._tz)
+            ]
             done = await marks_of(session, KEY_CUSTOMER_NOT_VISITED, [c[0] for c in candidates])
             raised = 0
             for subject, mark, customer_id, owner_id, tier in candidates:
