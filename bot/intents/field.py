@@ -69,6 +69,7 @@ MINUTES_ZH = re.compile(r"(?P<m>\d{1,4}|[一二两三四五六七八九十]{1,4}
 HALF_HOUR_ZH = re.compile(r"(?<![一二两三四五六七八九十\d个])半(?:个)?(?:小时|钟头)")
 QUARTER_HOUR_ZH = re.compile(r"一刻钟")
 LABOUR_CHOICES = (30, 45, 60, 90, 120)
+ACTIVE_LIMIT = 200  # active jobs read for "my jobs" (a technician has a handful; a board, dozens)
 NO_PARTS = "none"  # the [No parts used] button's answer (a plain word: a /payload would be an intent)
 NO_PARTS_WORDS = frozenset({
     "none", "no parts", "no", "nothing", "no part", "没有", "没用配件", "不用", "无", "没用",
@@ -234,9 +235,16 @@ class MyJobs(StaffHandler):
         desk, actor = turn.core.service_desk, turn.actor
         # A manager's "my jobs" is the team's board: what their own technicians are doing.
         board = actor.role is Role.MANAGER
-        scheduled = (await desk.list_repair_orders(actor, active_only=True, scheduled_from=start,
-                                                   scheduled_to=end, team=board, limit=100)).items
-        active = (await desk.list_repair_orders(actor, active_only=True, team=board, limit=100)).items
+        # One query of the active jobs serves both lists; a board too big for it asks for the period again.
+        active_page = await desk.list_repair_orders(actor, active_only=True, team=board, limit=ACTIVE_LIMIT)
+        active = active_page.items
+        if active_page.total > len(active):
+            scheduled = (await desk.list_repair_orders(actor, active_only=True, scheduled_from=start,
+                                                       scheduled_to=end, team=board, limit=100)).items
+        else:
+            in_period = [order for order in active
+                         if order.scheduled_at is not None and start <= order.scheduled_at < end]
+            scheduled = sorted(in_period, key=lambda order: (order.scheduled_at or start, order.id))
         if board:
             return [await self._board(turn, period, (first, last), scheduled, active)]
         earlier = [
