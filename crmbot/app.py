@@ -16,6 +16,7 @@ from crmbot.api.deps import current_actor
 from crmbot.api.errors import install_error_handlers
 from crmbot.api.health import router as health_router
 from crmbot.survey_page import survey_router
+from crmbot.visit_page import visit_router
 
 DESCRIPTION = (
     "Admin and integration API of crmbot. Every /api/v1 endpoint needs `Authorization: Bearer <token>`: "
@@ -52,6 +53,7 @@ def create_app(
     app.include_router(health_router)
     app.include_router(api_router())
     app.include_router(survey_router())
+    app.include_router(visit_router())
     if nlu is not None:
         from crmbot.nlu_http import parse_router
 

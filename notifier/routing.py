@@ -29,6 +29,7 @@ from core.db.models import (
 )
 from core.domain.enums import RepairStatus, Role
 from core.kb_index import KbDocument, KbIndex
+from core.links import VisitLinks, visit_link_expiry
 from core.services.base import ref
 from core.services.linking import CODE_TTL
 from core.settings import Settings
@@ -94,6 +95,15 @@ def routing_with(settings: Settings) -> Iterator[None]:
 
 def _iso(value: datetime | None) -> str:
     return value.isoformat() if value is not None else ""
+
+
+def _parse_iso(value: str) -> datetime | None:
+    """A time-zone-aware moment from an event's ISO text; None for anything else."""
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return moment if moment.tzinfo is not None else None
 
 
 async def customer_targets(
@@ -434,17 +444,28 @@ async def repair_departed(session: AsyncSession, event: OutboxEvent) -> list[Mes
 
 
 async def reschedule_proposed(session: AsyncSession, event: OutboxEvent) -> list[Message]:
-    """The customer is asked to confirm a new visit time, with [Confirm] [Another time] in chat."""
+    """The customer is asked to confirm a new visit time, with [Confirm] [Another time] in chat and a signed
+    link to the visit page (crmbot/visit_page.py) for email and SMS."""
     found = await _order_facts(session, event.aggregate_id)
     if found is None:
         return []
-    _, request, facts = found
+    order, request, facts = found
+    proposed = str(event.payload.get("proposed_at") or "")
+    targets = await customer_targets(session, request.customer_id, request.requester_id)
+    link = ""
+    moment = _parse_iso(proposed)
+    # The page answers as a customer user: a customer known only by its email on file gets no link.
+    if moment is not None and any(target.user_id is not None for target in targets):
+        # From the event, not the clock: a retry routes the same link.
+        expires = visit_link_expiry(moment, event.occurred_at)
+        link = VisitLinks.from_settings(routing_settings()).url(order.id, moment, expires)
     context = {
         **facts,
-        "proposed_at": str(event.payload.get("proposed_at") or ""),
+        "proposed_at": proposed,
         "previous_at": str(event.payload.get("previous_at") or ""),
+        "link": link,
     }
-    return await _to_customer(session, request, "job_time_proposed", context)
+    return [Message(kind="job_time_proposed", target=target, context=context) for target in targets]
 
 
 async def reschedule_answered(session: AsyncSession, event: OutboxEvent) -> list[Message]:

@@ -3,14 +3,22 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import Any, Literal
 
 from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from core.auth import Actor, customer_scope, repair_order_scope, require_role, service_request_scope
+from core.auth import (
+    Actor,
+    customer_scope,
+    load_actor,
+    repair_order_scope,
+    require_role,
+    service_request_scope,
+)
 from core.clock import Clock
 from core.db.models import (
     Attachment,
@@ -35,8 +43,16 @@ from core.domain.enums import DepartmentKind, RepairStatus, RequestStatus, Role,
 from core.domain.pricing import PartLine, PriceList, compute_charge
 from core.domain.sla import sla_due
 from core.domain.warranty import WarrantyStatus
-from core.domain.workflow import REQUEST_OPEN_STATES, repair_move, request_move
-from core.errors import InsufficientStock, InvalidTransition, NotFound, PermissionDenied, ValidationFailed
+from core.domain.workflow import REPAIR_STEPS, REQUEST_OPEN_STATES, repair_move, request_move
+from core.errors import (
+    Conflict,
+    InsufficientStock,
+    InvalidTransition,
+    NotFound,
+    PermissionDenied,
+    ValidationFailed,
+)
+from core.links import VisitClaims, VisitLinks
 from core.schemas import (
     AttachmentOut,
     HistoryEntryOut,
@@ -92,6 +108,27 @@ REPAIR_CUSTOMER_ROLES = (Role.CUSTOMER, Role.AGENT, Role.MANAGER)
 MAX_ETA = timedelta(hours=12)
 # Active jobs: what counts as a technician's load.
 ACTIVE_JOB_STATES = (RepairStatus.DISPATCHED, RepairStatus.ACCEPTED, RepairStatus.IN_PROGRESS)
+# What the customer may write on the visit page when a proposed time does not suit them.
+MAX_VISIT_NOTE = 500
+VisitState = Literal["open", "confirmed", "refused", "outdated", "expired", "closed"]
+
+
+@dataclass(frozen=True, slots=True)
+class VisitView:
+    """What the visit page shows: the job, the old and the proposed time, and whether it can be answered."""
+
+    job: str
+    ticket: str
+    subject: str
+    product: str
+    customer_name: str
+    technician_name: str
+    previous_at: datetime | None
+    proposed_at: datetime
+    expires_at: datetime
+    state: VisitState
+    lang: str | None
+    timezone: str | None
 
 
 class ServiceDesk(Service):
@@ -493,8 +530,18 @@ class ServiceDesk(Service):
             await uow.commit()
         return await self.get_repair_order(actor, order.id)
 
-    async def act_on_repair(self, actor: Actor, reference: str | int, data: RepairActionIn) -> RepairOrderOut:
-        """Accept, decline, start, complete, settle or cancel a repair order."""
+    async def act_on_repair(
+        self,
+        actor: Actor,
+        reference: str | int,
+        data: RepairActionIn,
+        *,
+        expect_proposed_at: datetime | None = None,
+    ) -> RepairOrderOut:
+        """Accept, decline, start, complete, settle or cancel a repair order.
+
+        `expect_proposed_at` (the visit page): the customer's answer counts only for that proposed time.
+        """
         action = data.action.strip().lower()
         if action in REPAIR_TECHNICIAN_ACTIONS:
             require_role(actor, Role.TECHNICIAN, doing=f"{action} jobs")
@@ -569,6 +616,10 @@ class ServiceDesk(Service):
             elif action == "reschedule":
                 comment = self._propose_time(uow, actor, order, request, data, now) or comment
             elif action in REPAIR_CUSTOMER_ACTIONS:
+                expected = expect_proposed_at
+                if expected is not None and not _same_second(order.proposed_at, expected):
+                    # A link made for an earlier proposal must not answer a newer one.
+                    raise Conflict(f"The visit time of {ref('RO', order.id)} was answered or changed.")
                 comment = self._answer_time(uow, actor, order, request, data, now, action) or comment
             elif action == "settle":
                 pass
@@ -822,6 +873,97 @@ class ServiceDesk(Service):
                 total_charge=charge.total,
                 currency=order.currency,
             )
+        )
+
+    # --- the visit page: a signed link answers a proposed visit time ------------------------------
+
+    async def visit_by_token(self, token: str, links: VisitLinks) -> VisitView:
+        """What a visit link shows (NotFound: a link not ours, altered, or with nobody to answer it)."""
+        claims = links.read(token)
+        if claims is None:
+            raise NotFound("This link is not valid.")
+        async with self._uow() as uow:
+            order, request, customer = await self._visit_of(uow.session, claims)
+            return await self._visit_view(uow.session, order, request, customer, claims)
+
+    async def answer_visit_by_token(
+        self, token: str, links: VisitLinks, *, accept: bool, note: str = ""
+    ) -> VisitView:
+        """The customer's answer on the visit page, as the request's customer user, with the chat's rules.
+
+        Conflict when already answered; InvalidTransition when expired, outdated or the job is closed.
+        """
+        claims = links.read(token)
+        if claims is None:
+            raise NotFound("This link is not valid.")
+        async with self._uow() as uow:
+            session = uow.session
+            order, request, customer = await self._visit_of(session, claims)
+            view = await self._visit_view(session, order, request, customer, claims)
+            actor = await load_actor(session, customer)
+        if view.state in ("confirmed", "refused"):
+            raise Conflict(f"The new visit time for {view.job} was already answered.")
+        if view.state != "open":
+            raise InvalidTransition(f"The new visit time for {view.job} can no longer be answered here.")
+        action = "confirm_time" if accept else "refuse_time"
+        await self.act_on_repair(
+            actor,
+            order.id,
+            RepairActionIn(action=action, comment=note.strip()[:MAX_VISIT_NOTE]),
+            expect_proposed_at=claims.proposed_at,
+        )
+        return await self.visit_by_token(token, links)
+
+    async def _visit_of(
+        self, session: AsyncSession, claims: VisitClaims
+    ) -> tuple[RepairOrder, ServiceRequest, User]:
+        """The job a link names, its request, and the customer user who answers for it."""
+        order = await session.get(RepairOrder, claims.order_id)
+        request = await session.get(ServiceRequest, order.service_request_id) if order is not None else None
+        customer = await _visit_customer(session, request) if request is not None else None
+        if order is None or request is None or customer is None:
+            raise NotFound("This link is not valid.")
+        return order, request, customer
+
+    async def _visit_view(
+        self,
+        session: AsyncSession,
+        order: RepairOrder,
+        request: ServiceRequest,
+        customer: User,
+        claims: VisitClaims,
+    ) -> VisitView:
+        now = self._clock.now()
+        state: VisitState
+        if _same_second(order.proposed_at, claims.proposed_at):
+            if order.status not in REPAIR_STEPS["confirm_time"][0]:
+                state = "closed"
+            elif claims.expires_at <= now or claims.proposed_at <= now:
+                state = "expired"
+            else:
+                state = "open"
+        else:
+            state = await _visit_answer(session, order, claims.proposed_at)
+        product = ""
+        if request.installed_product_id is not None:
+            unit = await session.get(InstalledProduct, request.installed_product_id)
+            model = await session.get(Product, unit.product_id) if unit is not None else None
+            product = model.name if model is not None else ""
+        technician = await session.get(User, order.technician_id) if order.technician_id else None
+        company = await session.get(Customer, request.customer_id)
+        return VisitView(
+            job=ref("RO", order.id),
+            ticket=ref("SR", request.id),
+            subject=request.subject,
+            product=product,
+            customer_name=company.name if company is not None else "",
+            technician_name=technician.name if technician is not None else "",
+            previous_at=order.scheduled_at if state == "open" else None,
+            proposed_at=claims.proposed_at,
+            expires_at=claims.expires_at,
+            state=state,
+            lang=customer.lang,
+            timezone=customer.timezone,
         )
 
     async def get_repair_order(self, actor: Actor, reference: str | int) -> RepairOrderOut:
@@ -1516,6 +1658,60 @@ async def people(session: AsyncSession, ids: set[int | None], viewer: Actor) -> 
         return {}
     rows = await session.execute(select(User.id, User.name).where(User.id.in_(wanted)))
     return {user_id: name for user_id, name in rows.tuples()}
+
+
+def _same_second(value: datetime | None, other: datetime) -> bool:
+    """The same moment to the second (a link carries whole seconds)."""
+    return value is not None and int(value.timestamp()) == int(other.timestamp())
+
+
+async def _visit_customer(session: AsyncSession, request: ServiceRequest) -> User | None:
+    """Who answers a proposed visit time on the visit page: the requester if a customer user, else the
+    first customer user of the request's customer (as notifier.routing.customer_targets picks)."""
+    if request.requester_id is not None:
+        requester = await session.get(User, request.requester_id)
+        if (
+            requester is not None
+            and requester.role == Role.CUSTOMER
+            and requester.active
+            and requester.customer_id == request.customer_id
+        ):
+            return requester
+    found = await session.execute(
+        select(User)
+        .where(User.customer_id == request.customer_id, User.role == Role.CUSTOMER, User.active.is_(True))
+        .order_by(User.id)
+        .limit(1)
+    )
+    return found.scalar_one_or_none()
+
+
+async def _visit_answer(session: AsyncSession, order: RepairOrder, proposed_at: datetime) -> VisitState:
+    """Why a link's proposal is no longer the order's: answered (and how), or replaced or withdrawn."""
+    rows = await session.execute(
+        select(RepairOrderChange.action, RepairOrderChange.comment)
+        .where(
+            RepairOrderChange.repair_order_id == order.id,
+            RepairOrderChange.action.in_(["dispatch", "reschedule", "confirm_time", "refuse_time"]),
+        )
+        .order_by(RepairOrderChange.id.desc())
+        .limit(2)
+    )
+    last = list(rows.tuples())
+    if not last:
+        return "outdated"
+    if last[0][0] == "confirm_time" and _same_second(order.scheduled_at, proposed_at):
+        return "confirmed"
+    if last[0][0] == "refuse_time" and len(last) == 2 and last[1][0] == "reschedule":
+        # The refused proposal is the one the last "reschedule" step made (its comment names the time).
+        _, _, stamp = last[1][1].partition("new time proposed: ")
+        try:
+            refused = datetime.fromisoformat(stamp.strip())
+        except ValueError:
+            return "outdated"
+        if refused.tzinfo is not None and _same_second(refused, proposed_at):
+            return "refused"
+    return "outdated"
 
 
 def _actor_label(names: dict[int, str], actor_id: int | None, viewer: Actor) -> str | None:
