@@ -8,33 +8,17 @@ escaped; a link that is not ours, expired or already used gets a clear page, nev
 from __future__ import annotations
 
 import logging
-from urllib.parse import parse_qs
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
-from jinja2 import Environment, StrictUndefined
 
 from core.container import Core
 from core.errors import Conflict, InvalidTransition, NotFound, ValidationFailed
 from core.services.surveys import MAX_COMMENT, SurveyLinks, SurveyView
+from crmbot.link_pages import page_language, page_template, read_form, render
 from notifier.templates import format_date
 
 log = logging.getLogger("crmbot.survey_page")
-
-MAX_FORM_BYTES = 32 * 1024
-LANGS = ("en", "zh")
-# The token is in the address: never hand it to another site in a Referer, never cache or index the page.
-HEADERS = {
-    "Content-Security-Policy": (
-        "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; form-action 'self'; "
-        "base-uri 'none'; frame-ancestors 'none'"
-    ),
-    "Referrer-Policy": "no-referrer",
-    "X-Content-Type-Options": "nosniff",
-    "X-Frame-Options": "DENY",
-    "X-Robots-Tag": "noindex, nofollow",
-    "Cache-Control": "no-store",
-}
 
 TEXTS: dict[str, dict[str, str]] = {
     "en": {
@@ -93,23 +77,8 @@ TEXTS: dict[str, dict[str, str]] = {
     },
 }
 
-PAGE = """<!DOCTYPE html>
-<html lang="{{ html_lang }}">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<meta name="robots" content="noindex, nofollow">
-<title>{{ title }} · crmbot</title>
-<style>
-*{box-sizing:border-box}
-body{margin:0;background:#f4f5f7;color:#1f2328;font:16px/1.6 -apple-system,BlinkMacSystemFont,"Segoe UI",
-Helvetica,Arial,"PingFang SC","Microsoft YaHei",sans-serif}
-main{max-width:560px;margin:0 auto;padding:24px 16px}
-.card{background:#fff;border:1px solid #d0d7de;border-radius:12px;padding:20px}
-.brand{display:flex;justify-content:space-between;align-items:center;margin-bottom:16px}
-.brand b{color:#1d4ed8;font-size:18px}
-.brand a{color:#656d76;font-size:14px}
-h1{font-size:22px;margin:0 0 12px}
+_page = page_template("""{% extends "shell" %}
+{% block style %}
 fieldset{border:0;margin:16px 0;padding:0}
 legend{font-weight:600;margin-bottom:8px;padding:0}
 .scores{display:flex;gap:8px}
@@ -121,22 +90,10 @@ color:#1d4ed8;font-size:20px;font-weight:700;cursor:pointer}
 .scores input:focus-visible+span{outline:3px solid #93c5fd;outline-offset:2px}
 .scale{display:flex;justify-content:space-between;font-size:13px;color:#656d76;margin-top:6px}
 label.comment{display:block;font-weight:600;margin:16px 0 6px}
-textarea{width:100%;min-height:110px;padding:10px;border:1px solid #d0d7de;border-radius:8px;font:inherit}
-button{width:100%;margin-top:16px;padding:14px;border:0;border-radius:10px;background:#1d4ed8;color:#fff;
-font:inherit;font-weight:700;font-size:17px;cursor:pointer}
-.error{background:#fff1f0;border:1px solid #ffccc7;border-radius:8px;padding:10px;margin:12px 0}
-.muted{color:#656d76;font-size:14px}
-</style>
-</head>
-<body>
-<main>
-<div class="brand"><b>crmbot</b>
-<a href="{{ switch_href }}" lang="{{ other_lang }}">{{ t.switch }}</a></div>
-<div class="card">
-<h1>{{ title }}</h1>
-{% for line in lines %}
-<p>{{ line }}</p>
-{% endfor %}
+textarea{min-height:110px}
+button{margin-top:16px}
+{% endblock %}
+{% block body %}
 {% if form %}
 {% if error %}<p class="error" role="alert">{{ error }}</p>{% endif %}
 <form method="post" action="{{ action }}">
@@ -158,30 +115,8 @@ font:inherit;font-weight:700;font-size:17px;cursor:pointer}
 </form>
 {% if open_until %}<p class="muted">{{ open_until }}</p>{% endif %}
 {% endif %}
-</div>
-</main>
-</body>
-</html>
-"""
-
-_environment = Environment(autoescape=True, undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
-_page = _environment.from_string(PAGE)
-
-
-def _lang(request: Request, wanted: str | None, view: SurveyView | None, default: str) -> str:
-    """The language asked for, else the customer's own, else the browser's, else the company default."""
-    if wanted in LANGS:
-        return str(wanted)
-    if view is not None and view.lang in LANGS:
-        return str(view.lang)
-    accepted = request.headers.get("accept-language", "").lower()
-    for part in accepted.split(","):
-        tag = part.split(";")[0].strip()
-        if tag.startswith("zh"):
-            return "zh"
-        if tag.startswith("en"):
-            return "en"
-    return default if default in LANGS else "en"
+{% endblock %}
+""")
 
 
 def _score(raw: str | None) -> int | None:
@@ -210,16 +145,14 @@ class _Page:
         error: str = "",
         open_until: str = "",
     ) -> HTMLResponse:
-        other = "zh" if self.lang == "en" else "en"
-        body = _page.render(
-            html_lang="zh-CN" if self.lang == "zh" else "en",
-            title=title,
-            lines=lines,
-            t=self.t,
-            lang=self.lang,
-            other_lang=other,
-            switch_href=f"{self.request.url.path}?lang={other}",
-            action=self.request.url.path,
+        return render(
+            _page,
+            self.request,
+            self.lang,
+            self.t,
+            title,
+            lines,
+            status,
             form=show_form,
             error=error,
             chosen=chosen,
@@ -227,7 +160,6 @@ class _Page:
             open_until=open_until,
             max_comment=MAX_COMMENT,
         )
-        return HTMLResponse(body, status_code=status, headers=HEADERS)
 
     def intro(self, view: SurveyView) -> str:
         product = self.t["product"].format(product=view.product) if view.product else ""
@@ -290,14 +222,15 @@ def survey_router() -> APIRouter:
         """The question, or why it cannot be answered; `?score=N` (from the email's buttons) preselects."""
         core = core_of(request)
         wanted = request.query_params.get("lang")
+        default = core.settings.default_lang
         try:
             view = await core.surveys.view_by_token(token, links_of(core))
         except NotFound:
-            return _Page(request, core, _lang(request, wanted, None, core.settings.default_lang)).invalid()
+            return _Page(request, core, page_language(request, wanted, None, default)).invalid()
         except Exception:
             log.exception("the survey page failed")
-            return _Page(request, core, _lang(request, wanted, None, core.settings.default_lang)).error()
-        page = _Page(request, core, _lang(request, wanted, view, core.settings.default_lang))
+            return _Page(request, core, page_language(request, wanted, None, default)).error()
+        page = _Page(request, core, page_language(request, wanted, view.lang, default))
         if view.state == "answered":
             return page.answered(view)
         if view.state == "expired":
@@ -309,17 +242,15 @@ def survey_router() -> APIRouter:
     async def submit(request: Request, token: str) -> HTMLResponse:
         """Record the score and comment sent with the form."""
         core = core_of(request)
-        declared = request.headers.get("content-length", "")
-        body = b"" if declared.isdigit() and int(declared) > MAX_FORM_BYTES else await request.body()
-        fields = parse_qs(body[:MAX_FORM_BYTES].decode("utf-8", "replace"), max_num_fields=10)
-        wanted = (fields.get("lang") or [""])[0]
-        score = _score((fields.get("score") or [""])[0])
-        comment = (fields.get("comment") or [""])[0][:MAX_COMMENT]
+        fields = await read_form(request)
+        wanted = fields.get("lang", "")
+        score = _score(fields.get("score"))
+        comment = fields.get("comment", "")[:MAX_COMMENT]
         links = links_of(core)
         default = core.settings.default_lang
         try:
             view = await core.surveys.view_by_token(token, links)
-            page = _Page(request, core, _lang(request, wanted, view, default))
+            page = _Page(request, core, page_language(request, wanted, view.lang, default))
             if view.state == "answered":
                 return page.answered(view, 409)
             if view.state == "expired":
@@ -336,9 +267,9 @@ def survey_router() -> APIRouter:
                 return page.form(view, chosen=None, comment=comment, error=page.t["choose"])
             return page.thanks(answered)
         except NotFound:
-            return _Page(request, core, _lang(request, wanted, None, default)).invalid()
+            return _Page(request, core, page_language(request, wanted, None, default)).invalid()
         except Exception:
             log.exception("the survey page failed")
-            return _Page(request, core, _lang(request, wanted, None, default)).error()
+            return _Page(request, core, page_language(request, wanted, None, default)).error()
 
     return router

@@ -11,17 +11,15 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime
-from urllib.parse import parse_qs
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
-from jinja2 import Environment, StrictUndefined
 
 from core.container import Core
 from core.errors import Conflict, InvalidTransition, NotFound, ValidationFailed
 from core.links import VisitLinks
 from core.services.servicedesk import MAX_VISIT_NOTE, VisitView
-from crmbot.survey_page import HEADERS, LANGS, MAX_FORM_BYTES
+from crmbot.link_pages import page_language, page_template, read_form, render
 from notifier.templates import format_datetime
 
 log = logging.getLogger("crmbot.visit_page")
@@ -101,46 +99,19 @@ TEXTS: dict[str, dict[str, str]] = {
     },
 }
 
-PAGE = """<!DOCTYPE html>
-<html lang="{{ html_lang }}">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<meta name="robots" content="noindex, nofollow">
-<title>{{ title }} · crmbot</title>
-<style>
-*{box-sizing:border-box}
-body{margin:0;background:#f4f5f7;color:#1f2328;font:16px/1.6 -apple-system,BlinkMacSystemFont,"Segoe UI",
-Helvetica,Arial,"PingFang SC","Microsoft YaHei",sans-serif}
-main{max-width:560px;margin:0 auto;padding:24px 16px}
-.card{background:#fff;border:1px solid #d0d7de;border-radius:12px;padding:20px}
-.brand{display:flex;justify-content:space-between;align-items:center;margin-bottom:16px}
-.brand b{color:#1d4ed8;font-size:18px}
-.brand a{color:#656d76;font-size:14px}
-h1{font-size:22px;margin:0 0 12px}
+_page = page_template("""{% extends "shell" %}
+{% block style %}
 dl{margin:12px 0;display:grid;grid-template-columns:auto 1fr;gap:4px 12px}
 dt{color:#656d76}
 dd{margin:0;font-weight:600}
 dd.new{color:#1d4ed8;font-size:18px}
 label{display:block;font-weight:600;margin:16px 0 6px}
-textarea{width:100%;min-height:80px;padding:10px;border:1px solid #d0d7de;border-radius:8px;font:inherit}
-button{width:100%;margin-top:12px;padding:14px;border:0;border-radius:10px;background:#1d4ed8;color:#fff;
-font:inherit;font-weight:700;font-size:17px;cursor:pointer}
+textarea{min-height:80px}
+button{margin-top:12px}
 button.second{background:#fff;color:#1d4ed8;border:2px solid #1d4ed8}
 hr{border:0;border-top:1px solid #d0d7de;margin:20px 0 4px}
-.error{background:#fff1f0;border:1px solid #ffccc7;border-radius:8px;padding:10px;margin:12px 0}
-.muted{color:#656d76;font-size:14px}
-</style>
-</head>
-<body>
-<main>
-<div class="brand"><b>crmbot</b>
-<a href="{{ switch_href }}" lang="{{ other_lang }}">{{ t.switch }}</a></div>
-<div class="card">
-<h1>{{ title }}</h1>
-{% for line in lines %}
-<p>{{ line }}</p>
-{% endfor %}
+{% endblock %}
+{% block body %}
 {% if form %}
 <dl>
 {% if previous %}<dt>{{ t.previous }}</dt><dd>{{ previous }}</dd>{% endif %}
@@ -164,29 +135,8 @@ hr{border:0;border-top:1px solid #d0d7de;margin:20px 0 4px}
 </form>
 <p class="muted">{{ open_until }}</p>
 {% endif %}
-</div>
-</main>
-</body>
-</html>
-"""
-
-_environment = Environment(autoescape=True, undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
-_page = _environment.from_string(PAGE)
-
-
-def _lang(request: Request, wanted: str | None, view: VisitView | None, default: str) -> str:
-    """The language asked for, else the customer's own, else the browser's, else the company default."""
-    if wanted in LANGS:
-        return str(wanted)
-    if view is not None and view.lang in LANGS:
-        return str(view.lang)
-    for part in request.headers.get("accept-language", "").lower().split(","):
-        tag = part.split(";")[0].strip()
-        if tag.startswith("zh"):
-            return "zh"
-        if tag.startswith("en"):
-            return "en"
-    return default if default in LANGS else "en"
+{% endblock %}
+""")
 
 
 class _Page:
@@ -213,17 +163,15 @@ class _Page:
         note: str = "",
         error: str = "",
     ) -> HTMLResponse:
-        other = "zh" if self.lang == "en" else "en"
         view = self.view
-        body = _page.render(
-            html_lang="zh-CN" if self.lang == "zh" else "en",
-            title=title,
-            lines=lines,
-            t=self.t,
-            lang=self.lang,
-            other_lang=other,
-            switch_href=f"{self.request.url.path}?lang={other}",
-            action=self.request.url.path,
+        return render(
+            _page,
+            self.request,
+            self.lang,
+            self.t,
+            title,
+            lines,
+            status,
             form=show_form and view is not None,
             previous=self.when(view.previous_at) if view is not None else "",
             proposed=self.when(view.proposed_at) if view is not None else "",
@@ -233,7 +181,6 @@ class _Page:
             error=error,
             max_note=MAX_VISIT_NOTE,
         )
-        return HTMLResponse(body, status_code=status, headers=HEADERS)
 
     def _facts(self, view: VisitView) -> dict[str, str]:
         return {"time": self.when(view.proposed_at), "job": view.job}
@@ -287,11 +234,11 @@ def visit_router() -> APIRouter:
         try:
             view = await core.service_desk.visit_by_token(token, VisitLinks.from_settings(core.settings))
         except NotFound:
-            return _Page(request, core, _lang(request, wanted, None, default)).invalid()
+            return _Page(request, core, page_language(request, wanted, None, default)).invalid()
         except Exception:
             log.exception("the visit page failed")
-            return _Page(request, core, _lang(request, wanted, None, default)).error()
-        page = _Page(request, core, _lang(request, wanted, view, default), view)
+            return _Page(request, core, page_language(request, wanted, None, default)).error()
+        page = _Page(request, core, page_language(request, wanted, view.lang, default), view)
         # Showing the page never answers: mail scanners open links, only a person submits a form.
         return page.form(view) if view.state == "open" else page.state(view, answering=False)
 
@@ -299,17 +246,15 @@ def visit_router() -> APIRouter:
     async def submit(request: Request, token: str) -> HTMLResponse:
         """Confirm the proposed time, or say it does not suit (with an optional note)."""
         core = core_of(request)
-        declared = request.headers.get("content-length", "")
-        body = b"" if declared.isdigit() and int(declared) > MAX_FORM_BYTES else await request.body()
-        fields = parse_qs(body[:MAX_FORM_BYTES].decode("utf-8", "replace"), max_num_fields=10)
-        wanted = (fields.get("lang") or [""])[0]
-        answer = (fields.get("answer") or [""])[0].strip()
-        note = (fields.get("note") or [""])[0][:MAX_VISIT_NOTE]
+        fields = await read_form(request)
+        wanted = fields.get("lang", "")
+        answer = fields.get("answer", "").strip()
+        note = fields.get("note", "")[:MAX_VISIT_NOTE]
         links = VisitLinks.from_settings(core.settings)
         default = core.settings.default_lang
         try:
             view = await core.service_desk.visit_by_token(token, links)
-            page = _Page(request, core, _lang(request, wanted, view, default), view)
+            page = _Page(request, core, page_language(request, wanted, view.lang, default), view)
             if view.state != "open":
                 return page.state(view, answering=True)
             if answer not in ("confirm", "refuse"):
@@ -327,9 +272,9 @@ def visit_router() -> APIRouter:
                 return page.form(view, note=note, error=page.t["choose"])
             return _Page(request, core, page.lang, answered).done(answered)
         except NotFound:
-            return _Page(request, core, _lang(request, wanted, None, default)).invalid()
+            return _Page(request, core, page_language(request, wanted, None, default)).invalid()
         except Exception:
             log.exception("the visit page failed")
-            return _Page(request, core, _lang(request, wanted, None, default)).error()
+            return _Page(request, core, page_language(request, wanted, None, default)).error()
 
     return router
