@@ -214,6 +214,24 @@ def status_text(turn: Turn, status: str) -> str:
     return turn.t(f"jobs.status.{status}")
 
 
+async def act_on_job(
+    turn: Turn, reference: str, action: RepairActionIn, refused: str
+) -> RepairOrderOut | Reply:
+    """Act on a job through the service desk; the job, or the reply saying why not (`refused`: the key for
+    the desk's own reason). The job becomes the one talked about."""
+    try:
+        order = await turn.core.service_desk.act_on_repair(turn.actor, reference, action)
+    except (NotFound, PermissionDenied):
+        return turn.say("jobs.not_found", ref=reference)
+    except ValidationFailed as error:
+        return turn.say(refused, message=error.message)
+    except InvalidTransition:
+        current = await turn.core.service_desk.get_repair_order(turn.actor, reference)
+        return turn.say("field.job_not_active", ref=reference, status=status_text(turn, current.status))
+    turn.state.context["job_id"] = order.ref
+    return order
+
+
 def accept_button(turn: Turn, order: RepairOrderOut) -> Button:
     """[Accept RO-n]"""
     return Button(title=turn.t("jobs.accept_button", ref=order.ref),
@@ -1105,17 +1123,10 @@ class OnMyWay(JobPicker):
         """Record the departure: the job starts and the customer is told through the notifier."""
         eta = iso_value(turn.slots["eta"])
         reference = turn.slots["job"]
-        try:
-            order = await turn.core.service_desk.act_on_repair(
-                turn.actor, reference, RepairActionIn(action="depart", eta=eta))
-        except (NotFound, PermissionDenied):
-            return [turn.say("jobs.not_found", ref=reference)]
-        except ValidationFailed as error:
-            return [turn.say("field.way.refused", message=error.message)]
-        except InvalidTransition:
-            current = await turn.core.service_desk.get_repair_order(turn.actor, reference)
-            return [turn.say("field.job_not_active", ref=reference, status=status_text(turn, current.status))]
-        turn.state.context["job_id"] = order.ref
+        action = RepairActionIn(action="depart", eta=eta)
+        order = await act_on_job(turn, reference, action, "field.way.refused")
+        if isinstance(order, Reply):
+            return [order]
         arrival = f"{order.eta_at.astimezone(zone(turn)):%H:%M}" if order.eta_at else ""
         return [turn.say("field.way.done", customer=order.customer_name or order.customer_code, eta=arrival,
                          ref=order.ref)]
@@ -1187,17 +1198,10 @@ class RescheduleJob(JobPicker):
         """Propose the time; the customer is asked through the notifier."""
         reference = turn.slots["job"]
         when = iso_value(turn.slots["when"])
-        try:
-            order = await turn.core.service_desk.act_on_repair(
-                turn.actor, reference, RepairActionIn(action="reschedule", scheduled_at=when))
-        except (NotFound, PermissionDenied):
-            return [turn.say("jobs.not_found", ref=reference)]
-        except ValidationFailed as error:
-            return [turn.say("field.reschedule.refused", message=error.message)]
-        except InvalidTransition:
-            current = await turn.core.service_desk.get_repair_order(turn.actor, reference)
-            return [turn.say("field.job_not_active", ref=reference, status=status_text(turn, current.status))]
-        turn.state.context["job_id"] = order.ref
+        action = RepairActionIn(action="reschedule", scheduled_at=when)
+        order = await act_on_job(turn, reference, action, "field.reschedule.refused")
+        if isinstance(order, Reply):
+            return [order]
         return [turn.say("field.reschedule.done", ref=order.ref,
                          when=moment_label(turn, order.proposed_at or turn.now),
                          customer=order.customer_name or order.customer_code)]

@@ -927,6 +927,15 @@ def read_probability_into(turn: Turn, text: str) -> None:
         StaffHandler.note(turn, turn.t("deal.bad_probability", given=short(unclear, 40)))
 
 
+def amount_answer(turn: Turn, raw: str) -> str:
+    """An answer to the amount question: an exact amount ('50k', '5万'), never 'fifty-ish'."""
+    amount = parse_amount(raw) or amount_in_text(raw)
+    if amount is None:
+        raise SlotInvalid(turn.t("deal.bad_amount", given=short(raw, 40)))
+    turn.slots.pop("_amount_unclear", None)
+    return str(amount)
+
+
 def probability_answer(turn: Turn, raw: str) -> int:
     """An answer to the probability question, 0–100."""
     value = parse_probability(raw)
@@ -1050,11 +1059,7 @@ class UpdateDeal(StaffHandler):
             slots.pop("_stage_unclear", None)
             return stage
         if slot.name == "amount":
-            amount = parse_amount(raw) or amount_in_text(raw)
-            if amount is None:
-                raise SlotInvalid(turn.t("deal.bad_amount", given=short(raw, 40)))
-            slots.pop("_amount_unclear", None)
-            return str(amount)
+            return amount_answer(turn, raw)
         if slot.name == "changes":
             before = self._diff(turn)
             self._read_changes(turn, spoken(turn) or raw)
@@ -1393,11 +1398,7 @@ class NewDeal(CustomerHandler):
             slots.pop("_stage_unclear", None)
             return stage
         if slot.name == "amount":
-            amount = parse_amount(raw) or amount_in_text(raw)
-            if amount is None:
-                raise SlotInvalid(turn.t("deal.bad_amount", given=short(raw, 40)))
-            slots.pop("_amount_unclear", None)
-            return str(amount)
+            return amount_answer(turn, raw)
         if slot.name == "probability":
             return probability_answer(turn, raw)
         if slot.name == "close":
