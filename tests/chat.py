@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Collection
+from dataclasses import dataclass, field, replace
 
 from bot.assistant import Assistant
 from bot.messages import IncomingMessage, Reply
+from bot.nlu.embedded import EmbeddedNlu, TrainConfig
 from bot.nlu.lang import detect_lang
+from bot.nlu.service import DEFAULT_DATA_DIR
 from bot.nlu.types import Entity, ParseContext, ParseResult
+from bot.nlu.yaml_data import load_nlu_data
 from core.container import Core
 
 
@@ -92,3 +96,13 @@ class Chat:
 def make_chat(core: Core, nlu: ScriptedNlu, sender: str, channel: str = "rest") -> Chat:
     """A chat for an identity that must already be linked (see tests/world.py: rest:acme-buyer)."""
     return Chat(assistant=Assistant(core, nlu), nlu=nlu, channel=channel, sender=sender)
+
+
+def nlu_for(intents: Collection[str]) -> EmbeddedNlu:
+    """The real engine trained on the shipped data of just these intents (a small model trains fast)."""
+    data = load_nlu_data(DEFAULT_DATA_DIR)
+    engine, _report = EmbeddedNlu.train(
+        replace(data, examples=[item for item in data.examples if item.intent in intents]),
+        TrainConfig(folds=3),
+    )
+    return engine

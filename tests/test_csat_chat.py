@@ -5,7 +5,6 @@ scoping comes from core (a manager sees their own people), everyone else hears i
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
@@ -17,18 +16,16 @@ from bot.intents import reports
 from bot.intents.reports import CsatSummary, chart_texts, csat_period, draw_csat_chart, grouping
 from bot.intents.sales import payload
 from bot.messages import IncomingMessage, Reply
-from bot.nlu.embedded import EmbeddedNlu, TrainConfig
+from bot.nlu.embedded import EmbeddedNlu
 from bot.nlu.entities import extract_entities
-from bot.nlu.service import DEFAULT_DATA_DIR
 from bot.nlu.types import INTENTS, ParseContext, ParseResult
-from bot.nlu.yaml_data import load_nlu_data
 from core.auth import SYSTEM, Actor
 from core.clock import FrozenClock
 from core.container import Core
 from core.domain.enums import Role
 from core.schemas import RepairActionIn, RepairOrderIn, ServiceRequestIn, UserIn
 from core.services.surveys import CsatReport, CsatRow
-from tests.chat import Chat, ScriptedNlu
+from tests.chat import Chat, ScriptedNlu, nlu_for
 from tests.world import World
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -409,12 +406,7 @@ NLU_INTENTS = frozenset(
 
 @pytest.fixture(scope="module")
 def nlu() -> EmbeddedNlu:
-    data = load_nlu_data(DEFAULT_DATA_DIR)
-    engine, _report = EmbeddedNlu.train(
-        replace(data, examples=[item for item in data.examples if item.intent in NLU_INTENTS]),
-        TrainConfig(folds=3),
-    )
-    return engine
+    return nlu_for(NLU_INTENTS)
 
 
 UNDERSTOOD = [

@@ -3,7 +3,6 @@ ranking and tier moves, and the lifecycle stage rules (issue #7)."""
 
 from __future__ import annotations
 
-from dataclasses import replace
 from datetime import date, timedelta
 from decimal import Decimal
 
@@ -13,9 +12,7 @@ from sqlalchemy import select, update
 from bot.assistant import Assistant, RateLimit
 from bot.intents.manager import ranking_request, subject_of
 from bot.messages import IncomingMessage, Reply
-from bot.nlu.embedded import EmbeddedNlu, TrainConfig
-from bot.nlu.service import DEFAULT_DATA_DIR
-from bot.nlu.yaml_data import load_nlu_data
+from bot.nlu.embedded import EmbeddedNlu
 from core.auth import SYSTEM
 from core.clock import FrozenClock
 from core.container import Core
@@ -31,7 +28,7 @@ from core.schemas import (
     RepairOrderIn,
     ServiceRequestIn,
 )
-from tests.chat import Chat, ScriptedNlu
+from tests.chat import Chat, ScriptedNlu, nlu_for
 from tests.conftest import TEST_NOW
 from tests.test_pipeline_report import hand_built
 from tests.world import World
@@ -518,12 +515,7 @@ NLU_INTENTS = frozenset(
 
 @pytest.fixture(scope="module")
 def nlu() -> EmbeddedNlu:
-    data = load_nlu_data(DEFAULT_DATA_DIR)
-    engine, _report = EmbeddedNlu.train(
-        replace(data, examples=[item for item in data.examples if item.intent in NLU_INTENTS]),
-        TrainConfig(folds=3),
-    )
-    return engine
+    return nlu_for(NLU_INTENTS)
 
 
 UNDERSTOOD = [

@@ -3,7 +3,6 @@ changes, refused clearly when impossible — and then honoured by the notifier."
 
 from __future__ import annotations
 
-from dataclasses import replace
 from datetime import UTC, datetime, time
 from typing import Any, cast
 
@@ -14,10 +13,8 @@ from bot.assistant import Assistant, RateLimit
 from bot.dialogue import State, Turn
 from bot.intents.preferences import read_request
 from bot.messages import IncomingMessage, Reply
-from bot.nlu.embedded import EmbeddedNlu, TrainConfig
-from bot.nlu.service import DEFAULT_DATA_DIR
+from bot.nlu.embedded import EmbeddedNlu
 from bot.nlu.types import Entity, ParseResult
-from bot.nlu.yaml_data import load_nlu_data
 from core.auth import SYSTEM, Actor
 from core.container import Core
 from core.db.models import Department, Notification, NotificationPreference, User
@@ -27,6 +24,7 @@ from core.schemas import ServiceRequestIn, TransitionIn
 from core.services.preferences import MUTABLE_KINDS, ChannelNotLinked, UnknownChannel, UnknownKind
 from notifier.dispatcher import Notifier
 from notifier.types import Outgoing
+from tests.chat import nlu_for
 from tests.world import World
 
 # The shipped training data of the intents these conversations use (a smaller model trains in a second).
@@ -46,12 +44,7 @@ INTENTS = frozenset(
 
 @pytest.fixture(scope="module")
 def nlu() -> EmbeddedNlu:
-    data = load_nlu_data(DEFAULT_DATA_DIR)
-    engine, _report = EmbeddedNlu.train(
-        replace(data, examples=[item for item in data.examples if item.intent in INTENTS]),
-        TrainConfig(folds=3),
-    )
-    return engine
+    return nlu_for(INTENTS)
 
 
 class Person:

@@ -3,7 +3,6 @@ deals, probability and close date, my/team deals, bad input, and the events the 
 
 from __future__ import annotations
 
-from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -16,10 +15,8 @@ from bot.i18n import keys, t
 from bot.intents import all_handlers
 from bot.intents.sales import contacts_met, match_contact
 from bot.messages import IncomingMessage, Reply
-from bot.nlu.embedded import EmbeddedNlu, TrainConfig
-from bot.nlu.service import DEFAULT_DATA_DIR
+from bot.nlu.embedded import EmbeddedNlu
 from bot.nlu.types import INTENTS
-from bot.nlu.yaml_data import load_nlu_data
 from core.auth import SYSTEM
 from core.clock import FrozenClock
 from core.container import Core
@@ -36,7 +33,7 @@ from core.db.models import (
 from core.domain.enums import CustomerType
 from core.schemas import ContactIn, CustomerIn, VisitIn
 from notifier.alerts import AlertRules, load_rules
-from tests.chat import ScriptedNlu
+from tests.chat import ScriptedNlu, nlu_for
 from tests.notify import deliver_to_files
 from tests.test_intents_staff import count, deal, expect, make_deals, payloads, rows, staff_chat
 from tests.world import World
@@ -536,12 +533,7 @@ NLU_INTENTS = frozenset({
 
 @pytest.fixture(scope="module")
 def real_nlu() -> EmbeddedNlu:
-    data = load_nlu_data(DEFAULT_DATA_DIR)
-    engine, _report = EmbeddedNlu.train(
-        replace(data, examples=[item for item in data.examples if item.intent in NLU_INTENTS]),
-        TrainConfig(folds=3),
-    )
-    return engine
+    return nlu_for(NLU_INTENTS)
 
 
 async def test_what_sales_people_type_is_understood(
