@@ -10,17 +10,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import signal
-import socket
 import statistics
-import subprocess
-import sys
-import tempfile
 import time
 from pathlib import Path
 
 import httpx
+from demo_server import demo_server, wait_healthy
 
 MESSAGES = [
     "hi",
@@ -32,19 +27,6 @@ MESSAGES = [
     "洗碗机显示E13怎么办",
     "thanks bye",
 ]
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def _rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 async def _link_senders(workdir: Path, senders: int) -> None:
@@ -83,13 +65,7 @@ async def measure(
     """Sequential latencies, the wall time of the same number of turns `concurrency` at a time, and
     /model/parse latencies."""
     async with httpx.AsyncClient(base_url=base, timeout=30) as client:
-        for _ in range(600):
-            try:
-                if (await client.get("/healthz")).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            await asyncio.sleep(0.1)
+        await wait_healthy(client)
         headers = {"Authorization": f"Bearer {token}"}
 
         async def turn(index: int) -> float:
@@ -130,41 +106,11 @@ def main() -> None:
     parser.add_argument("--senders", type=int, default=300)
     parser.add_argument("--concurrency", type=int, default=8)
     arguments = parser.parse_args()
-    with tempfile.TemporaryDirectory() as folder:
-        workdir = Path(folder)
-        env = {key: value for key, value in os.environ.items() if not key.startswith("CRMBOT_")}
-        subprocess.run(
-            [sys.executable, "-m", "crmbot", "demo"], cwd=workdir, env=env, check=True, capture_output=True
+    with demo_server(lambda workdir: asyncio.run(_link_senders(workdir, arguments.senders))) as server:
+        sequential, concurrent_seconds, parses = asyncio.run(
+            measure(server.url, server.token, arguments.turns, arguments.senders, arguments.concurrency)
         )
-        asyncio.run(_link_senders(workdir, arguments.senders))
-        port = _free_port()
-        server = subprocess.Popen(
-            [sys.executable, "-m", "crmbot", "run", "--port", str(port)],
-            cwd=workdir,
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        try:
-            # The token file appears once the server has started.
-            token_file = workdir / "var" / "api_token"
-            for _ in range(600):
-                if token_file.exists():
-                    break
-                time.sleep(0.1)
-            sequential, concurrent_seconds, parses = asyncio.run(
-                measure(
-                    f"http://127.0.0.1:{port}",
-                    token_file.read_text().strip(),
-                    arguments.turns,
-                    arguments.senders,
-                    arguments.concurrency,
-                )
-            )
-            rss = _rss_mib(server.pid)
-        finally:
-            server.send_signal(signal.SIGINT)
-            server.wait(timeout=15)
+        rss = server.rss_mib()
     ordered = sorted(sequential)
     p95, p99 = ordered[int(len(ordered) * 0.95)], ordered[int(len(ordered) * 0.99)]
     print(

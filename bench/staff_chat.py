@@ -11,17 +11,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import signal
-import socket
 import statistics
-import subprocess
-import sys
-import tempfile
 import time
 from pathlib import Path
 
 import httpx
+from demo_server import demo_server, wait_healthy
 
 # (demo persona, what they write); read-only questions, so every round sees the same data.
 QUESTIONS: tuple[tuple[str, str], ...] = (
@@ -67,29 +62,10 @@ async def _link_senders(workdir: Path, rounds: int) -> None:
         await core.close()
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def _rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
-
-
 async def measure(base: str, token: str, rounds: int) -> dict[tuple[str, str], list[float]]:
     """Latency of every question, `rounds` times each, interleaved so drift hits them all alike."""
     async with httpx.AsyncClient(base_url=base, timeout=60) as client:
-        for _ in range(600):
-            try:
-                if (await client.get("/healthz")).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            await asyncio.sleep(0.1)
+        await wait_healthy(client)
         headers = {"Authorization": f"Bearer {token}"}
 
         async def ask(identity: str, message: str) -> float:
@@ -123,34 +99,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rounds", type=int, default=40)
     arguments = parser.parse_args()
-    with tempfile.TemporaryDirectory() as folder:
-        workdir = Path(folder)
-        env = {key: value for key, value in os.environ.items() if not key.startswith("CRMBOT_")}
-        subprocess.run(
-            [sys.executable, "-m", "crmbot", "demo"], cwd=workdir, env=env, check=True, capture_output=True
-        )
-        asyncio.run(_link_senders(workdir, arguments.rounds))
-        port = _free_port()
-        server = subprocess.Popen(
-            [sys.executable, "-m", "crmbot", "run", "--port", str(port)],
-            cwd=workdir,
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        try:
-            token_file = workdir / "var" / "api_token"
-            for _ in range(600):
-                if token_file.exists():
-                    break
-                time.sleep(0.1)
-            timings = asyncio.run(
-                measure(f"http://127.0.0.1:{port}", token_file.read_text().strip(), arguments.rounds)
-            )
-            rss = _rss_mib(server.pid)
-        finally:
-            server.send_signal(signal.SIGINT)
-            server.wait(timeout=15)
+    with demo_server(lambda workdir: asyncio.run(_link_senders(workdir, arguments.rounds))) as server:
+        timings = asyncio.run(measure(server.url, server.token, arguments.rounds))
+        rss = server.rss_mib()
     print(f"{arguments.rounds} rounds; latency of one turn in ms (median / p95)")
     for (username, message), values in timings.items():
         ordered = sorted(values)
