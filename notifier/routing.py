@@ -385,6 +385,19 @@ async def repair_accepted(session: AsyncSession, event: OutboxEvent) -> list[Mes
     return await _to_customer(session, request, "job_accepted", facts)
 
 
+async def _dispatcher(session: AsyncSession, order_id: int) -> int | None:
+    """Who last dispatched the job (None when it was never dispatched by a person on record)."""
+    found: int | None = (
+        await session.execute(
+            select(RepairOrderChange.actor_id)
+            .where(RepairOrderChange.repair_order_id == order_id, RepairOrderChange.action == "dispatch")
+            .order_by(RepairOrderChange.id.desc())
+            .limit(1)
+        )
+    ).scalar_one_or_none()
+    return found
+
+
 async def repair_declined(session: AsyncSession, event: OutboxEvent) -> list[Message]:
     """The job goes back to whoever dispatched it (else the first manager up from the request), with the
     technician's reason."""
@@ -392,14 +405,7 @@ async def repair_declined(session: AsyncSession, event: OutboxEvent) -> list[Mes
     if found is None:
         return []
     order, request, facts = found
-    dispatcher = (
-        await session.execute(
-            select(RepairOrderChange.actor_id)
-            .where(RepairOrderChange.repair_order_id == order.id, RepairOrderChange.action == "dispatch")
-            .order_by(RepairOrderChange.id.desc())
-            .limit(1)
-        )
-    ).scalar_one_or_none()
+    dispatcher = await _dispatcher(session, order.id)
     if dispatcher is None:
         from core.services.sla import escalation_chain
 
@@ -475,14 +481,7 @@ async def reschedule_answered(session: AsyncSession, event: OutboxEvent) -> list
         return []
     order, _request, facts = found
     payload = event.payload
-    dispatcher = (
-        await session.execute(
-            select(RepairOrderChange.actor_id)
-            .where(RepairOrderChange.repair_order_id == order.id, RepairOrderChange.action == "dispatch")
-            .order_by(RepairOrderChange.id.desc())
-            .limit(1)
-        )
-    ).scalar_one_or_none()
+    dispatcher = await _dispatcher(session, order.id)
     accepted = bool(payload.get("accepted"))
     wanted = [order.technician_id, payload.get("proposed_by_id")] + ([] if accepted else [dispatcher])
     recipients = list(dict.fromkeys(int(user_id) for user_id in wanted if user_id))
