@@ -10,7 +10,7 @@ import unicodedata
 from collections import OrderedDict
 from dataclasses import dataclass
 
-from bot.dialogue import CONTEXT_ENTITIES, Dialogue, State, Turn
+from bot.dialogue import CONTEXT_ENTITIES, MAX_REMEMBERED_BUTTONS, Dialogue, State, Turn, pressed_button
 from bot.i18n import t
 from bot.intents import build_dialogue
 from bot.linking import LinkingFlow
@@ -150,6 +150,9 @@ class Assistant:
             if not text:
                 # A photo without a caption: kept, and tied to the request we are talking about (or the next).
                 return notes + await self._tie_attachments(actor, state, lang)
+            if not PAYLOAD.match(text) and (label := pressed_button(state.buttons, text)) is not None:
+                # A button's label typed as text acts like the button (DESIGN §1).
+                text = label
             parse = parse_payload(text, lang) or await self._nlu.parse(
                 text,
                 ParseContext(now=now, timezone=actor.timezone or self._core.settings.timezone, lang=lang),
@@ -168,11 +171,15 @@ class Assistant:
             for entity in parse.entities:
                 if entity.entity in CONTEXT_ENTITIES:
                     state.context[entity.entity] = entity.value
-            return notes + replies + await self._tie_attachments(actor, state, lang)
+            replies = notes + replies + await self._tie_attachments(actor, state, lang)
+            offered = [(button.title, button.payload) for reply in replies for button in reply.buttons]
+            state.buttons = offered[:MAX_REMEMBERED_BUTTONS]
+            return replies
         except Exception:
             # Never a stack trace to a person: log it, apologise, and drop the half-done task.
             log.exception("turn failed for %s on %s", actor.username, message.channel)
             state.finish()
+            state.buttons = []
             return [Reply(text=t(lang, "error.internal"))]
 
     async def _keep_attachments(

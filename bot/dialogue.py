@@ -1,14 +1,28 @@
-"""Dialogue: one handler per intent, slot filling with validation, confirmation, cancel and fallback."""
+"""Dialogue: forms with typed, versioned state; every message is read first, whatever question is pending.
+
+Reading order for a message while a form waits for an answer (docs/dialogue.md):
+1. a control (cancel, help, continue or drop a kept form) acts at once;
+2. a new value for any slot of the form (also at the confirmation: "change the time to 3pm") updates it,
+   and the next question or the card is shown again;
+3. an answer fills the question;
+4. a different request (a question, a command) is served, and the unfinished form is kept and offered back.
+A command is never taken as an answer; after three answers the form cannot use, it offers help or a person.
+"""
 
 from __future__ import annotations
 
+import copy
 import logging
+import re
+import unicodedata
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, ClassVar
 
-from bot.i18n import t
+from rapidfuzz import fuzz
+
+from bot.i18n import keys, t
 from bot.messages import Button, Reply
 from bot.nlu.types import FALLBACK_INTENT, ParseResult
 from core.auth import Actor
@@ -22,9 +36,40 @@ CONFIRM = "__confirm__"
 MAX_SLOT_ATTEMPTS = 3
 # A message that clearly starts something else while a question is pending switches to it.
 SWITCH_CONFIDENCE = 0.80
-# Entities remembered between turns so "and its warranty?" knows which serial.
+# A description or summary is prose that may look like an intent: past this length it stays the answer.
 FREE_TEXT_SWITCH_LENGTH = 25
+# Entities remembered between turns so "and its warranty?" knows which serial.
 CONTEXT_ENTITIES = ("serial_number", "ticket_id", "job_id", "customer", "deal")
+# The stored state's shape; older versions are read and upgraded, newer ones are not trusted.
+STATE_VERSION = 2
+# Unfinished forms kept while the person asks something else (the newest is offered back).
+MAX_KEPT_FORMS = 2
+# Button-only intents that steer kept forms; they need no training.
+RESUME_INTENT = "resume_form"
+DROP_INTENT = "drop_form"
+# Buttons remembered from the last reply so a typed label acts like the button.
+MAX_REMEMBERED_BUTTONS = 25
+# Where a form's refused corrections wait to be explained (a slot name no form declares).
+REFUSED_CORRECTIONS = "_corrections_refused"
+# Typed labels this similar to a button's (0-100, after normalising) press it; short labels must match.
+BUTTON_LABEL_SIMILARITY = 88
+BUTTON_FUZZY_MIN_LENGTH = 5
+# Slots of these entity kinds are also set by the other one: "后天" changes a visit time's day.
+ENTITY_FAMILIES: dict[str, tuple[str, ...]] = {"time": ("time", "date"), "date": ("date", "time")}
+# Words that say "I am changing what I said", in either language: with them a message that looks like
+# another request ("change the time to 3pm" reads like rescheduling) corrects the form instead.
+CORRECTION_CUE = re.compile(
+    r"\b(change|changed|make it|instead|actually|rather|correction|i meant|i mean|not\b.{1,30}\bbut|"
+    r"switch (it|that) to|set (it|that) to|update (it|that) to|move (it|that) to|oops|sorry)\b"
+    r"|改成|改为|改到|换成|换到|改一下|改下|不是|应该是|其实|我是说|更正|调整为|调成|重新|那就改",
+    re.IGNORECASE,
+)
+# What may stand around a value in a bare answer ("it's Acme", "就是张伟吧") without making it a command.
+ANSWER_FILLERS = re.compile(
+    r"\b(it'?s|it is|the|a|an|is|for|to|please|pls|ok|okay|yes|no|um|uh|just|maybe|i think|that'?s)\b"
+    r"|就是|是|吧|呢|啊|呀|的|好的|嗯|请|那个|这个|可能|应该",
+    re.IGNORECASE,
+)
 
 
 class SlotInvalid(Exception):
@@ -36,8 +81,38 @@ class SlotInvalid(Exception):
 
 
 @dataclass
+class KeptForm:
+    """An unfinished form put aside while the person asked something else."""
+
+    intent: str
+    slots: dict[str, Any]
+    awaiting: str | None
+    offered: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-safe dict."""
+        return {
+            "intent": self.intent, "slots": self.slots, "awaiting": self.awaiting, "offered": self.offered
+        }
+
+    @classmethod
+    def from_json(cls, data: Any) -> KeptForm | None:
+        """Rebuild one kept form; anything malformed is dropped rather than trusted."""
+        if not isinstance(data, dict) or not isinstance(data.get("intent"), str):
+            return None
+        slots = data.get("slots")
+        awaiting = data.get("awaiting")
+        return cls(
+            intent=data["intent"],
+            slots=slots if isinstance(slots, dict) else {},
+            awaiting=awaiting if isinstance(awaiting, str) else None,
+            offered=bool(data.get("offered")),
+        )
+
+
+@dataclass
 class State:
-    """What the conversation remembers between messages (stored as JSON)."""
+    """What the conversation remembers between messages (stored as JSON, versioned)."""
 
     active: str | None = None
     slots: dict[str, Any] = field(default_factory=dict)
@@ -46,16 +121,32 @@ class State:
     context: dict[str, str] = field(default_factory=dict)
     fallbacks: int = 0
     lang: str | None = None
+    kept: list[KeptForm] = field(default_factory=list)
+    buttons: list[tuple[str, str]] = field(default_factory=list)
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> State:
-        """Rebuild from storage, ignoring unknown keys (older versions)."""
-        known = {name: data[name] for name in cls.__dataclass_fields__ if name in data}
-        return cls(**known)
+        """Rebuild from storage: version 1 (no version key) upgrades; a newer version starts afresh."""
+        version = data.get("version", 1)
+        if not isinstance(version, int) or version > STATE_VERSION:
+            log.warning("conversation state version %r is newer than %d: starting afresh",
+                        version, STATE_VERSION)
+            return cls()
+        simple = ("active", "slots", "awaiting", "attempts", "context", "fallbacks", "lang")
+        # A copy: the caller compares the stored dict with the new state to skip writes that change nothing.
+        state = cls(**{name: copy.deepcopy(data[name]) for name in simple if name in data})
+        state.kept = [form for item in data.get("kept") or [] if (form := KeptForm.from_json(item))]
+        state.buttons = [
+            (str(pair[0]), str(pair[1]))
+            for pair in data.get("buttons") or []
+            if isinstance(pair, list | tuple) and len(pair) == 2
+        ]
+        return state
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-safe dict."""
         return {
+            "version": STATE_VERSION,
             "active": self.active,
             "slots": self.slots,
             "awaiting": self.awaiting,
@@ -63,11 +154,60 @@ class State:
             "context": self.context,
             "fallbacks": self.fallbacks,
             "lang": self.lang,
+            "kept": [form.to_json() for form in self.kept],
+            "buttons": [list(pair) for pair in self.buttons],
         }
 
     def finish(self) -> None:
-        """Forget the task in progress (context and language stay)."""
+        """Forget the form in progress (context, kept forms and language stay)."""
         self.active, self.slots, self.awaiting, self.attempts = None, {}, None, 0
+
+    def keep(self) -> None:
+        """Put the form in progress aside (the newest kept form is the one offered back)."""
+        if self.active is None:
+            return
+        self.kept = [form for form in self.kept if form.intent != self.active]
+        self.kept.append(KeptForm(intent=self.active, slots=self.slots, awaiting=self.awaiting))
+        self.kept = self.kept[-MAX_KEPT_FORMS:]
+        self.finish()
+
+    def resume(self) -> KeptForm | None:
+        """Take the newest kept form back into progress (the one in progress, if any, is kept instead)."""
+        if not self.kept:
+            return None
+        form = self.kept.pop()
+        self.keep()
+        self.active, self.slots, self.awaiting, self.attempts = form.intent, form.slots, form.awaiting, 0
+        return form
+
+
+def _normalised_label(text: str) -> str:
+    """A label as people type it: case, blanks, punctuation, symbols and emoji do not matter."""
+    kept = (char for char in unicodedata.normalize("NFKC", text).casefold()
+            if unicodedata.category(char)[0] not in "PSZC")
+    return "".join(kept)
+
+
+def pressed_button(buttons: Sequence[tuple[str, str]], text: str) -> str | None:
+    """The payload of the offered button whose label the person typed (typos tolerated on long labels)."""
+    typed = _normalised_label(text)
+    if not typed:
+        return None
+    labels = [(_normalised_label(title), payload) for title, payload in buttons]
+    exact = [payload for label, payload in labels if label and label == typed]
+    if exact:
+        return exact[0]
+    if len(typed) < BUTTON_FUZZY_MIN_LENGTH:
+        return None
+    scored = [
+        (fuzz.ratio(label, typed), payload)
+        for label, payload in labels
+        if len(label) >= BUTTON_FUZZY_MIN_LENGTH
+    ]
+    best = max(scored, default=(0.0, ""))
+    close = [payload for score, payload in scored if score >= BUTTON_LABEL_SIMILARITY]
+    # Two labels about as close as each other ("Accept RO-1" / "Accept RO-7") are no answer: not a press.
+    return best[1] if len(close) == 1 else None
 
 
 @dataclass
@@ -109,13 +249,35 @@ class Turn:
         """A value from this message, else from earlier in the conversation."""
         return self.entity(name) or self.state.context.get(name)
 
+    def says_any(self, kinds: Sequence[str]) -> bool:
+        """Whether this message carries an entity of one of these kinds."""
+        return any(self.parse.entity(kind) is not None for kind in kinds)
+
+    def remainder(self) -> str:
+        """The message without its entities and filler words: what is left says what the person wants."""
+        text = self.text
+        spans = sorted(
+            ((item.start, item.end) for item in self.parse.entities
+             if 0 <= item.start < item.end <= len(text)),
+            reverse=True,
+        )
+        for start, end in spans:
+            text = text[:start] + " " + text[end:]
+        for item in self.parse.entities:
+            # Extractors that do not report offsets (a scripted parse, a remote engine) still name the text.
+            for said in (item.text, item.value):
+                if said and len(said) > 1:
+                    text = re.sub(re.escape(said), " ", text, flags=re.IGNORECASE)
+        text = ANSWER_FILLERS.sub(" ", text)
+        return " ".join(_normalised_label(word) for word in text.split() if _normalised_label(word))
+
 
 @dataclass(frozen=True)
 class Slot:
     """Something a handler needs before it can act.
 
     `entity` fills it from NLU entities; `remember` also from the conversation context; `free_text`
-    takes the whole answer when asked.
+    takes the whole answer when asked; `correctable` lets a later message change it ("make it 3pm").
     """
 
     name: str
@@ -124,15 +286,31 @@ class Slot:
     required: bool = True
     free_text: bool = False
     remember: bool = False
+    correctable: bool = True
+
+    @property
+    def entity_kinds(self) -> tuple[str, ...]:
+        """The entity kinds that can give this slot a value."""
+        if self.entity is None:
+            return ()
+        return ENTITY_FAMILIES.get(self.entity, (self.entity,))
 
 
 class Handler:
-    """Base of intent handlers: declare slots, validate answers, confirm if needed, then act via core."""
+    """Base of intent handlers (forms): slots, extract/validate/ask per slot, confirm, then act via core.
+
+    Per-slot behaviour lives in methods the base class dispatches to by name — `extract_<slot>(turn)`,
+    `validate_<slot>(turn, raw)`, `ask_<slot>(turn)` — so a form reads as one method per question.
+    """
 
     intent: ClassVar[str] = ""
     roles: ClassVar[frozenset[Role] | None] = None
     slots: ClassVar[tuple[Slot, ...]] = ()
     needs_confirmation: ClassVar[bool] = False
+
+    def slot(self, name: str) -> Slot | None:
+        """The declared slot called `name`."""
+        return next((item for item in self.slots if item.name == name), None)
 
     async def prefill(self, turn: Turn) -> None:
         """Take what the first message already says (entities, then remembered context)."""
@@ -149,7 +327,10 @@ class Handler:
                     continue
 
     async def fill_from_answer(self, turn: Turn, slot: Slot) -> Any:
-        """The value an answer gives for `slot` (entity of the slot's kind, else the text itself)."""
+        """The value an answer gives for `slot` (`extract_<slot>`, else its entity, else the text itself)."""
+        extract = getattr(self, f"extract_{slot.name}", None)
+        if extract is not None:
+            return await extract(turn)
         raw: str | None = turn.entity(slot.entity) if slot.entity else None
         if raw is None:
             raw = turn.text.strip()
@@ -158,12 +339,46 @@ class Handler:
         return await self.validate(turn, slot, raw)
 
     async def validate(self, turn: Turn, slot: Slot, raw: str) -> Any:
-        """Check and convert a raw value; raise SlotInvalid with a hint. Default: accept text."""
+        """Check and convert a raw value (`validate_<slot>`); raise SlotInvalid with a hint. Default: text."""
+        check = getattr(self, f"validate_{slot.name}", None)
+        if check is not None:
+            return await check(turn, raw)
         return raw.strip()[:2000]
 
     async def ask(self, turn: Turn, slot: Slot) -> list[Reply]:
-        """The question for a missing slot (override to offer buttons)."""
+        """The question for a missing slot (`ask_<slot>`, else the slot's prompt)."""
+        question = getattr(self, f"ask_{slot.name}", None)
+        if question is not None:
+            replies: list[Reply] = await question(turn)
+            return replies
         return [turn.say(slot.prompt)]
+
+    async def correct(self, turn: Turn) -> list[str]:
+        """Take the values this message gives for slots other than the one asked; the names of those changed.
+
+        Said now beats said before. A new value that does not fit is explained and the old one kept; a
+        slot not filled yet simply stays to be asked ("leaking since yesterday" is no visit time).
+        """
+        changed: list[str] = []
+        for slot in self.slots:
+            asked_now = slot.name == turn.state.awaiting
+            if not slot.correctable or asked_now or not turn.says_any(slot.entity_kinds):
+                continue
+            had = slot.name in turn.slots
+            before = turn.slots.get(slot.name)
+            try:
+                value = await self.fill_from_answer(turn, slot)
+            except SlotInvalid as invalid:
+                if had:
+                    turn.slots[slot.name] = before
+                    turn.slots.setdefault(REFUSED_CORRECTIONS, []).append(invalid.hint)
+                else:
+                    turn.slots.pop(slot.name, None)
+                continue
+            turn.slots[slot.name] = value
+            if not had or value != before:
+                changed.append(slot.name)
+        return changed
 
     async def confirmation(self, turn: Turn) -> Reply:
         """The summary shown before acting."""
@@ -176,6 +391,11 @@ class Handler:
     def missing(self, turn: Turn) -> Slot | None:
         """The next required slot without a value."""
         return next((slot for slot in self.slots if slot.required and slot.name not in turn.slots), None)
+
+    def title(self, turn: Turn) -> str:
+        """What this form is, for "shall we go on with …?"."""
+        key = f"intent_names.{self.intent}"
+        return turn.t(key) if key in keys(turn.lang) or key in keys("en") else self.intent
 
 
 HandlerFactory = Callable[[], Handler]
@@ -194,7 +414,7 @@ def role_reading(role: Role, intent: str, turn: Turn) -> str:
 
 
 class Dialogue:
-    """Routes each parsed message to the right handler and keeps the slot-filling state."""
+    """Routes each parsed message to the right form and keeps the form state (see the module docstring)."""
 
     def __init__(
         self, handlers: Sequence[Handler], fallback: Callable[[Turn], Awaitable[list[Reply]]]
@@ -207,35 +427,68 @@ class Dialogue:
         return self._handlers.get(intent)
 
     async def respond(self, turn: Turn) -> list[Reply]:
-        """One step of the conversation."""
+        """One step of the conversation, then the offer of a form kept aside if nothing is in progress."""
+        replies = await self._read(turn)
+        return [*replies, *self._offer_kept(turn)]
+
+    async def _read(self, turn: Turn) -> list[Reply]:
         state, intent = turn.state, turn.parse.intent
+        if intent == RESUME_INTENT:
+            return await self._resume(turn)
+        if intent == DROP_INTENT:
+            dropped = state.kept.pop() if state.kept else None
+            return [turn.say("dialogue.dropped" if dropped else "dialogue.nothing_to_cancel")]
         active = self._handlers.get(state.active) if state.active else None
         if intent == "cancel":
-            had_task = active is not None
+            if active is None and state.kept:
+                state.kept.pop()
+                return [turn.say("dialogue.cancelled")]
             state.finish()
-            return [turn.say("dialogue.cancelled" if had_task else "dialogue.nothing_to_cancel")]
-        if active is not None and state.awaiting:
-            if intent == "help":
-                helper = self._handlers["help"]
-                return [*await helper.execute(turn), *await self._reask(turn, active)]
-            if not self._other_intent(turn, active):
-                return await self._answer(turn, active)
-            slot = next((item for item in active.slots if item.name == state.awaiting), None)
-            if slot is not None and not slot.free_text:
-                # "Acme kitchen" may parse as customer_overview, yet it is the customer we asked for:
-                # an answer that fits the question wins over a new intent.
+            return [turn.say("dialogue.cancelled" if active is not None else "dialogue.nothing_to_cancel")]
+        if active is None or not state.awaiting:
+            return await self.start(turn, intent)
+        if intent == "help":
+            helper = self._handlers["help"]
+            return [*await helper.execute(turn), *await self._reask(turn, active)]
+        filled = set(state.slots)
+        changed = await active.correct(turn) if self._may_correct(turn, active) else []
+        corrected = [name for name in changed if name in filled]
+        refused = [Reply(text=hint) for hint in state.slots.pop(REFUSED_CORRECTIONS, [])]
+        if state.awaiting == CONFIRM:
+            if changed or refused:
+                return [*refused, *self._updated(turn, corrected), *await self._advance(turn, active)]
+            if intent == "affirm":
+                return await self._run(turn, active)
+            if intent == "deny":
+                state.finish()
+                return [turn.say("dialogue.not_done")]
+            if self._is_command(turn, active):
+                return await self._interrupt(turn)
+            return [turn.say("dialogue.confirm_hint"), await active.confirmation(turn)]
+        if corrected or refused:
+            # "OP-6, lost" answers the stage question and corrects the deal in one message; "make it 3pm"
+            # says nothing for the question asked, which is simply asked again.
+            slot = active.slot(state.awaiting)
+            if slot is not None and self._answers_too(turn, slot):
+                try:
+                    state.slots[slot.name] = await active.fill_from_answer(turn, slot)
+                except SlotInvalid as invalid:
+                    refused.append(Reply(text=invalid.hint))
+            return [*refused, *self._updated(turn, corrected), *await self._advance(turn, active)]
+        if self._is_command(turn, active):
+            return await self._interrupt(turn)
+        if self._confident_other(turn, active):
+            # A bare value that parses as another request ("Acme kitchen"): the answer if it fits the
+            # question, else the request is served and the form kept.
+            slot = active.slot(state.awaiting)
+            if slot is not None:
                 try:
                     state.slots[slot.name] = await active.fill_from_answer(turn, slot)
                 except SlotInvalid:
-                    pass
-                else:
-                    state.attempts = 0
-                    return await self._advance(turn, active)
-            elif slot is not None and len(turn.text) > FREE_TEXT_SWITCH_LENGTH:
-                # A description or summary is prose that may look like an intent: keep it as the answer.
-                return await self._answer(turn, active)
-            state.finish()
-        return await self.start(turn, intent)
+                    return await self._interrupt(turn)
+                state.attempts = 0
+                return await self._advance(turn, active)
+        return await self._answer(turn, active)
 
     async def start(self, turn: Turn, intent: str) -> list[Reply]:
         """Begin a handler for `intent` with what this message says."""
@@ -251,20 +504,15 @@ class Dialogue:
                 *await self._handlers["help"].execute(turn),
             ]
         state.finish()
+        # Starting the same form afresh replaces the one kept aside.
+        state.kept = [form for form in state.kept if form.intent != intent]
         state.active = intent
         await handler.prefill(turn)
         return await self._advance(turn, handler)
 
     async def _answer(self, turn: Turn, handler: Handler) -> list[Reply]:
         state = turn.state
-        if state.awaiting == CONFIRM:
-            if turn.parse.intent == "affirm":
-                return await self._run(turn, handler)
-            if turn.parse.intent == "deny":
-                state.finish()
-                return [turn.say("dialogue.not_done")]
-            return [turn.say("dialogue.confirm_hint"), await handler.confirmation(turn)]
-        slot = next((item for item in handler.slots if item.name == state.awaiting), None)
+        slot = handler.slot(state.awaiting or "")
         if slot is None:
             state.finish()
             return await self.start(turn, turn.parse.intent)
@@ -277,8 +525,7 @@ class Dialogue:
                 return [turn.say("dialogue.cancelled")]
             state.attempts += 1
             if state.attempts >= MAX_SLOT_ATTEMPTS:
-                state.finish()
-                return [Reply(text=invalid.hint), turn.say("dialogue.gave_up")]
+                return [Reply(text=invalid.hint), self._stuck(turn)]
             return [Reply(text=invalid.hint), *await handler.ask(turn, slot)]
         state.attempts = 0
         return await self._advance(turn, handler)
@@ -309,12 +556,94 @@ class Dialogue:
         state = turn.state
         if state.awaiting == CONFIRM:
             return [await handler.confirmation(turn)]
-        slot = next((item for item in handler.slots if item.name == state.awaiting), None)
+        slot = handler.slot(state.awaiting or "")
         return await handler.ask(turn, slot) if slot else []
 
-    def _other_intent(self, turn: Turn, active: Handler) -> bool:
-        """Whether a message during a pending question confidently asks for something else."""
+    async def _interrupt(self, turn: Turn) -> list[Reply]:
+        """Serve a different request; the unfinished form is kept and offered back once nothing is pending."""
+        turn.state.keep()
+        return await self.start(turn, turn.parse.intent)
+
+    async def _resume(self, turn: Turn) -> list[Reply]:
+        form = turn.state.resume()
+        handler = self._handlers.get(form.intent) if form else None
+        if handler is None:
+            turn.state.finish()
+            return [turn.say("dialogue.nothing_kept")]
+        turn.state.attempts = 0
+        if turn.state.awaiting is None:
+            return await self._advance(turn, handler)
+        return await self._reask(turn, handler)
+
+    def _stuck(self, turn: Turn) -> Reply:
+        """Three answers the form could not use: keep it, and offer help, a person, or to try again."""
+        turn.state.keep()
+        turn.state.kept[-1].offered = True
+        return turn.say(
+            "dialogue.stuck",
+            turn.button("dialogue.try_again", f"/{RESUME_INTENT}"),
+            turn.button("dialogue.help_button", "/help"),
+            turn.button("fallback.human_button", "/human_handoff"),
+            turn.button("dialogue.drop_button", f"/{DROP_INTENT}"),
+        )
+
+    def _offer_kept(self, turn: Turn) -> list[Reply]:
+        """Once nothing is in progress, offer the newest form kept aside — once."""
+        state = turn.state
+        if state.active is not None or not state.kept or state.kept[-1].offered:
+            return []
+        form = state.kept[-1]
+        form.offered = True
+        handler = self._handlers.get(form.intent)
+        if handler is None:
+            state.kept.pop()
+            return []
+        return [turn.say(
+            "dialogue.offer_kept",
+            turn.button("dialogue.continue_button", f"/{RESUME_INTENT}"),
+            turn.button("dialogue.drop_button", f"/{DROP_INTENT}"),
+            form=handler.title(turn),
+        )]
+
+    @staticmethod
+    def _updated(turn: Turn, corrected: list[str]) -> list[Reply]:
+        return [turn.say("dialogue.updated")] if corrected else []
+
+    @staticmethod
+    def _answers_too(turn: Turn, slot: Slot) -> bool:
+        """Whether a correcting message also answers the question asked (its entity, or words of its own)."""
+        if slot.entity and turn.says_any(slot.entity_kinds):
+            return True
+        return bool(turn.remainder()) and not CORRECTION_CUE.search(turn.text)
+
+    def _may_correct(self, turn: Turn, active: Handler) -> bool:
+        """Whether this message may change the form's values: it restates the form, is a plain value or a
+        yes/no with one ("no, 3pm"), or says it corrects; a confident other request does not."""
+        parse = turn.parse
+        if parse.intent in (active.intent, "affirm", "deny"):
+            return True
+        if CORRECTION_CUE.search(turn.text):
+            return True
+        return not self._confident_other(turn, active)
+
+    def _confident_other(self, turn: Turn, active: Handler) -> bool:
         parse = turn.parse
         if parse.intent in ("affirm", "deny", "out_of_scope", FALLBACK_INTENT, active.intent):
             return False
         return parse.intent in self._handlers and parse.confidence >= SWITCH_CONFIDENCE
+
+    def _is_command(self, turn: Turn, active: Handler) -> bool:
+        """A confident different request that is more than a bare value: served, never taken as an answer.
+
+        "Acme kitchen" may parse as customer_overview, yet as the answer to "which customer?" it is the
+        value asked for; "show me Northern Star Appliances" says more than a name, so it is a command.
+        """
+        if not self._confident_other(turn, active):
+            return False
+        awaiting = turn.state.awaiting
+        slot = active.slot(awaiting) if awaiting and awaiting != CONFIRM else None
+        if slot is not None and slot.free_text and len(turn.text) > FREE_TEXT_SWITCH_LENGTH:
+            return False
+        if awaiting == CONFIRM:
+            return True
+        return bool(turn.remainder())

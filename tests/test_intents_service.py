@@ -219,9 +219,12 @@ async def test_three_bad_times_give_up_without_opening(core: Core, world: World)
     await chat.say("my washer WM2023-00917 is leaking", "open_service_request", serial_number="WM2023-00917")
     for _ in range(2):
         await chat.say("last week", "nlu_fallback", date="2026-06-08")
-    gave_up = texts(await chat.say("last week", "nlu_fallback", date="2026-06-08"))
-    assert "nothing was changed" in gave_up
-    assert "Good. What can I do for you?" in texts(await chat.say("yes", "affirm"))
+    stuck = await chat.say("last week", "nlu_fallback", date="2026-06-08")
+    assert "I can't use that answer" in texts(stuck)
+    assert payloads(stuck) == ["/resume_form", "/help", "/human_handoff", "/drop_form"]
+    # What was said is kept: "Try again" (typed, like the button) goes back to the visit-time question.
+    assert "When would you like" in texts(await chat.say("try again"))
+    assert "Good. What can I do for you?" not in texts(await chat.say("no", "deny"))
     assert await requests(core) == []
 
 

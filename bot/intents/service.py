@@ -949,8 +949,10 @@ class RateService(ServiceHandler):
     intent = "rate_service"
     roles: ClassVar[frozenset[Role] | None] = frozenset({Role.CUSTOMER})
     slots: ClassVar[tuple[Slot, ...]] = (
-        Slot("ticket", "rating.ask_ticket", entity="ticket_id", remember=True),
-        Slot("rating", "rating.ask", entity="rating"),
+        # Recorded as soon as both are known, so a later message never "corrects" them: a new rating is a
+        # new request (already rated, or another ticket).
+        Slot("ticket", "rating.ask_ticket", entity="ticket_id", remember=True, correctable=False),
+        Slot("rating", "rating.ask", entity="rating", correctable=False),
         # Asked once the rating is recorded (execute sets it as the pending question); never required. Not
         # free text: a message that confidently asks for something else is done instead (fill_from_answer).
         Slot("comment", "survey_chat.ask_comment", required=False),
