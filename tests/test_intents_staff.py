@@ -10,7 +10,7 @@ from sqlalchemy import func, select
 
 from bot.assistant import Assistant, RateLimit
 from bot.i18n import keys, t
-from bot.intents import sales
+from bot.intents import sales, smalltalk
 from bot.messages import Reply
 from bot.nlu.types import Entity, ParseResult
 from core.container import Core
@@ -721,3 +721,59 @@ async def test_unknown_part_short_stock_and_no_change_nothing(core: Core, world:
     job_row = await order(core, 1)
     assert (job_row.status, job_row.total_charge, job_row.work_summary) == ("accepted", Decimal("0.00"), "")
     assert await stock(core, "ST-N", "P-100") == 3 and await count(core, RepairPart) == 0
+
+
+# --- out of scope and not understood (issue #12) ----------------------------------------------------
+
+
+def all_payloads(replies: list[Reply]) -> list[str]:
+    """Every button payload of the replies, in order."""
+    return [button.payload for reply in replies for button in reply.buttons]
+
+
+async def test_out_of_scope_gets_cannot_help_with_the_roles_own_suggestions(core: Core, world: World) -> None:
+    nlu = ScriptedNlu()
+    customer = staff_chat(core, nlu, "acme-buyer")
+    nlu.expect("out_of_scope", 0.99, ranking=(("out_of_scope", 0.99), ("my_jobs", 0.004)))
+    replies = await customer.say("what's the weather tomorrow")
+    assert replies[0].text.startswith("Sorry, I can't help with that.")
+    assert all_payloads(replies) == ["/check_warranty", "/open_service_request", "/check_request_status",
+                                 "/search_knowledge"]
+    technician = staff_chat(core, nlu, "tech.north")
+    nlu.expect("out_of_scope", 0.99, ranking=(("out_of_scope", 0.99), ("accept_job", 0.01)))
+    replies = await technician.say("讲个笑话")
+    assert replies[0].text.startswith("抱歉，这个我帮不了您")
+    assert all_payloads(replies) == ["/my_jobs", "/accept_job", "/complete_job", "/on_my_way"]
+    # Out of scope is no misunderstanding: asked again and again, nobody is handed to a person.
+    for _ in range(3):
+        nlu.expect("out_of_scope", 0.99)
+        assert "/human_handoff" not in all_payloads(await technician.say("tell me a joke"))
+
+
+async def test_a_guess_is_offered_only_when_the_role_can_use_it(core: Core, world: World) -> None:
+    nlu = ScriptedNlu()
+    rep = staff_chat(core, nlu, "rep.north")
+    nlu.expect("nlu_fallback", 0.3, ranking=(("nlu_fallback", 0.3), ("my_jobs", 0.25), ("list_deals", 0.2),
+                                               ("accept_job", 0.15)))
+    guess, suggestions = await rep.say("jobz and dealz")
+    assert [button.payload for button in guess.buttons] == ["/list_deals"]
+    assert [button.payload for button in suggestions.buttons] == ["/log_visit", "/pipeline_summary",
+                                                                   "/list_visits"]
+    # Noise-level scores are no guess at all: only the role's suggestions.
+    nlu.expect("nlu_fallback", 0.2, ranking=(("nlu_fallback", 0.2), ("list_deals", 0.05)))
+    [plain] = await rep.say("qwerty")
+    assert all_payloads([plain]) == ["/list_deals", "/log_visit", "/pipeline_summary", "/list_visits"]
+    # A customer's "my jobs" reads as their requests: that is what is offered to them.
+    customer = staff_chat(core, nlu, "acme-buyer")
+    nlu.expect("nlu_fallback", 0.3, ranking=(("nlu_fallback", 0.3), ("my_jobs", 0.2), ("dispatch_job", 0.2)))
+    replies = await customer.say("wher my thing")
+    assert [button.payload for button in replies[0].buttons] == ["/check_request_status"]
+
+
+def test_asking_for_someones_phone_is_not_asking_for_a_person() -> None:
+    assert not smalltalk.asks_for_a_person("Oliver Smith的电话是多少")
+    assert not smalltalk.asks_for_a_person("what's Li Na's phone number?")
+    asking = ("I want to talk to a person", "转人工", "human please", "please call me back", "给我回个电话",
+              "can I speak to your manager")
+    for text in asking:
+        assert smalltalk.asks_for_a_person(text), text
