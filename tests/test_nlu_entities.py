@@ -10,7 +10,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from bot.nlu.entities import EntityExtractor, cn_number, extract_entities
+from bot.nlu.entities import EntityExtractor, cn_number, extract_entities, stage_value
 from bot.nlu.types import Entity, ParseContext
 
 NOW = datetime(2026, 6, 15, 10, 0, tzinfo=ZoneInfo("Asia/Shanghai"))
@@ -148,11 +148,20 @@ def test_rating(text: str, expected: tuple[str, int, int] | None) -> None:
         ("进入商务谈判", ("negotiation", 2, 6)),
         ("华为赢单了", ("closed_won", 2, 4)),
         ("改成方案阶段", ("proposal", 2, 6)),
+        # Confirming there is a need comes before analysing it, as the training data says.
+        ("北京四中项目需求确认完了", ("qualification", 6, 10)),
         ("washing machine won't drain", None),
     ],
 )
 def test_stage(text: str, expected: tuple[str, int, int] | None) -> None:
     assert one(text, "stage") == expected
+
+
+def test_stage_value_is_the_one_vocabulary() -> None:
+    assert [stage_value(term) for term in ("需求确认", "Needs Analysis", "closed_won", "谈判", "banana")] == [
+        "qualification", "needs_analysis", "closed_won", "negotiation", None]
+    extractor = EntityExtractor(lexicon={"stage": {"没戏了": "closed_lost"}})
+    assert (extractor.stage_value("没戏了"), extractor.stage_value("赢单")) == ("closed_lost", "closed_won")
 
 
 def test_stage_synonyms_from_training_data() -> None:

@@ -385,8 +385,8 @@ async def test_close_date_in_the_past_is_refused_for_an_open_deal(core: Core, wo
     rep = staff_chat(core, nlu, "rep.north")
     question = await rep.text("push OP-1 close date to 1 June", "update_deal", date="2026-06-01")
     assert question == (
-        "Mon 1 Jun is in the past; an open deal needs a close date from today on. Nothing was "
-        'changed.\nWhen is it expected to close? For example "end of March" or "30 June".'
+        "The close date is not changed: Mon 1 Jun is in the past, and an open deal needs a close date from "
+        'today on.\nWhat is the new expected close date? For example "end of March".'
     )
     card = (await rep.say("30 July", "nlu_fallback", 0.3, date="2026-07-30"))[-1]
     assert card.text.splitlines()[1:] == ["Expected close: Tue 30 Jun → Thu 30 Jul"]

@@ -1,29 +1,63 @@
-"""Sales staff intents: log a visit, update a deal; the helpers every staff intent shares."""
+"""Sales staff intents: log a visit, change or open a deal, list visits and deals; the helpers every staff
+intent shares (what is read from messages lives in bot/parsing.py, who and which deal in
+bot/grounding_sales.py)."""
 
 from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any, ClassVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from rapidfuzz import fuzz, process, utils
+from rapidfuzz import fuzz, utils
 
 from bot.dialogue import Handler, Slot, SlotInvalid, Turn
+from bot.grounding_sales import (
+    CJK,
+    LATIN_WORD,
+    STOP_WORDS,
+    WORD_MATCH,
+    Candidate,
+    DealFound,
+    deal_by_ref,
+    deal_refs,
+    find_customers,
+    ground_deal,
+    pick,
+)
 from bot.messages import Button, Reply
-from core.domain.enums import DEFAULT_STAGE_PROBABILITY, OpportunityStage, Role
+from bot.nlu.entities import MONTH_NAME_RE, extract_entities
+from bot.nlu.types import ParseContext
+from bot.parsing import (
+    APPROXIMATE,
+    OPEN_STAGES,
+    STAGES,
+    amount_in_text,
+    closing_spans,
+    month_end,
+    month_number,
+    parse_amount,
+    parse_probability,
+    parse_when,
+    percent_reading,
+    quarter_bounds,
+    read_probability,
+    stage_in_text,
+    stage_of,
+    without_percentages,
+)
+from bot.parsing import money as format_money
+from core.auth import require_role
+from core.domain.enums import DEFAULT_STAGE_PROBABILITY, OpportunityStage, Role, TaskKind
 from core.errors import NotFound, ValidationFailed
 from core.schemas import OpportunityIn, OpportunityOut, OpportunityPatch, VisitIn, VisitOut
 
 SALES_ROLES = frozenset({Role.REP, Role.MANAGER})
 STAFF_ROLES = frozenset({Role.REP, Role.MANAGER, Role.AGENT, Role.TECHNICIAN})
-STAGES: tuple[str, ...] = tuple(stage.value for stage in OpportunityStage)
-OPEN_STAGES: tuple[str, ...] = STAGES[:4]
-CENT = Decimal("0.01")
 
 # --- small shared helpers (field.py uses them too) ---------------------------------------------------
 
@@ -63,9 +97,15 @@ def moment_label(turn: Turn, moment: datetime) -> str:
     return f"{day_label(turn, local.date())} {local:%H:%M}"
 
 
-def money(value: Decimal | float | int | str) -> str:
-    """¥12,345.50"""
-    return f"¥{Decimal(str(value)):,.2f}"
+def money(value: Decimal | float | int | str, currency: str | None = None) -> str:
+    """An amount with its currency's sign ('¥12,345.50'); without a currency, the configured one's
+    default (CNY) — pass the deal's or `currency(turn)` where the record or the settings say."""
+    return format_money(value, currency or "CNY")
+
+
+def currency(turn: Turn) -> str:
+    """The configured currency (CRMBOT_CURRENCY), for amounts that are not a record's own."""
+    return turn.core.settings.currency
 
 
 def spoken(turn: Turn) -> str:
@@ -96,20 +136,6 @@ def short(text: str, limit: int = 60) -> str:
     """One line, cut with an ellipsis."""
     flat = " ".join(text.split())
     return flat if len(flat) <= limit else flat[: limit - 1].rstrip() + "…"
-
-
-def parse_when(value: str, tz: ZoneInfo) -> date | datetime | None:
-    """An NLU date ('2026-06-19') or time ('2026-06-19T15:00:00+08:00'); local midnight counts as a date."""
-    raw = value.strip()
-    try:
-        if len(raw) == 10:
-            return date.fromisoformat(raw)
-        moment = datetime.fromisoformat(raw.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    moment = moment if moment.tzinfo else moment.replace(tzinfo=tz)
-    local = moment.astimezone(tz)
-    return local.date() if local.time() == time(0) else moment
 
 
 def whens(turn: Turn) -> list[date | datetime]:
@@ -166,168 +192,7 @@ class StaffHandler(Handler):
         return [turn.say(slot.prompt)]
 
 
-# --- finding customers by what people call them -----------------------------------------------------
-
-CJK = re.compile("[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
-CJK_RUN = re.compile("[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]+")
-LATIN_WORD = re.compile(r"[A-Za-z0-9][A-Za-z0-9&'’.\-]*")
-CODE_LIKE = re.compile(r"(?<![A-Za-z0-9-])([A-Za-z]{1,12}-?\d{1,12}(?:-[A-Za-z0-9]{1,12})*)(?![A-Za-z0-9-])")
-CLAUSE = re.compile(r"[,.;:!?，。；：！？、\n()（）\"“”‘’\[\]]+")
-# Scores are rapidfuzz WRatio (0–100). A name typed on its own may be rougher than one inside a sentence,
-# where every word is a candidate and chance similarities must not count.
-WHOLE_CUTOFF = 75.0
-MESSAGE_CUTOFF = 80.0
-WORD_MATCH = 85.0
-PAIR_BUDGET = 400_000
-CLEAR_MARGIN = 10.0
-MAX_CHOICES = 5
-MAX_FRAGMENTS = 300
-STOP_WORDS = frozenset((
-    "a", "an", "the", "and", "or", "but", "with", "without", "to", "of", "for", "on", "at", "in", "by",
-    "from", "about", "into", "via", "per", "as", "is", "are", "was", "were", "be", "been", "i", "we",
-    "he", "she", "they", "it", "me", "my", "our", "your", "his", "her", "their", "them", "us", "you",
-    "this", "that", "these", "those", "there", "here", "today", "yesterday", "tomorrow", "tonight",
-    "morning", "afternoon", "evening", "week", "month", "quarter", "year", "day", "next", "last",
-    "visit", "visited", "visiting", "met", "meet", "meeting", "call", "called", "phone", "phoned",
-    "emailed", "saw", "see", "show", "tell", "give", "discuss", "discussed", "talked", "talk", "spoke",
-    "about", "regarding", "re", "renewal", "deal", "deals", "order", "orders", "quote", "quotation",
-    "send", "sent", "step", "steps", "follow", "up", "followup", "log", "logged", "please", "pipeline",
-    "overview", "customer", "customers", "client", "move", "moved", "update", "set", "mark", "change",
-    "stage", "amount", "close", "closing", "date", "won", "lost", "negotiation", "proposal", "corp",
-    "corporation", "co", "company", "ltd", "limited", "inc", "group", "llc", "plc", "gmbh", "mr", "mrs",
-    "ms", "dr", "mon", "tue", "wed", "thu", "fri", "sat", "sun", "monday", "tuesday", "wednesday",
-    "thursday", "friday", "saturday", "sunday",
-    # Trade words many customer names share: alone they say nothing about which customer.
-    "appliance", "appliances", "home", "kitchen", "kitchens", "electric", "electrical", "electronics",
-    "supply", "supplies", "store", "stores", "shop", "online", "retail", "retailer", "distribution",
-    "distributor", "distributors", "wholesale", "trading", "market", "mall", "center", "centre", "plaza",
-    "team", "service", "services", "new", "line", "product", "products", "showroom", "promotion",
-    "promotions", "price", "pricing", "contract", "washing", "machine", "machines", "dishwasher", "fridge",
-    "hotel", "restaurant", "district", "city",
-    # Words of asking for something, not names.
-    "want", "need", "like", "pls", "plz", "opportunity", "opportunities", "create", "open", "add", "list",
-))
-FILLER_WORDS = frozenset(("a", "an", "the", "and", "of", "for", "to", "at", "in", "on", "with"))
-CJK_STOP = frozenset((
-    "公司", "有限", "有限公司", "集团", "股份", "责任", "今天", "昨天", "明天", "后天", "拜访", "拜访了",
-    "客户", "下一步", "续约", "报价", "聊了", "讨论", "一下", "看看", "概况", "销售", "商机", "工单",
-    "谈判", "阶段", "推进", "金额", "本季度", "我们", "他们", "一起", "见了", "发报价", "周一", "周二",
-    "周三", "周四", "周五", "周六", "周日",
-    "家电", "电器", "商行", "连锁", "超市", "商城", "广场", "批发", "卖场", "专卖", "专卖店", "门店",
-    "商场", "厨电", "家居", "采购", "促销", "返利", "年度", "合同", "订单", "价格", "样品", "展厅",
-))
-
-
-@dataclass(frozen=True, slots=True)
-class Candidate:
-    """A customer (or anything with a code and a name) and how well it matched."""
-
-    code: str
-    name: str
-    score: float
-
-
-def fragments(text: str, limit: int = MAX_FRAGMENTS) -> list[str]:
-    """Pieces of a message that could be a name: runs of 1–4 words, and 2–8 characters of Chinese
-    (shortest first, so a long message loses its least likely pieces when cut to `limit`)."""
-    found: list[str] = []
-    for clause in CLAUSE.split(text):
-        for run in CJK_RUN.findall(clause):
-            for size in range(2, min(8, len(run)) + 1):
-                for start in range(len(run) - size + 1):
-                    piece = run[start : start + size]
-                    if piece not in CJK_STOP:
-                        found.append(piece)
-        for chunk in CJK_RUN.split(clause):
-            words = LATIN_WORD.findall(chunk)
-            for size in range(1, 5):
-                for start in range(len(words) - size + 1):
-                    group = words[start : start + size]
-                    if all(word.casefold().strip(".'’") in STOP_WORDS for word in group):
-                        continue
-                    piece = " ".join(group)
-                    if sum(char.isalnum() for char in piece) >= 3:
-                        found.append(piece)
-    unique = list(dict.fromkeys(found))
-    unique.sort(key=lambda piece: len(piece.split()) if not CJK.search(piece) else (len(piece) + 1) // 2)
-    return unique[:limit]
-
-
-def whole_words_match(piece: str, name: str) -> bool:
-    """Every distinctive word of a Latin fragment is (nearly) a whole word of the name: WRatio alone would
-    find 'line' inside 'Online'."""
-    if CJK.search(piece):
-        return True
-    words = [word for word in utils.default_process(name).split() if word]
-    wanted = [word for word in utils.default_process(piece).split() if word not in STOP_WORDS]
-    return all(any(fuzz.ratio(word, other) >= WORD_MATCH for other in words) for word in wanted)
-
-
-def find_customers(names: Sequence[tuple[str, str]] | Sequence[list[str]], query: str, *,
-                   whole: bool) -> list[Candidate]:
-    """Customers matching `query`, best first.
-
-    `whole`: the query is itself a name or code (an entity, an answer); otherwise it is a message in
-    which a name may appear. A code is decisive (exactly as stored when typed alone, or a code-like
-    token such as CUS-0012 anywhere); names are matched with rapidfuzz's WRatio, per character for
-    Chinese (which has no spaces to split words on).
-    """
-    by_code = {code: name for code, name in names}
-    text = query.strip()
-    if not text or not by_code:
-        return []
-    if text in by_code:
-        return [Candidate(text, by_code[text], 100.0)]
-    folded = {code.casefold(): code for code in by_code}
-    coded = [folded[token.casefold()] for token in CODE_LIKE.findall(text) if token.casefold() in folded]
-    # A code typed in capitals inside a sentence ("visited ACME today") is meant as the code.
-    coded += [token for token in LATIN_WORD.findall(text) if token.isupper() and token in by_code]
-    if coded:
-        return [Candidate(code, by_code[code], 100.0) for code in dict.fromkeys(coded)]
-    best: dict[str, float] = {}
-    cutoff = WHOLE_CUTOFF if whole else MESSAGE_CUTOFF
-    # A bounded amount of work per message, however many customers the actor sees.
-    pieces = [text] if whole else fragments(text, max(20, min(MAX_FRAGMENTS, PAIR_BUDGET // len(by_code))))
-    covered: dict[str, set[str]] = {}
-    for piece in pieces:
-        for name, score, code in process.extract(
-            piece, by_code, scorer=fuzz.WRatio, processor=utils.default_process, limit=MAX_CHOICES * 2,
-            score_cutoff=cutoff,
-        ):
-            if whole or whole_words_match(piece, name):
-                best[code] = max(best.get(code, 0.0), float(score))
-                covered.setdefault(code, set()).update(name_parts_covered(piece, name))
-    # More of a name said is more likely that name: "Acme Kitchen" is Acme Kitchen Supplies, not Acme Corp.
-    scored = {code: score + coverage_bonus(covered.get(code, set())) for code, score in best.items()}
-    return sorted((Candidate(code, by_code[code], score) for code, score in scored.items()),
-                  key=lambda item: (-item.score, item.name))
-
-
-def name_parts_covered(piece: str, name: str) -> set[str]:
-    """Words (or, for Chinese, character positions) of `name` that `piece` says."""
-    if CJK.search(piece):
-        start = name.find(piece)
-        return {f"#{index}" for index in range(start, start + len(piece))} if start >= 0 else set()
-    words = [word for word in utils.default_process(name).split() if word not in FILLER_WORDS]
-    said = utils.default_process(piece).split()
-    return {word for word in words if any(fuzz.ratio(word, other) >= WORD_MATCH for other in said)}
-
-
-def coverage_bonus(parts: set[str]) -> float:
-    """Up to 20 points for saying more than one word (or two characters) of a name."""
-    chars = sum(part.startswith("#") for part in parts)
-    words = len(parts) - chars
-    return float(min(20, 10 * max(0, words - 1) + 5 * max(0, chars - 2)))
-
-
-def pick(candidates: list[Candidate]) -> list[Candidate]:
-    """One clear winner, or the close contenders (empty when nothing matched)."""
-    if len(candidates) <= 1:
-        return candidates
-    top, second = candidates[0], candidates[1]
-    if top.score - second.score >= CLEAR_MARGIN or (top.score >= 100.0 > second.score):
-        return [top]
-    return [item for item in candidates if top.score - item.score < CLEAR_MARGIN][:MAX_CHOICES]
+# --- finding customers by what people call them (bot/grounding_sales.py) ----------------------------------
 
 
 COMMAND_WORDS = frozenset((
@@ -440,8 +305,6 @@ MORE_NAMES_EN = re.compile(
     r"\s*(?:,\s*(?:and\s+)?|\s+and\s+)(?P<name>(?:(?:Mr|Mrs|Ms|Miss|Dr)\.?\s+)?[A-Z][\w'’-]*(?:\s+[A-Z][\w'’-]*)?)"
     r"(?=\s*(?:,|\band\b|[.;:!?\n]|\b(?:about|to|for|re|regarding|today|yesterday)\b|$))")
 NAME_SPLIT = re.compile(r"\s*(?:,|，|、|&|/|\band\b|和|及|以及)\s*", re.IGNORECASE)
-WEEKDAY_EN = {"mon": 0, "tue": 1, "wed": 2, "thu": 3, "fri": 4, "sat": 5, "sun": 6}
-WEEKDAY_ZH = {"一": 0, "二": 1, "三": 2, "四": 3, "五": 4, "六": 5, "日": 6, "天": 6}
 DUE_HOUR = 9
 
 
@@ -533,24 +396,33 @@ def match_contact(said: str, known: Sequence[str]) -> str:
     return found[0] if len(found) == 1 else said
 
 
-def weekday_due(step_text: str, today: date) -> date | None:
-    """A due day named in the next-step words when the NLU gave none ('by Friday', '周五前', 'tomorrow')."""
-    lowered = step_text.casefold()
-    if re.search(r"\btomorrow\b|明天", lowered):
-        return today + timedelta(days=1)
-    if re.search(r"后天", lowered):
-        return today + timedelta(days=2)
-    found = re.search(r"\b(mon|tue|wed|thu|fri|sat|sun)[a-z]*\b", lowered)
-    weekday = WEEKDAY_EN.get(found.group(1)) if found else None
-    if weekday is None:
-        zh = re.search(r"(下(?:个)?)?(?:周|星期|礼拜)([一二三四五六日天])", step_text)
-        if zh is None:
-            return None
-        weekday = WEEKDAY_ZH[zh.group(2)]
-        if zh.group(1):
-            return today - timedelta(days=today.weekday()) + timedelta(days=7 + weekday)
-    ahead = (weekday - today.weekday()) % 7 or 7
-    return today + timedelta(days=ahead)
+def step_due(turn: Turn, said: str) -> date | datetime | None:
+    """The due day the next step's own words name ('send quote by Friday', '下周三前发报价'), read by the
+    NLU's date rules: a date elsewhere in the message (the visit's day, '明年' in the notes) is not its."""
+    context = ParseContext(now=turn.now, timezone=str(zone(turn)))
+    tz = zone(turn)
+    for entity in extract_entities(said, context):
+        if entity.entity in ("date", "time") and (when := parse_when(entity.value, tz)) is not None:
+            return when
+    return None
+
+
+# "I will visit Acme on 20 December", "plan a visit to Acme next Tuesday", "下周二去拜访Acme": visits to come.
+PLAN_EN = re.compile(
+    r"(?:will|going\s+to|gonna|plan(?:ning)?(?:\s+to)?|intend\s+to|want\s+to|have\s+to|need\s+to)\s+"
+    r"(?:visit|see|meet|go\s+to)\b|\bplan(?:ned|ning)?\s+(?:a\s+|the\s+|another\s+)?(?:visit|meeting|trip)\b"
+    r"|\b(?:schedule|book|arrange)\s+(?:a\s+|the\s+)?(?:visit|meeting)\b|\bvisit\s+plan\b", re.IGNORECASE)
+PLAN_ZH = re.compile(
+    r"(?:去|要|将|会|准备|计划|打算|预计|约了?|安排)(?:去)?(?:拜访|见|走访)|拜访计划|计划.{0,8}拜访")
+DONE_VISIT = re.compile(
+    r"\b(?:visited|met|saw|went\s+to|spoke\s+(?:to|with)|talked\s+(?:to|with)|had\s+a\s+(?:visit|meeting))\b"
+    r"|拜访了|见了|去了|走访了|聊了|谈了", re.IGNORECASE)
+
+
+def plans_a_visit(text: str) -> bool:
+    """Whether a message tells of a visit to come rather than one that happened."""
+    planned = PLAN_EN.search(text) or PLAN_ZH.search(text)
+    return bool(text) and planned is not None and not DONE_VISIT.search(text)
 
 
 def substantive(text: str, customer_name: str = "") -> bool:
@@ -560,6 +432,24 @@ def substantive(text: str, customer_name: str = "") -> bool:
              if word.casefold() not in COMMAND_WORDS and word.casefold() not in name_words]
     chinese = CJK.findall(COMMAND_ZH.sub("", text.replace(customer_name, "") if customer_name else text))
     return len(words) >= 3 or len(chinese) >= 6
+
+
+async def open_follow_up(turn: Turn, customer_code: str, title: str, due: datetime | None) -> None:
+    """A follow-up task for the speaker on one of their customers, opened by the same core task helper as
+    a visit's next step (so its reminder comes the same way); the customer must be in their scope."""
+    # The sales service opens follow-ups only together with a logged visit; a visit still to come has none.
+    from core.services.base import open_task
+    from core.services.customers import visible_customer
+
+    actor = turn.actor
+    require_role(actor, *SALES_ROLES, doing="add follow-up tasks")
+    if due is not None and due < turn.now:
+        raise ValidationFailed("The follow-up's due date is in the past.", field="due_at")
+    async with turn.core.uow() as uow:
+        customer = await visible_customer(uow.session, actor, customer_code)
+        await open_task(uow, title=title, kind=TaskKind.FOLLOW_UP.value, assignee_id=actor.user_id,
+                        due_at=due, now=turn.now, actor_id=actor.user_id, customer_id=customer.id)
+        await uow.commit()
 
 
 class LogVisit(CustomerHandler):
@@ -574,13 +464,23 @@ class LogVisit(CustomerHandler):
     needs_confirmation = True
 
     async def prefill(self, turn: Turn) -> None:
-        """Customer, dates, people, summary and next step from the first message."""
+        """Customer, dates, people, summary and next step from the first message; a visit still to come
+        becomes the offer of a follow-up task on its day (visit plans are not recorded yet)."""
         text = spoken(turn)
         await self.take_customer(turn, turn.entity("customer"), text)
         turn.slots["visited_on"] = local_today(turn).isoformat()
         self._dates(turn, text)
+        if plans_a_visit(text) or "_planned_for" in turn.slots:
+            turn.slots["_plan"] = {"due": turn.slots.pop("_planned_for", None)}
+            return
         if text and substantive(text, turn.slots.get("customer_name", "")):
             self._digest(turn, text)
+
+    def next_slot(self, turn: Turn) -> Slot | None:
+        """The customer, then (for a visit that happened) what was discussed."""
+        if "_plan" in turn.slots:
+            return self.slots[0] if "customer" not in turn.slots else None
+        return super().next_slot(turn)
 
     async def validate(self, turn: Turn, slot: Slot, raw: str) -> Any:
         """A customer by name or code; a summary (from which people and the next step are read too)."""
@@ -600,8 +500,10 @@ class LogVisit(CustomerHandler):
         return [turn.say(slot.prompt)]
 
     async def confirmation(self, turn: Turn) -> Reply:
-        """The visit as it will be logged."""
+        """The visit as it will be logged (or, for a visit to come, the follow-up task offered instead)."""
         slots = turn.slots
+        if "_plan" in slots:
+            return self._plan_card(turn)
         lines = [
             turn.t("visit.card_title"),
             turn.t("visit.card_customer", name=slots["customer_name"], code=slots["customer"]),
@@ -620,6 +522,8 @@ class LogVisit(CustomerHandler):
     async def execute(self, turn: Turn) -> list[Reply]:
         """Log the visit (and its follow-up task) through the sales service."""
         slots = turn.slots
+        if "_plan" in slots:
+            return await self._add_plan_task(turn)
         step = slots.get("next_step", "")
         due = datetime.fromisoformat(slots["due"]) if slots.get("due") and step else None
         visit = await turn.core.sales.log_visit(turn.actor, VisitIn(
@@ -660,18 +564,19 @@ class LogVisit(CustomerHandler):
         return day_label(turn, due.date()) if due.time() == time(DUE_HOUR) else moment_label(turn, due)
 
     def _dates(self, turn: Turn, text: str) -> None:
-        """Past or today → the visit day (a future one is taken as today); future → the next step's due."""
-        tz, today, now = zone(turn), local_today(turn), turn.now
+        """Past or today → the visit day. A future date belongs to the next step when its words say it (read
+        there, in _digest); otherwise it may be the day of a visit still to come."""
+        tz, today = zone(turn), local_today(turn)
+        _step, said = next_step(text)
+        own = step_due(turn, said) if said else None
         for when in whens(turn):
-            if isinstance(when, datetime):
-                if when > now:
-                    turn.slots.setdefault("due", when.isoformat())
-                elif when.astimezone(tz).date() <= today:
-                    turn.slots["visited_on"] = when.astimezone(tz).date().isoformat()
-            elif when > today:
-                turn.slots.setdefault("due", self._due_at(turn, when).isoformat())
-            else:
-                turn.slots["visited_on"] = when.isoformat()
+            day = when.astimezone(tz).date() if isinstance(when, datetime) else when
+            if day <= today:
+                turn.slots["visited_on"] = day.isoformat()
+            elif when != own and "_planned_for" not in turn.slots and (
+                    plans_a_visit(text) or not DONE_VISIT.search(text)):
+                # "visit Acme next Tuesday" is a visit to come as much as "I will visit Acme on Tuesday".
+                turn.slots["_planned_for"] = day.isoformat()
 
     def _digest(self, turn: Turn, text: str) -> None:
         """Summary, people met and the next step from free text."""
@@ -690,10 +595,42 @@ class LogVisit(CustomerHandler):
         step, said = next_step(text)
         if step:
             turn.slots["next_step"] = step
-            if not turn.slots.get("due"):
-                day = weekday_due(said, local_today(turn))
-                if day is not None:
-                    turn.slots["due"] = self._due_at(turn, day).isoformat()
+            # The step's own words say when it is due; a date elsewhere ('明年' in the notes) never does.
+            when = step_due(turn, said)
+            if isinstance(when, datetime) and when > turn.now:
+                turn.slots["due"] = when.isoformat()
+            elif isinstance(when, date) and not isinstance(when, datetime) and when >= local_today(turn):
+                turn.slots["due"] = self._due_at(turn, when).isoformat()
+            else:
+                turn.slots.pop("due", None)
+
+    def _plan_card(self, turn: Turn) -> Reply:
+        """Visit plans cannot be recorded yet: offer a follow-up task on the planned day instead."""
+        slots, due = turn.slots, turn.slots["_plan"].get("due")
+        lines = [
+            turn.t("sales.plan.not_yet"),
+            turn.t("sales.plan.task", title=self._plan_title(turn)),
+            turn.t("sales.plan.due", day=day_label(turn, date.fromisoformat(due))) if due
+            else turn.t("sales.plan.no_due"),
+            turn.t("sales.plan.question", name=slots["customer_name"]),
+        ]
+        return Reply(text="\n".join(lines), buttons=(
+            turn.button("sales.plan.add_button", "/affirm"), turn.button("staff.no", "/deny")))
+
+    def _plan_title(self, turn: Turn) -> str:
+        return turn.t("sales.plan.title", name=turn.slots["customer_name"])
+
+    async def _add_plan_task(self, turn: Turn) -> list[Reply]:
+        """The follow-up task for a visit to come, due 09:00 on its day, reminded like any follow-up."""
+        raw = turn.slots["_plan"].get("due")
+        due = self._due_at(turn, date.fromisoformat(raw)) if raw else None
+        title = self._plan_title(turn)
+        await open_follow_up(turn, turn.slots["customer"], title, due)
+        turn.state.context["customer"] = turn.slots["customer"]
+        if due is None:
+            return [turn.say("sales.plan.added_undated", title=title)]
+        day = day_label(turn, due.astimezone(zone(turn)).date())
+        return [turn.say("sales.plan.added", title=title, day=day)]
 
     def _due_at(self, turn: Turn, day: date) -> datetime:
         """A due day becomes 09:00 on that day in the person's timezone (later today if 09:00 has passed)."""
@@ -705,38 +642,8 @@ class LogVisit(CustomerHandler):
         return due
 
 
-# --- update_deal ---------------------------------------------------------------------------------------
+# --- update_deal: change a deal, or open one ("new deal …") ----------------------------------------------
 
-OP_REF = re.compile(r"(?<![A-Za-z0-9])OP\s*[-#]?\s*(\d{1,9})(?![0-9])", re.IGNORECASE)
-STAGE_WORDS: dict[str, str] = {
-    "qualification": "qualification", "qualify": "qualification", "qualifying": "qualification",
-    "needs analysis": "needs_analysis", "need analysis": "needs_analysis", "discovery": "needs_analysis",
-    "proposal": "proposal", "quote": "proposal", "quotation": "proposal",
-    "negotiation": "negotiation", "negotiating": "negotiation", "negotiate": "negotiation",
-    "won": "closed_won", "win": "closed_won", "closed won": "closed_won", "signed": "closed_won",
-    "lost": "closed_lost", "lose": "closed_lost", "closed lost": "closed_lost",
-    "资格审查": "qualification", "资格确认": "qualification", "初步接洽": "qualification",
-    "需求分析": "needs_analysis", "需求确认": "needs_analysis",
-    "方案": "proposal", "提案": "proposal", "报价阶段": "proposal",
-    "谈判": "negotiation", "商务谈判": "negotiation", "议价": "negotiation", "洽谈": "negotiation",
-    "赢单": "closed_won", "成交": "closed_won", "签约": "closed_won", "签单": "closed_won",
-    "拿下": "closed_won",
-    "输单": "closed_lost", "丢单": "closed_lost", "失单": "closed_lost", "丢了": "closed_lost",
-    "输了": "closed_lost",
-}
-STAGE_IN_TEXT_EN = re.compile(
-    r"\b(needs?\s+analysis|qualification|proposal|negotiation|negotiating|closed[\s_-]?won|closed[\s_-]?lost|won|lost)\b",
-    re.IGNORECASE)
-STAGE_IN_TEXT_ZH = re.compile("|".join(sorted((word for word in STAGE_WORDS if CJK.search(word)), key=len,
-                                              reverse=True)))
-MULTIPLIERS = {"": 1, "k": 1_000, "thousand": 1_000, "千": 1_000, "m": 1_000_000, "mn": 1_000_000,
-               "million": 1_000_000, "w": 10_000, "万": 10_000, "百万": 1_000_000, "亿": 100_000_000}
-AMOUNT_IN_TEXT = re.compile(
-    r"(?<![A-Za-z0-9.\-_/:])(?P<cur>[¥￥$])?\s?(?P<num>\d[\d,]*(?:\.\d+)?)\s*"
-    r"(?P<mul>k|mn|m|w|万|千|百万|亿|thousand|million)?\s*(?P<unit>元|块|rmb|cny|yuan)?"
-    r"(?![A-Za-z0-9\-/:年月日号点])", re.IGNORECASE)
-APPROXIMATE = re.compile(r"\b\w+-ish\b|\bish\b|\bsomething\s+like\b|左右|大概|差不多|大约|估计",
-                         re.IGNORECASE)
 REASON_EN = re.compile(
     r"\b(?:because(?:\s+of)?|since|due\s+to|reason(?:\s+is|\s+was)?\s*[:：]?)\s+(?P<why>[^.;!?\n]+)",
     re.IGNORECASE)
@@ -749,27 +656,11 @@ NO_ANSWER = frozenset({
     "no", "none", "nobody", "n/a", "na", "-", "unknown", "don't know", "dont know", "no one", "/deny",
     "无", "没有", "不知道", "不清楚", "没", "否",
 })
-DEAL_WORD = re.compile(r"[A-Za-z][A-Za-z0-9'’-]{2,}")
-DEAL_STOP = frozenset((
-    "the", "and", "with", "for", "at", "in", "of", "on", "to", "a", "an", "it", "its", "as", "is", "was",
-    "we", "our", "this", "that", "now", "please", "deal", "deals", "opportunity", "move", "moved",
-    "update", "updated", "set", "mark", "marked", "change", "changed", "stage", "amount", "close",
-    "closing", "date", "push", "qualification", "needs", "analysis", "proposal", "negotiation",
-    "negotiating", "closed", "won", "lost", "next", "this", "last", "quarter", "month", "week", "today",
-    "tomorrow", "ish", "about", "around",
-))
-DEAL_CJK_STOP = frozenset((
-    "推进", "进到", "阶段", "金额", "商机", "谈判", "到谈", "判阶", "改成", "更新", "一下", "这个",
-    "那个", "把它",
-))
-CJK_PAIR = 2
+# "go on without the date", "keep the date", "日期不改": the close date stays as it is.
+KEEP_CLOSE = re.compile(
+    r"^\s*(?:no|none|skip|keep|leave|without|go\s+on|continue|never\s*mind)\b.*$|^\s*-\s*$"
+    r"|不改|不用改|不变|保持|跳过|先不|没有日期|不要日期|无$|否$|算了", re.IGNORECASE)
 MAX_DEAL_CHOICES = 8
-PERCENT = re.compile(
-    r"(?P<num>-?\d{1,5}(?:\.\d+)?)\s*(?:%|％|percent\b|pct\b)|百分之(?P<zh>[零一二两三四五六七八九十百\d]+)",
-    re.IGNORECASE)
-PROBABILITY_NUMBER = re.compile(
-    r"(?:\b(?:probability|prob|chances?|likelihood|odds|win\s*rate|win\s*chance|confidence)\b|概率|赢率|胜率|把握|可能性"
-    r"|成功率|成单率)\D{0,25}?(?P<num>-?\d{1,5}(?:\.\d+)?)", re.IGNORECASE)
 # "new deal with Acme …", "create an opportunity …", "给华联新建一个商机": opening a deal, not changing one.
 NEW_DEAL = re.compile(
     r"\b(?:create|creating|register|add)\s+(?:a\s+|an\s+|one\s+)?(?:new\s+)?(?:deal|opportunity|oppty|oppo|opp)\b"
@@ -780,55 +671,23 @@ NEW_DEAL = re.compile(
 CLOSE_WORDS = re.compile(
     r"\b(?:clos\w*|expected|due|sign\w*|by|until|end\s+of|eom|eoq)\b|成交|签约|签单|截止|底|之前|以前|前|结单|落地",
     re.IGNORECASE)
-
-
+# Where a close date is said ("close date last month", "closes in March", "成交日期改到上个月"), so that
+# words there which are no usable date are refused out loud instead of dropped.
+CLOSE_SAID = re.compile(
+    r"\b(?:(?:expected\s+)?clos(?:e|ing)\s+date|expected\s+close|clos(?:es|ing)\s+(?:on|by|in|at))\b"
+    r"\s*(?:is|to|on|by|at|in|of|:|=)?\s*(?:to|on|by|in)?\s*(?P<said>[^,;.!?\n]*)"
+    r"|(?:预计)?(?:成交日期|成交时间|结单日期|截止日期|预计成交)\s*(?:改成|改为|改到|调到|设为|为|是|在|:|：)?\s*"
+    r"(?P<zh>[^，,；;。！!？?\n]*)", re.IGNORECASE)
 STAGE_NAMED = re.compile(
     r"\bstage\s+(?:to\s+)?[\"“']?([A-Za-z][\w-]{1,30})|\b(?:to|into)\s+(?:the\s+)?[\"“']?([A-Za-z][\w-]{1,30})[\"”']?"
     r"\s+(?:stage|phase)\b|(?:推进到|推到|移到|改到|进入)([\u4e00-\u9fffA-Za-z]{1,8}?)阶段|阶段(?:改成|改为|设为|调到)"
     r"([\u4e00-\u9fffA-Za-z]{1,8})", re.IGNORECASE)
-
-
-def read_probability(text: str) -> tuple[int | None, str | None]:
-    """A win probability said in a message: (value, None); (None, what was said) when it is not 0–100;
-    (None, None) when none is said."""
-    match = PERCENT.search(text) or PROBABILITY_NUMBER.search(text)
-    if match is None:
-        return None, None
-    raw = match.group(0).strip()
-    number = match.group("num")
-    if number is None:
-        from bot.nlu.entities import cn_number  # the NLU's reading of Chinese numerals
-
-        value = cn_number(match.group("zh"))
-        number = str(value) if value is not None else ""
-    try:
-        amount = Decimal(number)
-    except InvalidOperation:
-        return None, raw
-    if amount != amount.to_integral_value() or not 0 <= amount <= 100:
-        return None, raw
-    return int(amount), None
-
-
-def parse_probability(raw: str) -> int | None:
-    """An answer to 'what probability?': '80', '80%', '百分之八十' → 80; else (or outside 0–100) None."""
-    value, _unclear = read_probability(raw)
-    if value is not None:
-        return value
-    text = raw.strip().rstrip("%％ ")
-    if re.fullmatch(r"\d{1,3}", text) and 0 <= int(text) <= 100:
-        return int(text)
-    return None
-
-
-def without_percentages(text: str) -> str:
-    """The message with its probabilities blanked out, so '100%' is never read as an amount of 100."""
-    return PROBABILITY_NUMBER.sub(" ", PERCENT.sub(" ", text))
+FREE_TEXT_SLOTS = frozenset({"lost_reason", "competitor", "name"})
 
 
 def creating_deal(text: str) -> bool:
     """Whether a message opens a new deal rather than changing one."""
-    return bool(text) and NEW_DEAL.search(text) is not None and OP_REF.search(text) is None
+    return bool(text) and NEW_DEAL.search(text) is not None and not deal_refs(text)
 
 
 def deal_name_from(text: str, customer_name: str) -> str:
@@ -850,69 +709,12 @@ def deal_name_from(text: str, customer_name: str) -> str:
     return short(", ".join(kept), 200) if kept else ""
 
 
-def parse_amount(raw: str) -> Decimal | None:
-    """'50000.00', '50k', '¥50,000', '5万', '1.2m' → Decimal; anything vaguer → None."""
-    text = raw.strip().casefold().replace(",", "").replace("，", "").replace(" ", "")
-    text = re.sub(r"^(?:¥|￥|\$|rmb|cny)", "", text)
-    text = re.sub(r"(?:元|块|rmb|cny|yuan)$", "", text)
-    match = re.fullmatch(r"(\d+(?:\.\d+)?)(k|mn|m|w|万|千|百万|亿|thousand|million)?", text)
+def close_said(text: str) -> str | None:
+    """The words said as the close date ('close date last month' → 'last month'), or None."""
+    match = CLOSE_SAID.search(text)
     if match is None:
         return None
-    try:
-        value = Decimal(match.group(1)) * MULTIPLIERS[match.group(2) or ""]
-    except InvalidOperation:
-        return None
-    if value < 0 or value > Decimal("1e12"):
-        return None
-    return value.quantize(CENT)
-
-
-def amount_in_text(text: str) -> Decimal | None:
-    """An amount written in the message ('50k', '¥50,000', '5万', or a bare number of 3+ digits)."""
-    for match in AMOUNT_IN_TEXT.finditer(text):
-        digits = match.group("num").replace(",", "")
-        if match.group("cur") or match.group("mul") or match.group("unit") or len(digits.split(".")[0]) >= 3:
-            value = parse_amount(f"{digits}{match.group('mul') or ''}")
-            if value is not None:
-                return value
-    return None
-
-
-def normalise_stage(raw: str) -> str | None:
-    """A stage value from an entity or an answer ('negotiation', 'Closed won', '谈判'), else None."""
-    text = raw.strip()
-    key = re.sub(r"[\s_-]+", "_", text.casefold())
-    if key in STAGES:
-        return key
-    return STAGE_WORDS.get(key.replace("_", " ")) or STAGE_WORDS.get(text)
-
-
-def stage_in_text(text: str) -> str | None:
-    """The one stage a message names by keyword (None when none or several)."""
-    found = {normalise_stage(match.group(0)) for match in STAGE_IN_TEXT_EN.finditer(text)}
-    found |= {STAGE_WORDS[match.group(0)] for match in STAGE_IN_TEXT_ZH.finditer(text)}
-    found.discard(None)
-    return found.pop() if len(found) == 1 else None
-
-
-def deal_words(text: str, exclude: Iterable[str] = ()) -> set[str]:
-    """Distinctive words of a text (Latin words and Chinese character pairs) for matching deal names."""
-    skip = {word.casefold() for word in exclude}
-    words = {word.casefold() for word in DEAL_WORD.findall(text)}
-    words = {word for word in words if word not in DEAL_STOP and word not in skip}
-    for run in CJK_RUN.findall(text):
-        words |= {run[index : index + CJK_PAIR] for index in range(len(run) - CJK_PAIR + 1)}
-    return {word for word in words if word not in DEAL_CJK_STOP and word not in skip}
-
-
-def percent_reading(text: str, raw_amount: str) -> bool:
-    """Whether an amount the NLU found is really a probability ('80%' read as 80)."""
-    if "%" in raw_amount or "％" in raw_amount:
-        return True
-    amount = parse_amount(raw_amount)
-    numbers = {Decimal(match.group("num")) for match in PERCENT.finditer(text) if match.group("num")}
-    numbers |= {Decimal(match.group("num")) for match in PROBABILITY_NUMBER.finditer(text)}
-    return amount is not None and amount in numbers
+    return (match.group("said") or match.group("zh") or "").strip()
 
 
 def read_probability_into(turn: Turn, text: str) -> None:
@@ -922,9 +724,96 @@ def read_probability_into(turn: Turn, text: str) -> None:
     value, unclear = read_probability(text)
     if value is not None:
         turn.slots["probability"] = value
+        turn.slots.pop("_probability_unclear", None)
     elif unclear is not None:
         turn.slots["_probability_unclear"] = unclear
         StaffHandler.note(turn, turn.t("deal.bad_probability", given=short(unclear, 40)))
+
+
+def read_stage_into(turn: Turn, text: str, *, handler: StaffHandler) -> None:
+    """The stage this message names (its entity, else its words); one that is no stage is noted and asked."""
+    slots = turn.slots
+    said = turn.parse.entity("stage")
+    if said is not None and any(start < said.end and said.start < end for start, end in closing_spans(text)):
+        said = None  # "成交日期改到…": the close date, not the stage "won"
+    raw_stage = said.value if said is not None else None
+    if raw_stage is not None:
+        stage = stage_of(raw_stage)
+        if stage is None:
+            slots["_stage_unclear"] = raw_stage
+            handler.note(turn, turn.t("deal.bad_stage", given=short(raw_stage, 40)))
+        else:
+            slots["stage"] = stage
+            slots.pop("_stage_unclear", None)
+    elif text and (stage := stage_in_text(text)) is not None:
+        slots["stage"] = stage
+        slots.pop("_stage_unclear", None)
+    elif text and (named := STAGE_NAMED.search(text)) is not None:
+        # "move Acme to stage banana": a stage was asked for, just not one that exists.
+        given = next(group for group in named.groups() if group)
+        if stage_of(given) is None:
+            slots["_stage_unclear"] = given
+            handler.note(turn, turn.t("deal.bad_stage", given=short(given, 40)))
+
+
+def read_amount_into(turn: Turn, text: str, *, handler: StaffHandler) -> None:
+    """The amount this message states (its entity, else its words); a vague one is noted and asked."""
+    slots = turn.slots
+    raw_amount = turn.entity("amount")
+    if raw_amount is not None and text and percent_reading(text, raw_amount):
+        raw_amount = None
+    if raw_amount is not None:
+        amount = parse_amount(raw_amount)
+        if amount is None:
+            slots["_amount_unclear"] = raw_amount
+            handler.note(turn, turn.t("deal.bad_amount", given=short(raw_amount, 40)))
+        else:
+            slots["amount"] = str(amount)
+            slots.pop("_amount_unclear", None)
+    elif text:
+        amount = amount_in_text(without_percentages(re.sub(r"(?i)\bOP\s*[-#]?\s*\d+", " ", text)))
+        if amount is not None:
+            slots["amount"] = str(amount)
+            slots.pop("_amount_unclear", None)
+        elif (vague := APPROXIMATE.search(text)) is not None:
+            slots["_amount_unclear"] = vague.group(0)
+            handler.note(turn, turn.t("deal.bad_amount", given=vague.group(0)))
+
+
+def read_close_into(turn: Turn, text: str, *, open_deal: bool) -> None:
+    """The close date this message says. One in the past for a deal that stays open, or words that are no
+    date ('close date soon'), are refused and remembered so the card and the question say so."""
+    when = next(iter(whens(turn)), None)
+    said = close_said(text) if text else None
+    if when is not None:
+        day = when if not isinstance(when, datetime) else when.astimezone(zone(turn)).date()
+        shown = day_label(turn, day)
+    elif said:
+        period = asked_period(turn, said, future=True)
+        if period is None:
+            refuse_close(turn, turn.t("sales.close_unreadable", given=short(said, 40)))
+            return
+        day, shown = period.end, said
+    else:
+        return
+    if open_deal and day < local_today(turn):
+        refuse_close(turn, turn.t("sales.close_past", given=short(shown, 40)))
+        return
+    turn.slots["close"] = day.isoformat()
+    turn.slots.pop("_close_refused", None)
+
+
+def says_a_change(turn: Turn, text: str) -> bool:
+    """Whether a message names a stage, an amount or a probability (an answer that changes other things)."""
+    if turn.entity("stage") or turn.entity("amount") or stage_in_text(text):
+        return True
+    return read_probability(text) != (None, None) or amount_in_text(without_percentages(text)) is not None
+
+
+def refuse_close(turn: Turn, why: str) -> None:
+    """Remember why the close date said was not taken (the value asked for stays unset)."""
+    turn.slots["_close_refused"] = why
+    turn.slots.pop("close", None)
 
 
 def amount_answer(turn: Turn, raw: str) -> str:
@@ -945,32 +834,35 @@ def probability_answer(turn: Turn, raw: str) -> int:
     return value
 
 
-def close_into(turn: Turn, when: date | datetime, *, open_deal: bool) -> None:
-    """A close date said in the message; a past one for a deal that stays open is refused and asked again."""
-    day = when if not isinstance(when, datetime) else when.astimezone(zone(turn)).date()
-    if open_deal and day < local_today(turn):
-        turn.slots["_close_past"] = day.isoformat()
-        turn.slots.pop("close", None)
-        StaffHandler.note(turn, turn.t("deal.close_in_past", day=day_label(turn, day)))
-        return
-    turn.slots["close"] = day.isoformat()
-    turn.slots.pop("_close_past", None)
+def stage_answer(turn: Turn, raw: str, *, allowed: Sequence[str] = STAGES) -> str:
+    """An answer to the stage question: a stage of `allowed`, by its entity or its words."""
+    entity = turn.entity("stage")
+    stage = stage_of(entity) if entity else None
+    stage = stage or stage_of(raw)
+    if stage not in allowed:
+        key = "deal.bad_stage" if allowed == STAGES else "deal.bad_new_stage"
+        raise SlotInvalid(turn.t(key, given=short(raw, 40)))
+    turn.slots.pop("_stage_unclear", None)
+    return stage
 
 
-def close_answer(turn: Turn, raw: str, *, open_deal: bool, optional: bool = False) -> str:
-    """An answer to the close-date question: a day (not in the past for an open deal); '' for none when
-    the date is optional."""
-    if optional and raw.strip().casefold() in NO_ANSWER:
-        turn.slots.pop("_close_past", None)
-        return ""
+def close_answer(turn: Turn, raw: str, *, open_deal: bool, keep: str | None) -> str | None:
+    """An answer to the close-date question: a day (not in the past for an open deal); `keep` (the value
+    before, or None for none) when the person goes on without a date."""
     found = whens(turn) or [when for when in [parse_when(raw, zone(turn))] if when is not None]
     if not found:
-        raise SlotInvalid(turn.t("deal.bad_close", given=short(raw, 40)))
+        if KEEP_CLOSE.search(raw.strip()) or raw.strip().casefold() in NO_ANSWER:
+            turn.slots.pop("_close_refused", None)
+            return keep
+        period = asked_period(turn, raw, future=True)
+        if period is None:
+            raise SlotInvalid(turn.t("deal.bad_close", given=short(raw, 40)))
+        found = [period.end]
     when = found[0]
     day = when if not isinstance(when, datetime) else when.astimezone(zone(turn)).date()
     if open_deal and day < local_today(turn):
         raise SlotInvalid(turn.t("deal.close_in_past", day=day_label(turn, day)))
-    turn.slots.pop("_close_past", None)
+    turn.slots.pop("_close_refused", None)
     return day.isoformat()
 
 
@@ -979,91 +871,99 @@ def deal_snapshot(deal: OpportunityOut) -> dict[str, Any]:
     return {
         "ref": deal.ref, "name": deal.name, "customer": deal.customer_name, "stage": deal.stage,
         "amount": str(deal.amount), "close": deal.expected_close.isoformat() if deal.expected_close else None,
-        "lost_reason": deal.lost_reason or "", "probability": deal.probability,
+        "lost_reason": deal.lost_reason or "", "probability": deal.probability, "currency": deal.currency,
     }
 
 
-class UpdateDeal(StaffHandler):
-    """J6: 'move the Acme renewal to negotiation, 50k'."""
+def deal_title(deal: OpportunityOut) -> str:
+    """'OP-3 Acme service contract · Acme Corp', for a button."""
+    return short(f"{deal.ref} {deal.name} · {deal.customer_name}", 70)
+
+
+DEAL_SLOT = Slot("deal", "deal.ask_deal", entity="deal")
+CUSTOMER_SLOT = Slot("customer", "deal.ask_customer", entity="customer", required=False)
+NAME_SLOT = Slot("name", "deal.ask_name", free_text=True, required=False)
+STAGE_SLOT = Slot("stage", "deal.ask_stage", entity="stage", required=False)
+AMOUNT_SLOT = Slot("amount", "deal.ask_amount", entity="amount", required=False)
+PROBABILITY_SLOT = Slot("probability", "deal.ask_probability", required=False)
+CLOSE_SLOT = Slot("close", "deal.ask_close", entity="date", required=False)
+CHANGES_SLOT = Slot("changes", "deal.ask_changes", required=False)
+LOST_REASON_SLOT = Slot("lost_reason", "deal.ask_lost_reason", free_text=True, required=False)
+COMPETITOR_SLOT = Slot("competitor", "deal.ask_competitor", required=False)
+
+
+class DealChange(StaffHandler):
+    """J6: 'move the Acme renewal to negotiation, 50k' — the deal grounded in the speaker's own deals, every
+    change shown old → new on a card first; a part that cannot be taken is said, never dropped."""
 
     intent = "update_deal"
     roles = SALES_ROLES
-    # Opening a deal is this intent too ("new deal with Acme …"): see NewDeal for why. Its slots are listed
-    # here so the dialogue finds them while a new deal is being filled in.
-    slots = (
-        Slot("deal", "deal.ask_deal", entity="deal"),
-        Slot("stage", "deal.ask_stage", entity="stage", required=False),
-        Slot("amount", "deal.ask_amount", entity="amount", required=False),
-        Slot("probability", "deal.ask_probability", required=False),
-        Slot("close", "deal.ask_close", entity="date", required=False),
-        Slot("changes", "deal.ask_changes", required=False),
-        Slot("lost_reason", "deal.ask_lost_reason", free_text=True, required=False),
-        Slot("competitor", "deal.ask_competitor", required=False),
-        Slot("customer", "deal.ask_customer", entity="customer", required=False),
-        Slot("name", "deal.ask_name", free_text=True, required=False),
-    )
+    slots = (DEAL_SLOT, STAGE_SLOT, AMOUNT_SLOT, PROBABILITY_SLOT, CLOSE_SLOT, CHANGES_SLOT, LOST_REASON_SLOT,
+             COMPETITOR_SLOT)
     needs_confirmation = True
 
-    def __init__(self) -> None:
-        self._new = NewDeal()
-
     async def prefill(self, turn: Turn) -> None:
-        """Which deal, and the new stage, amount and close date, from the first message (or a new deal)."""
+        """Which deal, and the new stage, amount, probability and close date, from the first message."""
         text = spoken(turn)
-        if creating_deal(text):
-            turn.slots["_new"] = True
-            await self._new.prefill(turn)
-            return
-        await self._find_deal(turn, text)
+        await self._find_deal(turn, text or turn.entity("deal") or "", first=True)
         self._read_changes(turn, text)
 
     def next_slot(self, turn: Turn) -> Slot | None:
         """Deal, then anything unclear, then something to change, then why it was lost."""
-        if turn.slots.get("_new"):
-            return self._new.next_slot(turn)
-        slots, by_name = turn.slots, {slot.name: slot for slot in self.slots}
+        slots = turn.slots
         if "deal" not in slots:
-            return by_name["deal"]
+            return DEAL_SLOT
         if slots.get("_stage_unclear"):
-            return by_name["stage"]
+            return STAGE_SLOT
         if slots.get("_amount_unclear"):
-            return by_name["amount"]
+            return AMOUNT_SLOT
         if slots.get("_probability_unclear"):
-            return by_name["probability"]
-        if slots.get("_close_past"):
-            return by_name["close"]
+            return PROBABILITY_SLOT
         if not self._diff(turn):
-            return by_name["changes"]
+            return CLOSE_SLOT if slots.get("_close_refused") else CHANGES_SLOT
         if slots.get("stage") == OpportunityStage.CLOSED_LOST.value:
             if not slots.get("lost_reason"):
-                return by_name["lost_reason"]
+                return LOST_REASON_SLOT
             if "competitor" not in slots:
-                return by_name["competitor"]
+                return COMPETITOR_SLOT
         return None
+
+    async def correct(self, turn: Turn) -> list[str]:
+        """What this message says for the form, whatever was asked: said now beats said before — another
+        deal named replaces the one in the form; a new stage, amount, probability or date replaces the old."""
+        before = {name: turn.slots.get(name) for name in ("deal", "stage", "amount", "probability", "close",
+                                                         "_close_refused")}
+        text, awaiting = spoken(turn), turn.state.awaiting
+        await self._retarget(turn, text, words=awaiting not in FREE_TEXT_SLOTS)
+        if awaiting not in FREE_TEXT_SLOTS:
+            # The value asked for is the answer's to give (checked there, with its hint).
+            self._read_changes(turn, text, skip=awaiting or "")
+        # A deal named but not found is no new value: the question which deal follows, with the reason.
+        return [name for name, value in before.items()
+                if turn.slots.get(name) not in (value, None) and not name.startswith("_")]
 
     async def validate(self, turn: Turn, slot: Slot, raw: str) -> Any:
         """Check each kind of answer; an unclear one gets a hint and the question again."""
         slots = turn.slots
-        if slots.get("_new"):
-            return await self._new.validate(turn, slot, raw)
+        if slot.name == "deal":
+            return await self._deal_answer(turn, raw)
+        if slot.name not in FREE_TEXT_SLOTS:
+            # Said now beats said before: "mark OP-6 as lost" is about OP-6, whatever was asked.
+            await self._retarget(turn, spoken(turn), words=False)
         if slot.name == "probability":
             return probability_answer(turn, raw)
         if slot.name == "close":
-            return close_answer(turn, raw, open_deal=self._stays_open(turn))
-        if slot.name == "deal":
-            return await self._deal_answer(turn, raw)
+            return self._close_answer(turn, raw)
         if slot.name == "stage":
-            stage = normalise_stage(raw) or stage_in_text(raw)
-            if stage is None:
-                raise SlotInvalid(turn.t("deal.bad_stage", given=short(raw, 40)))
-            slots.pop("_stage_unclear", None)
-            return stage
+            return stage_answer(turn, raw)
         if slot.name == "amount":
             return amount_answer(turn, raw)
         if slot.name == "changes":
             before = self._diff(turn)
             self._read_changes(turn, spoken(turn) or raw)
-            if slots.get("_stage_unclear") or slots.get("_amount_unclear"):
+            if "deal" not in slots:
+                return True  # another deal was named and must be found first: its question comes next
+            if slots.get("_stage_unclear") or slots.get("_amount_unclear") or slots.get("_close_refused"):
                 return True
             if not self._diff(turn):
                 raise SlotInvalid(turn.t("deal.same_values" if before else "deal.no_change_understood"))
@@ -1073,9 +973,7 @@ class UpdateDeal(StaffHandler):
         return raw.strip()[:2000]
 
     async def question(self, turn: Turn, slot: Slot) -> list[Reply]:
-        """Questions with buttons: deals, stages, 'no competitor'."""
-        if turn.slots.get("_new"):
-            return await self._new.question(turn, slot)
+        """Questions with buttons: deals, stages, 'no competitor', 'keep the date'."""
         if slot.name == "deal":
             return [await self._deal_question(turn)]
         if slot.name == "stage":
@@ -1085,18 +983,22 @@ class UpdateDeal(StaffHandler):
         if slot.name == "changes":
             deal = turn.slots["deal_info"]
             return [turn.say("deal.ask_changes", ref=deal["ref"], name=deal["name"],
-                             stage=turn.t(f"deal.stages.{deal['stage']}"), amount=money(deal["amount"]))]
+                             stage=turn.t(f"deal.stages.{deal['stage']}"),
+                             amount=money(deal["amount"], deal.get("currency")))]
+        if slot.name == "close":
+            lines = [turn.slots["_close_refused"]] if turn.slots.get("_close_refused") else []
+            return [Reply(text="\n".join([*lines, turn.t("sales.ask_close_again")]),
+                          buttons=(turn.button("sales.keep_close", "none"),))]
         if slot.name == "competitor":
             return [Reply(text=turn.t("deal.ask_competitor"),
                           buttons=(Button(title=turn.t("deal.no_competitor"), payload="none"),))]
         return [turn.say(slot.prompt)]
 
     async def confirmation(self, turn: Turn) -> Reply:
-        """Old → new for every field that changes."""
-        if turn.slots.get("_new"):
-            return await self._new.confirmation(turn)
+        """Old → new for every field that changes, and what was said but cannot be taken."""
         deal = turn.slots["deal_info"]
-        lines = [turn.t("deal.card_title", ref=deal["ref"], name=deal["name"], customer=deal["customer"])]
+        lines: list[str] = turn.slots.pop("_notes", [])
+        lines.append(turn.t("deal.card_title", ref=deal["ref"], name=deal["name"], customer=deal["customer"]))
         for field_name, old, new in self._diff(turn):
             lines.append(turn.t(f"deal.card_{field_name}", old=self._shown(turn, field_name, old),
                                 new=self._shown(turn, field_name, new)))
@@ -1104,12 +1006,16 @@ class UpdateDeal(StaffHandler):
             lines.append(turn.t("deal.card_lost_reason", reason=turn.slots.get("lost_reason", "")))
             if turn.slots.get("competitor"):
                 lines.append(turn.t("deal.card_competitor", competitor=turn.slots["competitor"]))
+        refused = turn.slots.get("_close_refused")
+        if refused:
+            # A part that cannot be taken is said on the card, not applied nor dropped in silence.
+            lines += [refused, turn.t("sales.close_refused_hint")]
+            return Reply(text="\n".join(lines), buttons=(
+                turn.button("sales.yes_without_close", "/affirm"), turn.button("staff.no", "/deny")))
         return confirm_card(turn, "\n".join(lines))
 
     async def execute(self, turn: Turn) -> list[Reply]:
         """Change the deal through the sales service (which records the history)."""
-        if turn.slots.get("_new"):
-            return await self._new.execute(turn)
         slots, deal = turn.slots, turn.slots["deal_info"]
         changes: dict[str, Any] = {}
         for field_name, _old, new in self._diff(turn):
@@ -1128,7 +1034,8 @@ class UpdateDeal(StaffHandler):
         updated = await turn.core.sales.update_opportunity(turn.actor, deal["ref"], patch)
         turn.state.context["deal"] = updated.ref
         text = turn.t("deal.updated", ref=updated.ref, name=updated.name,
-                      stage=turn.t(f"deal.stages.{updated.stage}"), amount=money(updated.amount))
+                      stage=turn.t(f"deal.stages.{updated.stage}"),
+                      amount=money(updated.amount, updated.currency))
         if updated.expected_close:
             text += " " + turn.t("deal.closes", day=day_label(turn, updated.expected_close))
         return [Reply(text=text)]
@@ -1163,51 +1070,23 @@ class UpdateDeal(StaffHandler):
         if field_name == "stage":
             return turn.t(f"deal.stages.{value}")
         if field_name == "amount":
-            return money(value)
+            return money(value, (turn.slots.get("deal_info") or {}).get("currency"))
         if field_name == "probability":
             return f"{value}%"
         return day_label(turn, date.fromisoformat(value))
 
-    def _read_changes(self, turn: Turn, text: str) -> None:
-        """Stage, amount and close date from this message's entities, else its words."""
+    def _read_changes(self, turn: Turn, text: str, *, skip: str = "") -> None:
+        """Stage, amount, probability and close date from this message's entities, else its words (all but
+        the `skip` one)."""
         slots = turn.slots
-        raw_stage = turn.entity("stage")
-        if raw_stage is not None:
-            stage = normalise_stage(raw_stage)
-            if stage is None:
-                slots["_stage_unclear"] = raw_stage
-                self.note(turn, turn.t("deal.bad_stage", given=short(raw_stage, 40)))
-            else:
-                slots["stage"] = stage
-        elif text and (stage := stage_in_text(text)) is not None:
-            slots["stage"] = stage
-        elif text and (named := STAGE_NAMED.search(text)) is not None:
-            # "move Acme to stage banana": a stage was asked for, just not one that exists.
-            given = next(group for group in named.groups() if group)
-            if normalise_stage(given) is None:
-                slots["_stage_unclear"] = given
-                self.note(turn, turn.t("deal.bad_stage", given=short(given, 40)))
-        raw_amount = turn.entity("amount")
-        if raw_amount is not None and text and percent_reading(text, raw_amount):
-            raw_amount = None
-        if raw_amount is not None:
-            amount = parse_amount(raw_amount)
-            if amount is None:
-                slots["_amount_unclear"] = raw_amount
-                self.note(turn, turn.t("deal.bad_amount", given=short(raw_amount, 40)))
-            else:
-                slots["amount"] = str(amount)
-        elif text:
-            amount = amount_in_text(without_percentages(OP_REF.sub(" ", text)))
-            if amount is not None:
-                slots["amount"] = str(amount)
-            elif (vague := APPROXIMATE.search(text)) is not None:
-                slots["_amount_unclear"] = vague.group(0)
-                self.note(turn, turn.t("deal.bad_amount", given=vague.group(0)))
-        read_probability_into(turn, text)
-        for when in whens(turn):
-            close_into(turn, when, open_deal=self._stays_open(turn))
-            break
+        if skip != "stage":
+            read_stage_into(turn, text, handler=self)
+        if skip != "amount":
+            read_amount_into(turn, text, handler=self)
+        if skip != "probability":
+            read_probability_into(turn, text)
+        if skip != "close":
+            read_close_into(turn, text, open_deal=self._stays_open(turn))
         if text and slots.get("stage") == OpportunityStage.CLOSED_LOST.value:
             reason = REASON_EN.search(text) or REASON_ZH.search(text)
             if reason and not slots.get("lost_reason"):
@@ -1216,31 +1095,71 @@ class UpdateDeal(StaffHandler):
             if rival and not slots.get("competitor"):
                 slots["competitor"] = rival.group("who").strip()[:200]
 
-    async def _find_deal(self, turn: Turn, text: str) -> None:
-        """By OP-n; else by customer name and words of the deal's name; else the deal talked about before."""
-        raw = turn.entity("deal")
-        reference = OP_REF.search(raw or "") or OP_REF.search(text)
-        if reference:
-            await self._take_ref(turn, f"OP-{int(reference.group(1))}")
-            return
-        found = await self._match(turn, turn.entity("customer"), " ".join(filter(None, [raw, text])))
-        if len(found) == 1:
-            self._chosen(turn, found[0])
-        elif found:
-            turn.slots["_choices"] = [[deal.ref, self._title(deal)] for deal in found[:MAX_DEAL_CHOICES]]
-            self.note(turn, turn.t("deal.several"))
-        elif (remembered := turn.state.context.get("deal")) and OP_REF.fullmatch(remembered):
-            await self._take_ref(turn, remembered, quiet=True)
-
-    async def _take_ref(self, turn: Turn, reference: str, *, quiet: bool = False) -> bool:
+    def _close_answer(self, turn: Turn, raw: str) -> str | None:
+        """A new close date; or, when this answer changes other things instead ('set OP-1 to proposal,
+        probability 40%'), those are taken and the close date stays as it is."""
+        deal = turn.slots.get("deal_info") or {}
         try:
-            deal = await turn.core.sales.get_opportunity(turn.actor, reference)
-        except (NotFound, ValidationFailed):
-            if not quiet:
-                self.note(turn, turn.t("deal.not_found", ref=reference))
+            return close_answer(turn, raw, open_deal=self._stays_open(turn), keep=deal.get("close"))
+        except SlotInvalid:
+            text = spoken(turn) or raw
+            self._read_changes(turn, text, skip="close")
+            if not self._diff(turn) or not says_a_change(turn, text):
+                raise
+            turn.slots.pop("_close_refused", None)
+            self.note(turn, turn.t("sales.close_kept"))
+            return deal.get("close")
+
+    async def _find_deal(self, turn: Turn, text: str, *, first: bool = False) -> None:
+        """By OP-n, else by the words of the deal's or its customer's name; a first message that names no
+        deal at all means the deal talked about just before."""
+        found = await ground_deal(turn.core, turn.actor, text)
+        if found.deals or found.named or not first:
+            self._take(turn, found)
+            return
+        remembered = turn.state.context.get("deal")
+        if remembered and deal_refs(remembered):
+            deal = await deal_by_ref(turn.core, turn.actor, remembered)
+            if deal is not None:
+                self._chosen(turn, deal)
+
+    async def _retarget(self, turn: Turn, text: str, *, words: bool) -> bool:
+        """Another deal named in this message (by OP-n; with `words`, by name when exactly one fits) takes
+        the place of the one in the form."""
+        if not text:
             return False
-        self._chosen(turn, deal)
+        refs = deal_refs(text)
+        if refs:
+            if refs[0] in (turn.slots.get("deal"), turn.slots.get("_ref_looked_up")):
+                return False
+            self._take(turn, await ground_deal(turn.core, turn.actor, text))
+            return True
+        if not words:
+            return False
+        found = await ground_deal(turn.core, turn.actor, text)
+        if found.one is None or found.one.ref == turn.slots.get("deal"):
+            return False
+        self._chosen(turn, found.one)
         return True
+
+    def _take(self, turn: Turn, found: DealFound) -> None:
+        """The deal found, or the choice between several, or the note that what was said matched none."""
+        slots = turn.slots
+        if found.one is not None:
+            self._chosen(turn, found.one)
+            return
+        for name in ("deal", "deal_info"):
+            slots.pop(name, None)
+        if found.deals:
+            slots["_choices"] = [[deal.ref, deal_title(deal)] for deal in found.deals[:MAX_DEAL_CHOICES]]
+            self.note(turn, turn.t("deal.several"))
+        elif found.ref:
+            slots.pop("_choices", None)
+            slots["_ref_looked_up"] = found.ref  # looked up once per message, and said once
+            self.note(turn, turn.t("deal.not_found", ref=found.ref))
+        elif found.named:
+            slots.pop("_choices", None)
+            self.note(turn, turn.t("deal.unknown", query=short(found.said, 40)))
 
     @staticmethod
     def _chosen(turn: Turn, deal: OpportunityOut) -> None:
@@ -1248,62 +1167,20 @@ class UpdateDeal(StaffHandler):
         turn.slots["deal_info"] = deal_snapshot(deal)
         turn.slots.pop("_choices", None)
 
-    @staticmethod
-    def _title(deal: OpportunityOut) -> str:
-        return short(f"{deal.ref} {deal.name} · {deal.customer_name}", 70)
-
-    async def _match(self, turn: Turn, customer: str | None, text: str) -> list[OpportunityOut]:
-        """Open deals matching the customer named and the words of the deal's name."""
-        deals = (await turn.core.sales.list_opportunities(turn.actor, open_only=True, limit=200)).items
-        if not deals or not (customer or text):
-            return []
-        names = sorted({(deal.customer_code, deal.customer_name) for deal in deals})
-        found = pick(find_customers(names, customer, whole=True)) if customer else []
-        if not found and text:
-            found = pick(find_customers(names, text, whole=False))
-        codes = {item.code for item in found}
-        pool = [deal for deal in deals if deal.customer_code in codes] if codes else list(deals)
-        customer_words = {word for item in found for word in DEAL_WORD.findall(item.name)}
-        customer_words |= {
-            run[index : index + CJK_PAIR]
-            for item in found
-            for run in CJK_RUN.findall(item.name)
-            for index in range(len(run) - CJK_PAIR + 1)
-        }
-        said = deal_words(text, customer_words)
-        scores = {deal.ref: self._overlap(said, deal_words(deal.name, customer_words)) for deal in pool}
-        best = max(scores.values(), default=0)
-        if best > 0:
-            return [deal for deal in pool if scores[deal.ref] == best]
-        return pool if codes else []
-
-    @staticmethod
-    def _overlap(said: set[str], name_words: set[str]) -> int:
-        """How many words of a deal's name the message mentions (typos forgiven)."""
-        count = 0
-        for word in name_words:
-            latin = not CJK.search(word)
-            if word in said or (latin and any(fuzz.ratio(word, other) >= 85 for other in said)):
-                count += 1
-        return count
-
     async def _deal_answer(self, turn: Turn, raw: str) -> str:
-        reference = OP_REF.search(raw)
-        if reference:
-            if await self._take_ref(turn, f"OP-{int(reference.group(1))}", quiet=True):
-                return str(turn.slots["deal"])
-            raise SlotInvalid(turn.t("deal.not_found", ref=f"OP-{int(reference.group(1))}"))
-        found = await self._match(turn, turn.entity("customer"), raw)
-        choices = {ref for ref, _title in turn.slots.get("_choices") or []}
-        if choices and len(found) > 1:
-            found = [deal for deal in found if deal.ref in choices] or found
-        if len(found) == 1:
-            self._chosen(turn, found[0])
-            return found[0].ref
-        if found:
-            turn.slots["_choices"] = [[deal.ref, self._title(deal)] for deal in found[:MAX_DEAL_CHOICES]]
-            raise SlotInvalid(turn.t("deal.several"))
-        raise SlotInvalid(turn.t("deal.unknown", query=short(raw, 40)))
+        """Which deal an answer names: among the deals just offered first, then all of the person's."""
+        text = spoken(turn) or turn.entity("deal") or raw
+        choices = [ref for ref, _title in turn.slots.get("_choices") or []]
+        found = await ground_deal(turn.core, turn.actor, text, among=choices)
+        if found.one is not None:
+            self._chosen(turn, found.one)
+            return found.one.ref
+        if found.deals:
+            turn.slots["_choices"] = [[deal.ref, deal_title(deal)] for deal in found.deals[:MAX_DEAL_CHOICES]]
+            raise SlotInvalid(turn.t("sales.deal_several", query=short(found.said or raw, 40)))
+        if found.ref:
+            raise SlotInvalid(turn.t("deal.not_found", ref=found.ref))
+        raise SlotInvalid(turn.t("deal.unknown", query=short(found.said or raw, 40)))
 
     async def _deal_question(self, turn: Turn) -> Reply:
         choices: list[list[str]] = turn.slots.get("_choices") or []
@@ -1313,58 +1190,32 @@ class UpdateDeal(StaffHandler):
             if not deals:
                 turn.state.finish()
                 return turn.say("deal.none_open")
-            choices = [[deal.ref, self._title(deal)] for deal in deals]
+            choices = [[deal.ref, deal_title(deal)] for deal in deals]
         return Reply(text=turn.t("deal.ask_deal"),
                      buttons=tuple(Button(title=title, payload=payload(self.intent, deal=ref))
                                    for ref, title in choices))
 
 
-# --- a new deal (update_deal with "new deal …") -----------------------------------------------------------
-
-
 class NewDeal(CustomerHandler):
     """'new deal with Acme: 80 dishwashers, 120k, closing end of March' → a confirmed new opportunity.
 
-    Not an intent of its own: creating and changing a deal say the same things (customer, amount, stage,
-    close date) and differ by one word ("new", "新建"), which a rule reads exactly while a classifier
-    would have to learn it from a few examples; the confirmation card shows "New deal" before anything
-    is written, so a misread costs one "no". UpdateDeal hands its turns here when the word is there.
+    Its own form (customer, name, amount, close date, stage, probability), reached through the update_deal
+    intent: creating and changing a deal say the same things and differ by one word ("new", "新建"), which a
+    rule reads exactly while a classifier would have to learn it from a few examples; the card shows
+    "Create this new deal?" before anything is written, so a misread costs one "no".
     """
 
     intent = "update_deal"
     roles = SALES_ROLES
-    slots = tuple(slot for slot in UpdateDeal.slots
-                  if slot.name in ("customer", "amount", "stage", "probability", "close", "name"))
+    slots = (Slot("customer", "deal.ask_customer", entity="customer"), NAME_SLOT, AMOUNT_SLOT, CLOSE_SLOT,
+             STAGE_SLOT, PROBABILITY_SLOT)
     needs_confirmation = True
 
     async def prefill(self, turn: Turn) -> None:
         """Customer, name, amount, stage, probability and close date from the first message."""
         text, slots = spoken(turn), turn.slots
         await self.take_customer(turn, turn.entity("customer"), NEW_DEAL.sub(" ", text))
-        raw_stage = turn.entity("stage")
-        stage = normalise_stage(raw_stage) if raw_stage else None
-        if raw_stage and stage is None:
-            slots["_stage_unclear"] = raw_stage
-            self.note(turn, turn.t("deal.bad_stage", given=short(raw_stage, 40)))
-        # "3月底成交" says when it closes, not that it is won: a new deal starts in an open stage.
-        stage = stage if stage in OPEN_STAGES else stage_in_text(text) if text else None
-        if stage in OPEN_STAGES:
-            slots["stage"] = stage
-        raw_amount = turn.entity("amount")
-        if raw_amount is not None and text and percent_reading(text, raw_amount):
-            raw_amount = None
-        amount = parse_amount(raw_amount) if raw_amount else amount_in_text(without_percentages(text))
-        vague = APPROXIMATE.search(text) if text else None
-        if amount is not None:
-            slots["amount"] = str(amount)
-        elif raw_amount or vague:
-            given = raw_amount or (vague.group(0) if vague else "")
-            slots["_amount_unclear"] = given
-            self.note(turn, turn.t("deal.bad_amount", given=short(given, 40)))
-        read_probability_into(turn, text)
-        for when in whens(turn):
-            close_into(turn, when, open_deal=True)
-            break
+        self._read_values(turn, text)
         name = deal_name_from(text, slots.get("customer_name", ""))
         if name:
             slots["name"] = name
@@ -1380,29 +1231,33 @@ class NewDeal(CustomerHandler):
             return by_name["amount"]
         if slots.get("_probability_unclear"):
             return by_name["probability"]
-        if "close" not in slots or slots.get("_close_past"):
+        if "close" not in slots or slots.get("_close_refused"):
             return by_name["close"]
         if not slots.get("name"):
             return by_name["name"]
         return None
 
+    async def correct(self, turn: Turn) -> list[str]:
+        """A new value for any field, at any step ('make it 60k', '改成谈判阶段', 'close end of April')."""
+        if turn.state.awaiting in FREE_TEXT_SLOTS:
+            return []
+        names = ("amount", "stage", "probability", "close")
+        before = {name: turn.slots.get(name) for name in names}
+        self._read_values(turn, spoken(turn), skip=turn.state.awaiting or "")
+        return [name for name in names if turn.slots.get(name) != before[name]]
+
     async def validate(self, turn: Turn, slot: Slot, raw: str) -> Any:
         """Each answer checked like an update's; a name is a few words."""
-        slots = turn.slots
         if slot.name == "customer":
             return await self.customer_answer(turn, raw)
         if slot.name == "stage":
-            stage = normalise_stage(raw) or stage_in_text(raw)
-            if stage not in OPEN_STAGES:
-                raise SlotInvalid(turn.t("deal.bad_new_stage", given=short(raw, 40)))
-            slots.pop("_stage_unclear", None)
-            return stage
+            return stage_answer(turn, raw, allowed=OPEN_STAGES)
         if slot.name == "amount":
             return amount_answer(turn, raw)
         if slot.name == "probability":
             return probability_answer(turn, raw)
         if slot.name == "close":
-            return close_answer(turn, raw, open_deal=True, optional=True)
+            return close_answer(turn, raw, open_deal=True, keep=None)
         name = " ".join(raw.split())
         if len(name) < 2:
             raise SlotInvalid(turn.t("deal.bad_name"))
@@ -1417,7 +1272,8 @@ class NewDeal(CustomerHandler):
                 Button(title=turn.t(f"deal.stages.{stage}"), payload=payload(self.intent, stage=stage))
                 for stage in OPEN_STAGES))]
         if slot.name == "close":
-            return [Reply(text=turn.t("deal.ask_close"),
+            lines = [turn.slots["_close_refused"]] if turn.slots.get("_close_refused") else []
+            return [Reply(text="\n".join([*lines, turn.t("deal.ask_close")]),
                           buttons=(Button(title=turn.t("deal.no_close"), payload="none"),))]
         return [turn.say(slot.prompt)]
 
@@ -1426,10 +1282,11 @@ class NewDeal(CustomerHandler):
         slots = turn.slots
         stage = slots.get("stage") or OpportunityStage.QUALIFICATION.value
         lines = [
+            *slots.pop("_notes", []),
             turn.t("deal.new_card_title"),
             turn.t("deal.new_card_customer", name=slots["customer_name"], code=slots["customer"]),
             turn.t("deal.new_card_name", name=slots["name"]),
-            turn.t("deal.new_card_amount", amount=money(slots["amount"])),
+            turn.t("deal.new_card_amount", amount=money(slots["amount"], currency(turn))),
             turn.t("deal.new_card_stage", stage=turn.t(f"deal.stages.{stage}"),
                    probability=self._probability(turn, stage)),
             turn.t("deal.new_card_close", day=day_label(turn, date.fromisoformat(slots["close"])))
@@ -1452,12 +1309,31 @@ class NewDeal(CustomerHandler):
         turn.state.context["deal"] = created.ref
         turn.state.context["customer"] = created.customer_code
         text = turn.t("deal.created", ref=created.ref, name=created.name, customer=created.customer_name,
-                      stage=turn.t(f"deal.stages.{created.stage}"), amount=money(created.amount),
-                      probability=created.probability)
+                      stage=turn.t(f"deal.stages.{created.stage}"),
+                      amount=money(created.amount, created.currency), probability=created.probability)
         if created.expected_close:
             text += " " + turn.t("deal.closes", day=day_label(turn, created.expected_close))
         return [Reply(text=text, buttons=(
             turn.button("deal.update_button", payload("update_deal", deal=created.ref), ref=created.ref),))]
+
+    def _read_values(self, turn: Turn, text: str, *, skip: str = "") -> None:
+        """Stage (an open one: '3月底成交' says when it closes, not that it is won), amount, probability and
+        close date from a message (all but the `skip` one)."""
+        slots = turn.slots
+        if skip != "stage":
+            had_stage = slots.get("stage")
+            read_stage_into(turn, text, handler=self)
+            if slots.get("stage") not in OPEN_STAGES:
+                if had_stage:
+                    slots["stage"] = had_stage
+                else:
+                    slots.pop("stage", None)
+        if skip != "amount":
+            read_amount_into(turn, text, handler=self)
+        if skip != "probability":
+            read_probability_into(turn, text)
+        if skip != "close":
+            read_close_into(turn, text, open_deal=True)
 
     @staticmethod
     def _probability(turn: Turn, stage: str) -> int:
@@ -1465,18 +1341,71 @@ class NewDeal(CustomerHandler):
         return int(given) if given is not None else DEFAULT_STAGE_PROBABILITY[OpportunityStage(stage)]
 
 
+def _union(*groups: tuple[Slot, ...]) -> tuple[Slot, ...]:
+    seen: dict[str, Slot] = {}
+    for group in groups:
+        for slot in group:
+            seen.setdefault(slot.name, slot)
+    return tuple(seen.values())
+
+
+class UpdateDeal(StaffHandler):
+    """The update_deal intent: a new deal when the message says so ("new deal …", "新建商机"), else a change
+    to an existing one; each is its own form, and this handler passes every step to the one in progress."""
+
+    intent = "update_deal"
+    roles = SALES_ROLES
+    # The dialogue looks slots up on the intent's handler, so it declares both forms' slots.
+    slots = _union(DealChange.slots, NewDeal.slots)
+    needs_confirmation = True
+
+    def __init__(self) -> None:
+        self._change = DealChange()
+        self._new = NewDeal()
+
+    def form(self, turn: Turn) -> DealChange | NewDeal:
+        """The form this conversation is filling in."""
+        return self._new if turn.slots.get("_new") else self._change
+
+    async def prefill(self, turn: Turn) -> None:
+        """Open a deal when the message says 'new', else change one."""
+        if creating_deal(spoken(turn)):
+            turn.slots["_new"] = True
+        await self.form(turn).prefill(turn)
+
+    def next_slot(self, turn: Turn) -> Slot | None:
+        """The form's next question."""
+        return self.form(turn).next_slot(turn)
+
+    async def correct(self, turn: Turn) -> list[str]:
+        """The form's reading of a correction."""
+        return await self.form(turn).correct(turn)
+
+    async def validate(self, turn: Turn, slot: Slot, raw: str) -> Any:
+        """The form's check of an answer."""
+        return await self.form(turn).validate(turn, slot, raw)
+
+    async def question(self, turn: Turn, slot: Slot) -> list[Reply]:
+        """The form's question."""
+        return await self.form(turn).question(turn, slot)
+
+    async def confirmation(self, turn: Turn) -> Reply:
+        """The form's card."""
+        return await self.form(turn).confirmation(turn)
+
+    async def execute(self, turn: Turn) -> list[Reply]:
+        """The form's action."""
+        return await self.form(turn).execute(turn)
+
+
 # --- lists: my visits, my deals --------------------------------------------------------------------------
 
 TEAM = re.compile(
     r"\bteam'?s?\b|\bmy\s+(?:reps|people|staff|sales\s*people|guys)\b|\beveryone'?s?\b|\ball\s+reps\b"
     r"|\bsubordinates\b|团队|我们组|组里|下属|手下|部门|全组|大家的|各位|每个销售", re.IGNORECASE)
-MONTH_EN = {name: number for number, names in enumerate((
-    ("jan", "january"), ("feb", "february"), ("mar", "march"), ("apr", "april"), ("may",), ("jun", "june"),
-    ("jul", "july"), ("aug", "august"), ("sep", "sept", "september"), ("oct", "october"), ("nov", "november"),
-    ("dec", "december")), start=1) for name in names}
 MONTH_EN_IN_TEXT = re.compile(
-    r"\b(?:in|for|during|of|closing|closes|close|by|since|from)\s+(?P<month>" + "|".join(
-        sorted(MONTH_EN, key=len, reverse=True)) + r")\b(?:\s+(?P<year>20\d\d))?", re.IGNORECASE)
+    rf"\b(?:in|for|during|of|closing|closes|close|by|since|from)\s+(?P<month>{MONTH_NAME_RE})\b"
+    r"(?:\s+(?P<year>20\d\d))?", re.IGNORECASE)
 MONTH_ZH_IN_TEXT = re.compile(
     r"(?:(?P<year>20\d\d)年)?(?<![\d个])(?P<month>1[0-2]|0?[1-9]|十[一二]?|[一二三四五六七八九])月"
     r"(?![\d一二三四五六七八九十]{1,3}[日号])")
@@ -1555,8 +1484,8 @@ def asked_period(turn: Turn, text: str, *, future: bool) -> Period | None:
     found = MONTH_EN_IN_TEXT.search(text) or MONTH_ZH_IN_TEXT.search(text)
     if found is not None:
         raw = found.group("month")
-        number = MONTH_EN.get(raw.casefold()) or (int(raw) if raw.isdigit() else zh_number(raw))
-        if number and 1 <= number <= 12:
+        number = month_number(raw)
+        if number is not None:
             year = int(found.group("year")) if found.group("year") else today.year
             if not found.group("year"):
                 if future and number < today.month:
@@ -1565,28 +1494,6 @@ def asked_period(turn: Turn, text: str, *, future: bool) -> Period | None:
                     year -= 1
             return named(date(year, number, 1))
     return None
-
-
-def zh_number(text: str) -> int | None:
-    """一 … 十二."""
-    digits = "一二三四五六七八九"
-    if text == "十":
-        return 10
-    if text.startswith("十"):
-        return 10 + digits.index(text[1]) + 1 if len(text) == 2 and text[1] in digits else None
-    return digits.index(text) + 1 if len(text) == 1 and text in digits else None
-
-
-def month_end(day: date) -> date:
-    """The last day of the month holding `day`."""
-    following = day.replace(day=28) + timedelta(days=4)
-    return following - timedelta(days=following.day)
-
-
-def quarter_bounds(day: date) -> tuple[date, date]:
-    """First and last day of the quarter holding `day`."""
-    first = date(day.year, (day.month - 1) // 3 * 3 + 1, 1)
-    return first, month_end(date(first.year, first.month + 2, 1))
 
 
 def wants_team(turn: Turn, text: str) -> bool:
@@ -1694,7 +1601,7 @@ class ListDeals(StaffHandler):
         team_asked = wants_team(turn, text)
         team = team_asked and sees_team(turn)
         raw_stage = turn.entity("stage")
-        stage = normalise_stage(raw_stage) if raw_stage else stage_in_text(text) if text else None
+        stage = stage_of(raw_stage) if raw_stage else stage_in_text(text) if text else None
         if stage == OpportunityStage.CLOSED_WON.value and CLOSING_ZH.search(text) and not WON_ZH.search(text):
             # "本月成交的商机" asks what closes this month, not what was won.
             stage, raw_stage = None, None

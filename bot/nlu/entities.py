@@ -429,6 +429,7 @@ STAGE_TERMS: dict[str, str] = {
     "资格认定": "qualification",
     "初期": "qualification",
     "需求分析": "needs_analysis",
+    # Confirming there is a need comes before analysing it ("需求确认完了，进入需求分析").
     "需求确认": "qualification",
     "初步接触": "qualification",
     "需求调研": "needs_analysis",
@@ -520,6 +521,8 @@ _MONTH_RE = (
     r"(?:jan(?:uary)?|feb(?:ruary)?|mar(?:ch)?|apr(?:il)?|may|june?|july?|aug(?:ust)?|sept?(?:ember)?"
     r"|oct(?:ober)?|nov(?:ember)?|dec(?:ember)?)"
 )
+# Month names as the date rules read them, for other readers of months (periods in the chat).
+MONTH_NAME_RE = _MONTH_RE
 _FULL_WEEKDAY = r"(?:monday|tuesday|wednesday|thursday|friday|saturday|sunday)"
 _SAFE_SHORT_WEEKDAYS = frozenset({"tue", "tues", "thu", "thur", "thurs", "fri"})  # not English words
 _FULL_WEEKDAYS = frozenset({"monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"})
@@ -1488,6 +1491,10 @@ class EntityExtractor:
                 except re.error:
                     logger.warning("Ignoring invalid regex for entity %s: %r", entity, source)
 
+    def stage_value(self, term: str) -> str | None:
+        """The stage a word or phrase names in this extractor's vocabulary ('谈判' → negotiation), or None."""
+        return self._stage_terms.get(_term_key(term))
+
     def extract(self, text: str, context: ParseContext) -> tuple[Entity, ...]:
         """Every entity found, in text order, without overlaps."""
         if not text or not text.strip():
@@ -1828,6 +1835,13 @@ def default_extractor() -> EntityExtractor:
 def extract_entities(text: str, context: ParseContext) -> tuple[Entity, ...]:
     """Entities in `text` (see the module docstring)."""
     return default_extractor().extract(text, context)
+
+
+def stage_value(term: str) -> str | None:
+    """The stage a term names in the one stage vocabulary (STAGE_TERMS), or None: the chat's answers
+    and the NLU's entities read '需求确认' the same way."""
+    key = _term_key(term)
+    return key.replace(" ", "_") if key.replace(" ", "_") in STAGES else default_extractor().stage_value(term)
 
 
 JOB_INTENTS = frozenset({"accept_job", "complete_job", "my_jobs", "on_my_way", "reschedule_job"})
