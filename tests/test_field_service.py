@@ -619,6 +619,59 @@ async def test_customer_yes_confirms_and_reschedule_bad_input(core: Core, world:
         )
 
 
+async def propose(core: Core, world: World, reference: str, when: str = FRIDAY_2PM) -> None:
+    """The technician proposes a new visit time for a job."""
+    action = RepairActionIn(action="reschedule", scheduled_at=datetime.fromisoformat(when))
+    await core.service_desk.act_on_repair(world.tech_north, reference, action)
+
+
+async def test_customer_answers_a_proposed_time_in_words_whatever_they_parse_as(
+    core: Core, world: World
+) -> None:
+    reference = await accepted(core, world)
+    await propose(core, world, reference)
+    nlu = ScriptedNlu()
+    customer = chat(core, nlu, "acme-buyer")
+    # "Friday 2pm works" reads as rescheduling, which customers cannot do: it is their answer.
+    assert await customer.text("Friday 2pm works", "reschedule_job", time=FRIDAY_2PM) == (
+        f"Thank you! The visit for {reference} is confirmed for Fri 19 Jun 14:00."
+    )
+    [order] = await orders(core)
+    assert (order.scheduled_at, order.proposed_at) == (datetime(2026, 6, 19, 6, 0, tzinfo=UTC), None)
+    # Their own time instead, in words the NLU could not place: passed on, the visit stays.
+    await propose(core, world, reference, "2026-06-22T14:00:00+08:00")
+    [said] = await customer.say("Saturday 10am would suit me better", "nlu_fallback", 0.3,
+                                time="2026-06-20T10:00:00+08:00")
+    assert said.text.startswith("Thanks, we've passed on Sat 20 Jun 10:00 to your technician.")
+    [order] = await orders(core)
+    assert (order.scheduled_at, order.proposed_at) == (datetime(2026, 6, 19, 6, 0, tzinfo=UTC), None)
+    # "doesn't work" with the proposed day and hour named is a no without a time of their own.
+    await propose(core, world, reference, "2026-06-23T14:00:00+08:00")
+    asked = await customer.text("Tuesday 2pm doesn't work", "reschedule_job",
+                                time="2026-06-23T14:00:00+08:00")
+    assert asked.startswith("Sorry about that. Which time would suit you instead?")
+    # Nothing proposed: a customer cannot move a visit, and is offered a person (not "not for customers").
+    await customer.say("/confirm_visit{\"decision\":\"no\",\"when\":\"none\"}")
+    [nothing] = await customer.say("move my visit to Monday", "reschedule_job",
+                                   time="2026-06-22T10:00:00+08:00")
+    assert nothing.text.startswith("There's no new visit time waiting for your answer.")
+    assert payloads(nothing) == ["/human_handoff"]
+
+
+async def test_two_proposals_pending_a_yes_asks_which(core: Core, world: World) -> None:
+    first = await accepted(core, world)
+    second = await accepted(core, world, "DW500-00001")
+    await propose(core, world, first)
+    await propose(core, world, second, "2026-06-20T10:00:00+08:00")
+    nlu = ScriptedNlu()
+    customer = chat(core, nlu, "acme-buyer")
+    [which] = await customer.say("好的", "affirm")
+    assert which.text == t("zh", "field.visit.ask_job")
+    assert [button.payload for button in which.buttons] == [
+        f'/confirm_visit{{"job_id":"{first}"}}', f'/confirm_visit{{"job_id":"{second}"}}']
+    assert (await customer.text(which.buttons[1].payload)).startswith(f"谢谢！{second} 的上门时间已确认")
+
+
 # --- completion ----------------------------------------------------------------------
 
 

@@ -8,7 +8,7 @@ from datetime import date, datetime, time, timedelta
 from decimal import Decimal
 from typing import Any, ClassVar
 
-from bot.dialogue import Handler, Slot, SlotInvalid, Turn
+from bot.dialogue import REFUSED_CORRECTIONS, Handler, Slot, SlotInvalid, Turn
 from bot.intents.sales import (
     CJK,
     LATIN_WORD,
@@ -720,7 +720,25 @@ DISPATCH_ZH = re.compile(
     r"明天|今天|后天|大后天|下周.|周.|星期.|上午|下午|晚上|早上|中午|[零一二两三四五六七八九十\d]+点(?:半|\d+分?)?|"
     r"[，,。？?！!\s]", re.IGNORECASE)
 USERNAME = re.compile(r"[A-Za-z0-9]+[._][A-Za-z0-9._-]+")
+# How a technician is called by surname: "张工", "张师傅", "老张", "小张".
+HAN_RUN = re.compile(r"[\u4e00-\u9fff]+")
+SURNAME_CALL = re.compile(r"(?P<a>[\u4e00-\u9fff])(?:工|师傅|师父|工程师)|[老小](?P<b>[\u4e00-\u9fff])")
 CLOCK = re.compile(r"(?<![\d:])(?P<h>[01]?\d|2[0-3])[:：.](?P<m>[0-5]\d)(?![\d])")
+
+
+def named_technician(text: str) -> tuple[str, str] | None:
+    """Who should go, as said and as a name to match ("to Tech South tomorrow" → "Tech South", "South")."""
+    named = NAMED_ZH.search(text) or NAMED_EN.search(text)
+    if not named:
+        return None
+    said = (named.group("a") or named.group("b") or "").strip()
+    words = [word for word in said.split() if word.casefold() not in DISPATCH_WORDS]
+    if not words or TICKET_REF.fullmatch(said):
+        return None
+    shown = said.split()
+    while shown and shown[-1].casefold() in DISPATCH_WORDS:
+        shown.pop()  # "Bob tomorrow": the time is no part of the name
+    return " ".join(shown), " ".join(words)
 
 
 def ticket_ref(raw: str | None) -> str | None:
@@ -825,7 +843,9 @@ class DispatchJob(StaffHandler):
                 raise SlotInvalid(problem)
             return reference
         if slot.name == "technician":
-            found = await self._take_technician(turn, raw, exact=bool(turn.entity("tech")))
+            exact = bool(turn.entity("tech"))
+            named = None if exact else named_technician(raw)
+            found = await self._take_technician(turn, named[1] if named else raw, exact=exact)
             if found is None:
                 raise SlotInvalid(turn.t("field.dispatch.pick_again"))
             return found
@@ -837,6 +857,48 @@ class DispatchJob(StaffHandler):
         if value < turn.now:
             raise SlotInvalid(turn.t("field.past", when=moment_label(turn, value)))
         return value.isoformat()
+
+    async def correct(self, turn: Turn) -> list[str]:
+        """Request, technician and time a typed message says, whatever was asked (that one: the answer)."""
+        # "把SR-11派给张伟，明天上午10点" after the suggestions answers "who?" and says the time too.
+        text = spoken(turn)
+        if not text:
+            return await super().correct(turn)
+        asked, changed = turn.state.awaiting, []
+        refused: list[str] = turn.slots.setdefault(REFUSED_CORRECTIONS, [])
+        written = TICKET_REF.search(text)
+        reference = ticket_ref(turn.entity("ticket_id")) or ticket_ref(written.group(0) if written else None)
+        if asked != "request" and reference and reference != turn.slots.get("request"):
+            held = {name: turn.slots.pop(name) for name in ("request", "customer", "subject", "preferred")
+                    if name in turn.slots}
+            problem = await self._take_request(turn, reference)
+            if problem:
+                turn.slots.update(held)
+                refused.append(problem)
+            else:
+                changed.append("request")
+        named = named_technician(text)
+        if asked != "technician" and named:
+            before = turn.slots.get("technician")
+            if await self._take_technician(turn, named[1], exact=False) is None:
+                if "_tech_choices" not in turn.slots:
+                    refused.append(turn.t("field.dispatch.unknown_technician", name=short(named[0], 40)))
+                elif before is not None:
+                    # Several match: asked with buttons, the one held is dropped.
+                    turn.slots.pop("technician", None)
+                    changed.append("technician")
+            elif turn.slots.get("technician") != before:
+                changed.append("technician")
+        moment_said = iso_value(turn.entity("when") or "") or said_moment(turn, text)
+        if asked != "when" and moment_said is not None:
+            if moment_said < turn.now:
+                refused.append(turn.t("field.past", when=moment_label(turn, moment_said)))
+            elif turn.slots.get("when") != moment_said.isoformat():
+                turn.slots["when"] = moment_said.isoformat()
+                changed.append("when")
+        if not refused:
+            turn.slots.pop(REFUSED_CORRECTIONS)
+        return changed
 
     async def question(self, turn: Turn, slot: Slot) -> list[Reply]:
         """Which request; which technician (matches or suggestions as buttons); when (buttons)."""
@@ -910,16 +972,11 @@ class DispatchJob(StaffHandler):
 
     async def _find_technician(self, turn: Turn, text: str) -> None:
         """A technician named in the message: one (taken), several (buttons), or a name nobody has."""
-        named = NAMED_ZH.search(text) or NAMED_EN.search(text)
-        name = said = None
+        named = named_technician(text)
         if named:
-            said = (named.group("a") or named.group("b") or "").strip()
-            words = [word for word in said.split() if word.casefold() not in DISPATCH_WORDS]
-            name = " ".join(words) if words and not TICKET_REF.fullmatch(said) else None
-        if name:
-            found = await self._take_technician(turn, name, exact=False)
+            found = await self._take_technician(turn, named[1], exact=False)
             if found is None and "_tech_choices" not in turn.slots:
-                self.stop(turn, turn.t("field.dispatch.unknown_technician", name=short(said or name, 40)),
+                self.stop(turn, turn.t("field.dispatch.unknown_technician", name=short(named[0], 40)),
                           *([Button(title=turn.t("field.dispatch.suggest_button"),
                                     payload=payload(self.intent, sr=turn.slots["request"]))]
                             if "request" in turn.slots else []))
@@ -936,9 +993,15 @@ class DispatchJob(StaffHandler):
         """Match among the technicians this dispatcher may send; None when not exactly one."""
         names = await turn.core.service_desk.dispatchable_technicians(turn.actor)
         choices: list[list[str]] = turn.slots.get("_tech_choices") or []
+        called = SURNAME_CALL.fullmatch(raw.strip())
         if exact or USERNAME.fullmatch(raw.strip()):
             # A username is exact: "rep.north" must not fuzzily become "Tech North".
             found = [Candidate(code, name, 100.0) for code, name in names if code == raw.strip().casefold()]
+        elif called:
+            # "张工", "张师傅", "老张": everyone of that surname (a name's Chinese part starts with it).
+            surname = called.group("a") or called.group("b")
+            found = [Candidate(code, name, 100.0) for code, name in names
+                     if any(run.startswith(surname) for run in HAN_RUN.findall(name))]
         else:
             found = (pick(find_customers(choices, raw, whole=True)) if choices else []) or \
                 pick(find_customers(names, raw, whole=True)) or pick(find_customers(names, raw, whole=False))
@@ -1147,7 +1210,8 @@ class RescheduleJob(JobPicker):
     """J7: 'reschedule RO-311 to Friday 2pm' → a proposal the customer confirms."""
 
     intent = "reschedule_job"
-    roles = frozenset({Role.TECHNICIAN, Role.AGENT, Role.MANAGER})
+    # A customer's "Friday 2pm works" reads as rescheduling: it is their answer to the time we proposed.
+    roles = frozenset({Role.TECHNICIAN, Role.AGENT, Role.MANAGER, Role.CUSTOMER})
     pick_states: ClassVar[frozenset[str]] = frozenset(
         {RepairStatus.DISPATCHED.value, RepairStatus.ACCEPTED.value, RepairStatus.IN_PROGRESS.value})
     none_key: ClassVar[str] = "field.reschedule.none"
@@ -1158,7 +1222,10 @@ class RescheduleJob(JobPicker):
     needs_confirmation = True
 
     async def prefill(self, turn: Turn) -> None:
-        """The job and the new time from the message."""
+        """The job and the new time from the message (a customer's words answer a time we proposed)."""
+        if turn.actor.role is Role.CUSTOMER:
+            turn.slots[VISIT_ANSWER.name] = True
+            return
         text = spoken(turn)
         await self.take_job(turn, text)
         raw = turn.entity("when")
@@ -1180,8 +1247,22 @@ class RescheduleJob(JobPicker):
             raise SlotInvalid(turn.t("field.past", when=moment_label(turn, value)))
         return value.isoformat()
 
+    def next_slot(self, turn: Turn) -> Slot | None:
+        """Job and time; for a customer, their answer to our proposal."""
+        if turn.slots.get(VISIT_ANSWER.name):
+            return VISIT_ANSWER
+        return super().next_slot(turn)
+
     async def question(self, turn: Turn, slot: Slot) -> list[Reply]:
-        """Which job; what time."""
+        """Which job; what time (a customer's answer to our proposal goes on as confirm_visit)."""
+        if slot is VISIT_ANSWER:
+            answered = await answer_to_proposal(turn)
+            if answered is not None:
+                return answered
+            # Customers do not move visits themselves: a colleague arranges it.
+            turn.state.finish()
+            return [turn.say("field.visit.nothing_to_move",
+                             turn.button("fallback.human_button", "/human_handoff"))]
         if slot.name == "job":
             return [self.job_question(turn, "field.reschedule.ask_job")]
         return [turn.say("field.reschedule.ask_when", ref=turn.slots["job"])]
@@ -1210,11 +1291,16 @@ class RescheduleJob(JobPicker):
 # --- the customer's answer to a new time --------------------------------------------------------------
 
 YES_WORDS = re.compile(
-    r"\b(?:yes|yeah|yep|ok|okay|sure|fine|works|confirm(?:ed)?|good)\b|可以|行|好的?|没问题|确认|方便",
+    r"\b(?:yes|yeah|yep|ok|okay|sure|fine|works?|suits?|confirm(?:ed)?|good|great|perfect)\b|no\s+problem|"
+    r"可以|行|好的?|没问题|确认|方便|就这样|同意",
     re.IGNORECASE)
 NO_WORDS = re.compile(
-    r"\b(?:no|nope|not|can'?t|cannot|another|other|different)\b|不行|不可以|不方便|换|没空|不能",
+    r"\b(?:no|nope|not|never|can'?t|cannot|won'?t|doesn'?t|don'?t|isn'?t|busy|another|other|different|"
+    r"rather|instead|better)\b|n't\b|不行|不可以|不太?方便|不太?行|换|没空|没时间|有事|不能|来不了|改",
     re.IGNORECASE)
+# Said as agreement although they hold a "no".
+YES_PHRASES = re.compile(r"\bno\s+(?:problem|worries)\b|没问题|不错", re.IGNORECASE)
+VISIT_ANSWER = Slot("_visit_answer", "field.visit.ask_decision", required=False)
 
 
 async def pending_proposals(turn: Turn) -> list[RepairOrderOut]:
@@ -1223,8 +1309,53 @@ async def pending_proposals(turn: Turn) -> list[RepairOrderOut]:
     return [order for order in orders if order.proposed_at is not None]
 
 
+def fits(turn: Turn, said: date | datetime, proposed: datetime) -> bool:
+    """Whether a day or time the customer names is the one proposed ("Friday 2pm" for Fri 11 Jan 14:00)."""
+    local = proposed.astimezone(zone(turn))
+    if isinstance(said, datetime):
+        mine = said.astimezone(zone(turn))
+        # A weekday is read as the next one, the proposal may be a later one: the weekday and hour decide.
+        return (mine.date() == local.date() or mine.weekday() == local.weekday()) and \
+            (mine.hour, mine.minute) == (local.hour, local.minute)
+    return said == local.date() or said.weekday() == local.weekday()
+
+
+def read_visit_answer(turn: Turn, proposed: datetime | None) -> tuple[str | None, datetime | None]:
+    """Yes or no, and the customer's own time, from what they wrote ("Friday 2pm works", "周六上午10点吧")."""
+    text = spoken(turn)
+    intent = turn.parse.intent
+    named = whens(turn)
+    other = [moment(turn, when) for when in named if proposed is None or not fits(turn, when, proposed)]
+    other = [when for when in other if when > turn.now]
+    agreed = YES_PHRASES.search(text)
+    refused = intent == "deny" or (NO_WORDS.search(text) is not None and not agreed)
+    if refused:
+        return "no", (other[-1] if other else None)
+    if other and (proposed is None or not any(fits(turn, when, proposed) for when in named)):
+        # "Saturday 10am works better": another time than the one proposed is a counter-proposal.
+        return "no", other[0]
+    if intent in ("affirm", "accept_job") or YES_WORDS.search(text) or named:
+        return "yes", None
+    return None, None
+
+
+async def carry_on(turn: Turn, handler: StaffHandler) -> list[Reply]:
+    """Go on with this message as `handler`'s form (what the words mean for this person, not their parse)."""
+    state = turn.state
+    state.finish()
+    state.active = handler.intent
+    await handler.prefill(turn)
+    slot = handler.missing(turn)
+    if slot is not None:
+        state.awaiting = slot.name
+        return await handler.ask(turn, slot)
+    replies = await handler.execute(turn)
+    state.finish()
+    return replies
+
+
 class ConfirmVisit(StaffHandler):
-    """A customer confirms a proposed visit time, or asks for another (buttons of the notification)."""
+    """A customer confirms a proposed visit time, or asks for another: buttons, yes/no, or a time in words."""
 
     intent = "confirm_visit"
     roles = frozenset({Role.CUSTOMER})
@@ -1235,7 +1366,7 @@ class ConfirmVisit(StaffHandler):
     )
 
     async def prefill(self, turn: Turn) -> None:
-        """Which job (the only pending one when not named) and yes or no."""
+        """Which job (the only pending one when not named), and yes or no with their own time."""
         decision = turn.entity("decision")
         if decision in ("yes", "no"):
             turn.slots["decision"] = decision
@@ -1255,6 +1386,19 @@ class ConfirmVisit(StaffHandler):
                 for order in pending[:8]]
         else:
             self.stop(turn, turn.t("field.visit.nothing_pending"))
+            return
+        if "decision" not in turn.slots and spoken(turn):
+            self._take_answer(turn)
+
+    def _take_answer(self, turn: Turn) -> bool:
+        """Yes/no and their own time from the words; whether a decision was read."""
+        decision, suggested = read_visit_answer(turn, iso_value(turn.slots.get("proposed") or ""))
+        if decision is None:
+            return False
+        turn.slots["decision"] = decision
+        if suggested is not None:
+            turn.slots["suggested"] = suggested.isoformat()
+        return True
 
     def next_slot(self, turn: Turn) -> Slot | None:
         """Job, decision, and when refusing, their own time (optional: 'none')."""
@@ -1266,7 +1410,7 @@ class ConfirmVisit(StaffHandler):
         return None
 
     async def validate(self, turn: Turn, slot: Slot, raw: str) -> Any:
-        """A pending job; yes/no; a time to come or none."""
+        """A pending job; yes/no (in words, with a time of their own); a time to come or none."""
         if slot.name == "job":
             reference = job_ref(raw)
             pending = {order.ref: order for order in await pending_proposals(turn)}
@@ -1277,11 +1421,9 @@ class ConfirmVisit(StaffHandler):
         if slot.name == "decision":
             if raw in ("yes", "no"):
                 return raw
-            if NO_WORDS.search(raw):
-                return "no"
-            if YES_WORDS.search(raw):
-                return "yes"
-            raise SlotInvalid(turn.t("field.visit.yes_or_no"))
+            if not self._take_answer(turn):
+                raise SlotInvalid(turn.t("field.visit.yes_or_no"))
+            return turn.slots["decision"]
         if raw.strip() == NO_TIME:
             return NO_TIME
         value = iso_value(raw) or said_moment(turn, raw)
@@ -1334,34 +1476,36 @@ class ConfirmVisit(StaffHandler):
         return [turn.say("field.visit.refused_plain")]
 
 
+async def answer_to_proposal(turn: Turn) -> list[Reply] | None:
+    """A customer's words as their answer to the visit time we proposed, when one is waiting; else None."""
+    if turn.actor.role is not Role.CUSTOMER or not await pending_proposals(turn):
+        return None
+    return await carry_on(turn, ConfirmVisit())
+
+
+async def answer_in_other_words(turn: Turn) -> list[Reply] | None:
+    """A customer's message the NLU could not place that names a time and says yes or no ("Saturday 10am would
+    suit me better") answers a pending proposal; else None."""
+    text = spoken(turn)
+    if not (text and whens(turn) and (YES_WORDS.search(text) or NO_WORDS.search(text))):
+        return None
+    return await answer_to_proposal(turn)
+
+
 class VisitAffirm(Affirm):
     """A customer's bare "yes" answers the visit time we proposed, when one is waiting."""
 
     async def execute(self, turn: Turn) -> list[Reply]:
-        """Confirm the only pending proposal; otherwise the usual answer."""
-        if turn.actor.role is Role.CUSTOMER:
-            pending = await pending_proposals(turn)
-            if len(pending) == 1:
-                turn.slots.update(job=pending[0].ref, decision="yes")
-                return await ConfirmVisit().execute(turn)
-        return await super().execute(turn)
+        """Confirm the pending proposal (asking which when there are several); otherwise the usual answer."""
+        return await answer_to_proposal(turn) or await super().execute(turn)
 
 
 class VisitDeny(Deny):
-    """A customer's bare "no" to the visit time we proposed asks which time suits them instead."""
+    """A customer's "no" to the visit time we proposed asks which time suits them instead."""
 
     async def execute(self, turn: Turn) -> list[Reply]:
-        """Ask for their time (the answer continues in confirm_visit); otherwise the usual answer."""
-        if turn.actor.role is Role.CUSTOMER:
-            pending = await pending_proposals(turn)
-            if len(pending) == 1:
-                handler = ConfirmVisit()
-                turn.state.finish()
-                turn.state.active, turn.state.awaiting = handler.intent, "suggested"
-                turn.slots.update(job=pending[0].ref, decision="no",
-                                  proposed=(pending[0].proposed_at or turn.now).isoformat())
-                return await handler.question(turn, handler.slots[2])
-        return await super().execute(turn)
+        """Refuse the pending proposal, with their own time when they gave one; otherwise the usual answer."""
+        return await answer_to_proposal(turn) or await super().execute(turn)
 
 
 def handlers() -> list[Handler]:

@@ -163,10 +163,22 @@ def asks_for_a_person(text: str) -> bool:
     return not CONTACT_WORDS.search(text)
 
 
+async def _answer_pending(turn: Turn) -> list[Reply] | None:
+    """Words no intent fits may still answer a question the CRM asked (a customer's "Saturday 10am would suit
+    me better" to a proposed visit time)."""
+    # Imported here: field service builds on this module's yes/no handlers.
+    from bot.intents.field import answer_in_other_words
+
+    return await answer_in_other_words(turn)
+
+
 async def fallback(turn: Turn) -> list[Reply]:
     """Out of scope or not understood: say so politely, with what the person's role can do as buttons;
     a guess ("did you mean") only when it is something they can use; after repeated misunderstandings a
     customer is offered a person."""
+    answered = await _answer_pending(turn)
+    if answered is not None:
+        return answered
     if turn.parse.intent == "out_of_scope":
         return [cannot_help(turn)]
     turn.state.fallbacks += 1
