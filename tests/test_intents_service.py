@@ -148,7 +148,12 @@ async def test_product_buttons_then_description_is_asked(core: Core, world: Worl
         ("Dishwasher DW-500 · DW500-00001", "DW500-00001"),
         ("Washing machine WM-2023 · WM2023-00917", "WM2023-00917"),
     ]
-    unclear = await chat.say("the fridge")
+    # A kind they do not own is said so (never silently another appliance); they may go on without one.
+    not_owned = await chat.say("the fridge")
+    assert not_owned[0].text == "I couldn't find “fridge” among the appliances registered on your account."
+    other = '/open_service_request{"appliance": "other"}'
+    assert payloads(not_owned) == ["DW500-00001", "WM2023-00917", other]
+    unclear = await chat.say("hmm")
     assert unclear[0].text == ("I couldn't tell which appliance you mean. "
                                "Tap one below or type its serial number.")
     assert payloads(unclear) == ["DW500-00001", "WM2023-00917"]
@@ -411,11 +416,13 @@ async def test_j3_error_code_solutions_then_repair_carries_the_article(core: Cor
     found = await chat.say("error E13 on my dishwasher", "search_knowledge")
     assert found[0].text == "Here's what I found:"
     assert found[1].text.startswith("Dishwasher shows error E13 (KB-DW-E13)\nReset the heater fuse")
-    assert payloads(found[1:2]) == [E13_SOLVED, E13_REPAIR]
+    # "my dishwasher" names the customer's dishwasher: the repair button carries it.
+    repair = '/open_service_request{"kb_article_code": "KB-DW-E13", "serial_number": "DW500-00001"}'
+    assert payloads(found[1:2]) == [E13_SOLVED, repair]
     assert [button.title for button in found[1].buttons] == ["This solved it", "Open a repair request"]
 
-    # The only dishwasher is picked and the search is the description: only the visit time is asked.
-    replies = await chat.say(E13_REPAIR)
+    # The dishwasher named is the one, and the search is the description: only the visit time is asked.
+    replies = await chat.say(repair)
     said = texts(replies)
     assert "Your dishwasher DW-500 (DW500-00001) is out of warranty" in said
     assert "When would you like" in said and "This may fix it" not in said

@@ -10,11 +10,18 @@ from typing import Any, ClassVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from bot.dialogue import SWITCH_CONFIDENCE, Handler, Slot, SlotInvalid, Turn
+from bot.grounding import Found, Grounded, Mention, installed_units, vocabulary
 from bot.messages import Button, Reply
-from core.domain.enums import Channel, RequestKind, RequestStatus, Role, Severity, SurveyStatus
+from core.domain.enums import Channel, RepairStatus, RequestKind, RequestStatus, Role, Severity, SurveyStatus
 from core.errors import Conflict, InvalidTransition, NotFound, ValidationFailed
 from core.kb_index import extract_error_codes
-from core.schemas import InstalledProductOut, ServiceRequestDetail, ServiceRequestIn, ServiceRequestOut
+from core.schemas import (
+    InstalledProductOut,
+    RepairOrderOut,
+    ServiceRequestDetail,
+    ServiceRequestIn,
+    ServiceRequestOut,
+)
 
 # KB scores are 0..100. Observed on real articles: the matching article for a plain symptom scores 70-95
 # ("my washer is leaking" 91, with the serial left in 73, "dishwasher not heating" 83), a matching
@@ -30,6 +37,10 @@ ASAP = "asap"
 DEFAULT_VISIT_TIME = time(9, 0)
 MAX_VISIT_AHEAD = timedelta(days=365)
 NOTICE = "_notice"
+# The appliances to offer (and what to say) when a mention needs the person to choose: kept in the slots.
+UNIT_QUESTION = "_unit_question"
+# Open requests listed at once ("status of my requests"); the rest are counted.
+MAX_OPEN_LISTED = 20
 
 _CHANNELS = {
     c.value: c for c in (Channel.REST, Channel.WEB, Channel.TELEGRAM, Channel.SLACK, Channel.TERMINAL)
@@ -95,6 +106,26 @@ _ANGER_ZH = (
     "态度差", "态度很差", "态度恶劣", "粗鲁", "骂", "太差", "垃圾", "愤怒", "气死", "太过分", "无法接受",
     "不可接受", "骗子", "欺骗", "再也不", "差劲", "恶劣", "又坏", "又出", "又是", "第二次", "第三次", "多次",
     "反复", "屡次", "一再", "还是没修好", "还是坏", "还没修好",
+)
+
+# Typed answers to "add to SR-n, or open a new request?" (the buttons say it exactly).
+_ADD_WORDS = re.compile(
+    r"\b(add|append|attach|same|existing|that one|the open one)\b|补充|追加|加到|加进|合并|同一个", re.I
+)
+_NEW_WORDS = re.compile(r"\b(new|another|separate|second|anyway)\b|新建|新开|新的|另开|另外|单独|重新", re.I)
+
+# "Where is my technician?" asks about the person's own jobs, not the request last mentioned.
+_TECHNICIAN = re.compile(
+    r"\b(technicians?|engineers?|repair ?m[ae]n|repairers?|service ?m[ae]n|fitters?|installers?|plumbers?|"
+    r"electricians?)\b|\bwho(?:'s| is) coming\b|\b(?:someone|somebody|anyone|anybody) (?:coming|come)\b"
+    r"|师傅|技师|维修员|维修工|维修人员|工程师|上门|派人|有人来|谁来",
+    re.I,
+)
+# "status of my requests" asks for all of them, not the one just talked about.
+_ALL_REQUESTS = re.compile(
+    r"\b(requests|tickets|cases|repairs|complaints|all|every|list|open ones)\b"
+    r"|所有|全部|哪些|几个|都|列表|们",
+    re.I,
 )
 
 _STAR_WORDS = {
@@ -212,15 +243,47 @@ def _unit_info(unit: InstalledProductOut) -> dict[str, Any]:
     }
 
 
-def _named_units(units: list[InstalledProductOut], text: str) -> list[InstalledProductOut]:
-    """Units whose product name has a word in `text` ("the dishwasher" → the Dishwasher DW-500)."""
-    said = {word.lower() for word in _WORD.findall(text)}
-    return [unit for unit in units
-            if said & {word.lower() for word in _WORD.findall(unit.product_name) if len(word) >= 4}]
-
-
 def _product_label(unit: InstalledProductOut) -> str:
     return f"{unit.product_name} · {unit.serial_number}"
+
+
+async def _ground(
+    turn: Turn, text: str | None = None, *, remembered: bool = True
+) -> Grounded[InstalledProductOut]:
+    """The appliance(s) this message — or `text`, an answer — means among the asker's own; the serial
+    remembered from earlier fills in only when nothing is named (and not at all for an answer)."""
+    return await installed_units(
+        turn,
+        turn.text if text is None else text,
+        said_serial=turn.entity("serial_number"),
+        context_serial=turn.state.context.get("serial_number") if remembered else None,
+    )
+
+
+async def _other_kind(turn: Turn, unit: InstalledProductOut, product_code: str | None) -> bool:
+    """Whether a knowledge article's product is another kind of appliance than this unit."""
+    if not product_code or product_code == unit.product_code:
+        return False
+    words = await vocabulary(turn)
+    return words.kind_of(product_code) != words.kind_of(unit.product_code)
+
+
+def _unit_question(turn: Turn, grounded: Grounded[InstalledProductOut], not_found_key: str) -> dict[str, Any]:
+    """What to say, and which appliances to offer, when words did not point at exactly one appliance:
+    several → which one; a near miss → did you mean; an unknown serial or an appliance not owned → said so.
+    Kept in the slots (JSON) until the question is asked."""
+    serials = [unit.serial_number for unit in grounded.matches]
+    if grounded.found is Found.SEVERAL:
+        hint = turn.t("grounding.several", count=len(serials), said=grounded.said[:64])
+        return {"hint": hint, "serials": serials}
+    if grounded.found is Found.SUGGESTED:
+        joined = f" {turn.t('grounding.or_word')} ".join(serials)
+        return {"question": turn.t("grounding.did_you_mean", said=grounded.said[:64], serials=joined),
+                "serials": serials}
+    if grounded.by is Mention.SERIAL:
+        return {"hint": turn.t(not_found_key, serial=grounded.said[:64])}
+    # An appliance they named but have not registered: say so, and let them go on without one.
+    return {"hint": turn.t("grounding.kind_not_owned", said=grounded.said[:64]), "other": True}
 
 
 async def _own_units(turn: Turn) -> list[InstalledProductOut]:
@@ -283,6 +346,8 @@ class OpenServiceRequest(ServiceHandler):
     roles: ClassVar[frozenset[Role] | None] = frozenset({Role.CUSTOMER, Role.AGENT, Role.MANAGER, Role.REP})
     slots: ClassVar[tuple[Slot, ...]] = (
         Slot("product", "service_request.ask_product", entity="serial_number", remember=True),
+        # Asked only when the appliance already has an open request: add to it, or open another.
+        Slot("duplicate", "service_request.duplicate", entity="duplicate", required=False),
         Slot("description", "service_request.ask_description", free_text=True),
         Slot("kb_choice", "service_request.kb_offer", entity="kb_article_code", required=False),
         Slot("preferred_time", "service_request.ask_time", entity="time"),
@@ -290,11 +355,18 @@ class OpenServiceRequest(ServiceHandler):
     needs_confirmation = True
 
     def missing(self, turn: Turn) -> Slot | None:
-        """The knowledge-base question is asked only when a strong article was found."""
+        """The open-request question only when there is one; the knowledge-base question only when a strong
+        article was found; adding to an open request needs just the description."""
+        s = turn.slots
+        adding = s.get("duplicate") == "add"
         for slot in self.slots:
-            if slot.name in turn.slots:
+            if slot.name in s:
                 continue
-            if slot.name == "kb_choice" and "kb_hit" not in turn.slots:
+            if slot.name == "duplicate" and "duplicate_of" not in s:
+                continue
+            if slot.name == "kb_choice" and ("kb_hit" not in s or adding):
+                continue
+            if slot.name == "preferred_time" and adding:
                 continue
             return slot
         return None
@@ -306,7 +378,11 @@ class OpenServiceRequest(ServiceHandler):
         if code:
             await self._take_article(turn, code)
         await self._prefill_product(turn)
-        if _describes(_without_entities(turn), _REQUEST_WORDS, _REQUEST_PHRASES_ZH):
+        carried = turn.entity("description")
+        if carried and carried.strip():
+            # A "Request a repair for it" button carries what the person had already said.
+            s["description"] = carried.strip()[:MAX_TEXT]
+        elif _describes(_without_entities(turn), _REQUEST_WORDS, _REQUEST_PHRASES_ZH):
             s["description"] = turn.text.strip()[:MAX_TEXT]
         elif s.get("kb_article_code") and turn.state.context.get("kb_query"):
             # Came from "Open a repair request" under a search result: the search was the description.
@@ -327,49 +403,64 @@ class OpenServiceRequest(ServiceHandler):
                           kb_product=article.product_code or "")
 
     async def _prefill_product(self, turn: Turn) -> None:
+        """The appliance this message names (said now beats remembered); several, a near miss or one not
+        theirs is asked about with buttons, never silently replaced."""
         s = turn.slots
-        said = turn.entity("serial_number")
-        units = await _own_units(turn)
-        named = _named_units(units, turn.text) if not said and not _is_payload(turn.text) else []
-        if len(named) == 1:
-            # "my dishwasher is leaking" means the dishwasher, whatever serial was mentioned before.
-            await self._take_serial(turn, named[0].serial_number)
+        grounded = await _ground(turn)
+        unit = grounded.one
+        wanted = s.get("kb_product")
+        # A remembered appliance is no match for an article about another kind ("Open a repair request"
+        # under a dishwasher article, right after talking about the washing machine).
+        remembered = grounded.by is Mention.CONTEXT
+        if unit is not None and not (remembered and await _other_kind(turn, unit, wanted)):
+            await self._take_unit(turn, unit)
             return
-        serial = said or turn.state.context.get("serial_number")
-        if serial:
-            try:
-                await self._take_serial(turn, serial)
-                return
-            except SlotInvalid as invalid:
-                if said:
-                    _note(turn, invalid.hint)
         if not turn.actor.is_customer:
+            if grounded.found is Found.NONE:
+                _note(turn, turn.t("service_request.unknown_serial_staff", serial=grounded.said[:64]))
             name = turn.remembered("customer")
             code = await self._match_customer(turn, name) if name else None
             if code:
                 s["product"], s["customer_code"] = "", code
             return
+        units = await _own_units(turn)
         if not units:
             # Nothing registered for this customer: the request goes to their account without a product.
+            if grounded.found is Found.NONE and grounded.by is Mention.SERIAL:
+                _note(turn, turn.t("service_request.unknown_serial", serial=grounded.said[:64]))
             s["product"] = ""
             return
-        wanted = s.get("kb_product")
+        if grounded.found in (Found.SEVERAL, Found.SUGGESTED, Found.NONE):
+            question = _unit_question(turn, grounded, "service_request.unknown_serial")
+            if "hint" in question:
+                _note(turn, question.pop("hint"))
+            s[UNIT_QUESTION] = question
+            return
+        # Came from a knowledge-base article: the customer's only unit of that model is the one.
         matching = [unit for unit in units if wanted and unit.product_code == wanted]
         if len(matching) == 1:
-            await self._take_serial(turn, matching[0].serial_number)
+            await self._take_unit(turn, matching[0])
 
-    async def _take_serial(self, turn: Turn, serial: str) -> None:
-        raw = serial.strip()[:64]
-        if not _SERIAL.match(raw):
-            raise SlotInvalid(turn.t("warranty.bad_serial"))
-        try:
-            unit = await turn.core.installed.get(turn.actor, raw)
-        except NotFound:
-            key = "unknown_serial" if turn.actor.is_customer else "unknown_serial_staff"
-            raise SlotInvalid(turn.t(f"service_request.{key}", serial=raw)) from None
-        turn.slots["product"] = unit.serial_number
-        turn.slots["unit"] = _unit_info(unit)
+    async def _take_unit(self, turn: Turn, unit: InstalledProductOut) -> None:
+        """Use this appliance; an open request for it is pointed out before a second one is opened."""
+        s = turn.slots
+        if s.get("product") != unit.serial_number:
+            s.pop("duplicate", None)
+            s.pop("duplicate_of", None)
+        s["product"] = unit.serial_number
+        s["unit"] = _unit_info(unit)
+        s.pop(UNIT_QUESTION, None)
         turn.state.context["serial_number"] = unit.serial_number
+        if "duplicate" in s:
+            return
+        page = await turn.core.service_desk.list_requests(
+            turn.actor, open_only=True, kind=RequestKind.REQUEST.value, customer_code=unit.customer_code,
+            limit=50,
+        )
+        same = [item for item in page.items if item.serial_number == unit.serial_number]
+        if same:
+            newest = same[0]
+            s["duplicate_of"] = {"ref": newest.ref, "subject": newest.subject, "status": newest.status}
 
     async def _match_customer(self, turn: Turn, name: str) -> str | None:
         """A customer code from a code or a (part of a) name the actor may see."""
@@ -388,6 +479,8 @@ class OpenServiceRequest(ServiceHandler):
         s = turn.slots
         if slot.name == "product":
             await self._answer_product(turn)
+        elif slot.name == "duplicate":
+            self._take_duplicate_choice(turn)
         elif slot.name == "description":
             text = turn.text.strip()
             if _is_payload(text) or len(text) < 3:
@@ -407,32 +500,51 @@ class OpenServiceRequest(ServiceHandler):
         return s[slot.name]
 
     async def _answer_product(self, turn: Turn) -> None:
-        serial = turn.entity("serial_number")
-        raw = serial or turn.text.strip()
+        """An answer to "which appliance?": a button, a serial of any shape, a model, a kind ("the fridge",
+        "冰箱"); staff may name a customer instead. What was asked before does not fill in."""
+        if turn.entity("appliance") == "other":
+            # "Another appliance": one they have not registered; the request goes to their account.
+            turn.slots["product"] = ""
+            turn.slots.pop(UNIT_QUESTION, None)
+            return
+        raw = turn.entity("serial_number") or turn.text.strip()
         if not raw or _is_payload(raw):
             raise SlotInvalid(turn.t("warranty.bad_serial"))
-        try:
-            await self._take_serial(turn, raw)
+        grounded = await _ground(turn, raw, remembered=False)
+        if grounded.one is not None:
+            await self._take_unit(turn, grounded.one)
             return
-        except SlotInvalid as invalid:
-            if turn.actor.is_customer and not serial:
-                named = _named_units(await _own_units(turn), raw)
-                if len(named) == 1:
-                    await self._take_serial(turn, named[0].serial_number)
-                    return
-                if not _SERIAL.match(raw):
-                    raise SlotInvalid(turn.t("service_request.which_unit")) from None
-            if turn.actor.is_customer or serial:
-                raise invalid
+        if turn.actor.is_customer:
+            if grounded.found is Found.UNSAID:
+                raise SlotInvalid(turn.t("service_request.which_unit"))
+            question = _unit_question(turn, grounded, "service_request.unknown_serial")
+            turn.slots[UNIT_QUESTION] = question
+            raise SlotInvalid(question.pop("hint", ""))
+        if grounded.found is Found.NONE:
+            raise SlotInvalid(turn.t("service_request.unknown_serial_staff", serial=grounded.said[:64]))
         code = await self._match_customer(turn, turn.entity("customer") or raw)
         if code is None:
             raise SlotInvalid(turn.t("service_request.unknown_target_staff", text=raw[:64]))
         turn.slots["product"], turn.slots["customer_code"] = "", code
 
+    def _take_duplicate_choice(self, turn: Turn) -> None:
+        """[Add to SR-n] / [Open a new one anyway], pressed or typed."""
+        ref = turn.slots["duplicate_of"]["ref"]
+        choice = turn.entity("duplicate")
+        if choice is None and not _is_payload(turn.text):
+            text = turn.text.strip()
+            if _ADD_WORDS.search(text) or ref.lower() in text.lower():
+                choice = "add"
+            elif _NEW_WORDS.search(text):
+                choice = "new"
+        if choice not in ("add", "new"):
+            raise SlotInvalid(turn.t("service_request.duplicate_hint", ref=ref))
+        turn.slots["duplicate"] = choice
+
     async def _check_kb(self, turn: Turn) -> None:
         """Once product and problem are known, a strong knowledge-base match is offered before a visit."""
         s = turn.slots
-        if s.get("kb_checked") or "description" not in s or "product" not in s:
+        if s.get("kb_checked") or "description" not in s or "product" not in s or s.get("duplicate") == "add":
             return
         s["kb_checked"] = True
         _topic(turn, s["description"])
@@ -476,15 +588,9 @@ class OpenServiceRequest(ServiceHandler):
         s = turn.slots
         notices = self.notices(turn)
         if slot.name == "product":
-            if not turn.actor.is_customer:
-                return [*notices, turn.say("service_request.ask_product_staff")]
-            units = await _own_units(turn)
-            if not units:
-                return [*notices, turn.say("service_request.ask_product_typed")]
-            buttons = [Button(title=_product_label(unit), payload=unit.serial_number)
-                       for unit in units[:MAX_PRODUCT_BUTTONS]]
-            key = "ask_product" if len(units) <= MAX_PRODUCT_BUTTONS else "ask_product_more"
-            return [*notices, turn.say(f"service_request.{key}", *buttons)]
+            return [*notices, *await self._ask_product(turn)]
+        if slot.name == "duplicate":
+            return [*notices, self._ask_duplicate(turn)]
         if slot.name == "kb_choice":
             hit = s["kb_hit"]
             return [*notices, turn.say(
@@ -504,6 +610,42 @@ class OpenServiceRequest(ServiceHandler):
             return replies
         return [*notices, turn.say(slot.prompt)]
 
+    async def _ask_product(self, turn: Turn) -> list[Reply]:
+        """The customer's appliances as buttons (only those that fit what was said, when it was said)."""
+        if not turn.actor.is_customer:
+            return [turn.say("service_request.ask_product_staff")]
+        units = await _own_units(turn)
+        if not units:
+            return [turn.say("service_request.ask_product_typed")]
+        question = turn.slots.pop(UNIT_QUESTION, None) or {}
+        offered = [unit for unit in units if unit.serial_number in question.get("serials", ())] or units
+        buttons = [Button(title=_product_label(unit), payload=unit.serial_number)
+                   for unit in offered[:MAX_PRODUCT_BUTTONS]]
+        if question.get("other"):
+            buttons.append(turn.button("grounding.other_appliance_button",
+                                       _button_payload(self.intent, appliance="other")))
+        if question.get("question"):
+            return [Reply(text=question["question"], buttons=tuple(buttons))]
+        key = "ask_product" if len(offered) <= MAX_PRODUCT_BUTTONS else "ask_product_more"
+        return [turn.say(f"service_request.{key}", *buttons)]
+
+    def _ask_duplicate(self, turn: Turn) -> Reply:
+        """"You already have SR-n open for this appliance": add to it, open another anyway, or look at it."""
+        s = turn.slots
+        open_one, unit = s["duplicate_of"], s["unit"]
+        ref = open_one["ref"]
+        return turn.say(
+            "service_request.duplicate",
+            turn.button("service_request.duplicate_add_button",
+                        _button_payload(self.intent, duplicate="add"), ref=ref),
+            turn.button("service_request.duplicate_new_button",
+                        _button_payload(self.intent, duplicate="new")),
+            turn.button("service_request.duplicate_check_button",
+                        _button_payload("check_request_status", ticket_id=ref), ref=ref),
+            ref=ref, product=_in_sentence(unit["name"], turn.lang), serial=unit["serial"],
+            subject=_short(open_one["subject"], 80), status=turn.t(f"status.statuses.{open_one['status']}"),
+        )
+
     def _warranty_line(self, turn: Turn) -> str:
         unit = turn.slots["unit"]
         key = "service_request.warranty_in" if unit["in_warranty"] else "service_request.warranty_out"
@@ -521,8 +663,14 @@ class OpenServiceRequest(ServiceHandler):
         return turn.t("service_request.asap") if value == ASAP else _when(turn, datetime.fromisoformat(value))
 
     async def confirmation(self, turn: Turn) -> Reply:
-        """The summary card."""
+        """The summary card (or, when adding to the open request, what will be added to it)."""
         s = turn.slots
+        yes_no = (turn.button("service_request.yes_button", "/affirm"),
+                  turn.button("service_request.no_button", "/deny"))
+        if s.get("duplicate") == "add":
+            open_one = s["duplicate_of"]
+            return turn.say("service_request.add_summary", *yes_no, ref=open_one["ref"],
+                            subject=_short(open_one["subject"], 80), description=s["description"])
         lines = [turn.t("service_request.summary_title")]
         if s.get("customer_code") and not s.get("unit"):
             lines.append(turn.t("service_request.summary_customer", customer=s["customer_code"]))
@@ -539,8 +687,14 @@ class OpenServiceRequest(ServiceHandler):
                                                        turn.button("service_request.no_button", "/deny")))
 
     async def execute(self, turn: Turn) -> list[Reply]:
-        """Open the request through the service desk."""
+        """Open the request through the service desk (or add the new description to the open one)."""
         s = turn.slots
+        if s.get("duplicate") == "add":
+            ref = s["duplicate_of"]["ref"]
+            await turn.core.service_desk.add_comment(turn.actor, ref, s["description"])
+            turn.state.context["ticket_id"] = ref
+            _topic(turn, f"{ref}: {s['description']}")
+            return [turn.say("service_request.added", ref=ref)]
         preferred = None if s["preferred_time"] == ASAP else datetime.fromisoformat(s["preferred_time"])
         if preferred is not None and preferred <= turn.now:
             # The time passed while the summary was waiting for a yes: ask again rather than fail.
@@ -724,29 +878,71 @@ class CheckRequestStatus(ServiceHandler):
             raise SlotInvalid(turn.t("status.bad_ref"))
         return ticket
 
+    async def prefill(self, turn: Turn) -> None:
+        """What is asked, said now before remembered: the request named; (customers) their technician, the
+        requests of an appliance they name, or all their requests; else the request just talked about."""
+        s = turn.slots
+        said = turn.entity("ticket_id")
+        if said:
+            ticket = _ticket_ref(said)
+            if ticket is None:
+                _note(turn, turn.t("status.bad_ref"))
+            else:
+                s["ticket"], s["said"] = ticket, True
+            return
+        if turn.actor.is_customer and not _is_payload(turn.text):
+            if _TECHNICIAN.search(turn.text):
+                s["technician"] = True
+                return
+            grounded = await _ground(turn, remembered=False)
+            if grounded.said_now and grounded.matches:
+                s["units"] = [unit.serial_number for unit in grounded.matches]
+                s["named"] = grounded.said[:64]
+                return
+            if _ALL_REQUESTS.search(turn.text):
+                return
+        remembered = turn.state.context.get("ticket_id")
+        ticket = _ticket_ref(remembered) if remembered else None
+        if ticket:
+            s["ticket"] = ticket
+
     async def execute(self, turn: Turn) -> list[Reply]:
-        """Show the request, or list open ones."""
+        """Show the request, the technicians coming, or list open ones."""
+        s = turn.slots
         notices = self.notices(turn)
-        ticket = turn.slots.get("ticket")
+        if s.get("technician"):
+            return [*notices, *await self._technicians(turn)]
+        ticket = s.get("ticket")
         if not ticket:
             return [*notices, *await self._list(turn)]
         try:
             detail = await turn.core.service_desk.get_request(turn.actor, ticket)
         except NotFound:
-            # Someone else's request reads exactly like one that does not exist.
             turn.state.context.pop("ticket_id", None)
+            if not s.get("said"):
+                # Only a request named now is reported missing; a remembered one that is not theirs is
+                # no answer to "what's the status?": their own requests are.
+                return [*notices, *await self._list(turn)]
+            # Someone else's request reads exactly like one that does not exist.
             return [*notices, turn.say("status.not_found", ticket=ticket)]
         turn.state.context["ticket_id"] = detail.ref
         return [*notices, Reply(text=await self._render(turn, detail))]
 
     async def _list(self, turn: Turn) -> list[Reply]:
-        actor = turn.actor
+        """Every open request, newest first, a button each (customers: of the appliance named, if one was)."""
+        actor, s = turn.actor, turn.slots
         assignee = None if actor.is_customer else actor.username
         page = await turn.core.service_desk.list_requests(
-            actor, open_only=True, assignee=assignee, limit=MAX_LISTED
+            actor, open_only=True, assignee=assignee, limit=MAX_OPEN_LISTED
         )
+        items = page.items
+        serials = s.get("units")
+        if serials:
+            items = [item for item in items if item.serial_number in serials]
+            if not items:
+                return [await self._none_for(turn, serials)]
         suffix = "" if actor.is_customer else "_staff"
-        if not page.items:
+        if not items:
             return [turn.say(f"status.none{suffix}")]
         buttons = [
             Button(
@@ -754,9 +950,60 @@ class CheckRequestStatus(ServiceHandler):
                              status=turn.t(f"status.statuses.{item.status}")),
                 payload=_button_payload(self.intent, ticket_id=item.ref),
             )
-            for item in page.items
+            for item in items
         ]
-        return [turn.say(f"status.list{suffix}", *buttons)]
+        text = turn.t(f"status.list{suffix}")
+        if not serials and page.total > len(items):
+            text = f"{text}\n{turn.t('status.more', n=page.total - len(items))}"
+        return [Reply(text=text, buttons=tuple(buttons))]
+
+    async def _none_for(self, turn: Turn, serials: list[str]) -> Reply:
+        """No open request for the appliance named: say so, and offer to open one (with what was said)."""
+        entities = {"serial_number": serials[0]} if len(serials) == 1 else {}
+        if _describes(_without_entities(turn), _REQUEST_WORDS, _REQUEST_PHRASES_ZH):
+            entities["description"] = turn.text.strip()[:300]
+        repair = turn.button("status.repair_for_button", _button_payload("open_service_request", **entities))
+        if len(serials) == 1:
+            unit = await turn.core.installed.get(turn.actor, serials[0])
+            return turn.say("status.none_for", repair, product=_in_sentence(unit.product_name, turn.lang),
+                            serial=unit.serial_number)
+        return turn.say("status.none_for_said", repair, said=turn.slots.get("named", ""))
+
+    async def _technicians(self, turn: Turn) -> list[Reply]:
+        """Who is coming, and when, for the customer's own active jobs (never a request remembered from
+        someone else's conversation); several → one line and one button each; none → said so."""
+        page = await turn.core.service_desk.list_repair_orders(
+            turn.actor, active_only=True, limit=MAX_OPEN_LISTED
+        )
+        orders = page.items
+        if not orders:
+            return [turn.say("status.technician_none"), *await self._list(turn)]
+        lines = [self._job_line(turn, order) for order in orders]
+        if len(orders) == 1:
+            turn.state.context["ticket_id"] = orders[0].service_request_ref
+            return [Reply(text=lines[0])]
+        buttons = [
+            turn.button("status.job_button",
+                        _button_payload(self.intent, ticket_id=order.service_request_ref),
+                        ref=order.service_request_ref, subject=_short(order.subject, 40))
+            for order in orders
+        ]
+        return [Reply(text="\n".join([turn.t("status.technician_several"), *lines]), buttons=tuple(buttons))]
+
+    def _job_line(self, turn: Turn, order: RepairOrderOut) -> str:
+        """One job as the customer sees it: who comes, and when (or that they are on the way)."""
+        who = order.technician or turn.t("status.technician_someone")
+        about = {"ref": order.service_request_ref, "subject": _short(order.subject, 60)}
+        scheduled = _when(turn, order.scheduled_at) if order.scheduled_at else ""
+        if order.status == RepairStatus.DISPATCHED:
+            return turn.t("status.technician_dispatched", when=scheduled, **about)
+        if order.status == RepairStatus.IN_PROGRESS:
+            if order.eta_at is not None:
+                return turn.t("status.technician_on_way", who=who, eta=_when(turn, order.eta_at), **about)
+            return turn.t("status.technician_working", who=who, **about)
+        if scheduled:
+            return turn.t("status.technician_booked", who=who, when=scheduled, **about)
+        return turn.t("status.technician_unbooked", who=who, **about)
 
     async def _render(self, turn: Turn, detail: ServiceRequestDetail) -> str:
         actor = turn.actor
@@ -816,19 +1063,49 @@ class CheckWarranty(ServiceHandler):
         Slot("serial", "warranty.ask", entity="serial_number", remember=True),
     )
 
-    async def validate(self, turn: Turn, slot: Slot, raw: str) -> Any:
-        """Something shaped like a serial number."""
-        value = raw.strip()
-        if not _SERIAL.match(value):
-            raise SlotInvalid(turn.t("warranty.bad_serial"))
-        return value
+    async def prefill(self, turn: Turn) -> None:
+        """The appliance the message names — a serial of any shape, a model, a kind — else the one just
+        talked about; several, a near miss or one not theirs is asked about with buttons."""
+        self._take(turn, await _ground(turn), turn.entity("serial_number"))
+
+    async def fill_from_answer(self, turn: Turn, slot: Slot) -> Any:
+        """An answer to "which appliance?" (a button, a serial, "the fridge", "冰箱"): grounded afresh."""
+        grounded = await _ground(turn, remembered=False)
+        if self._take(turn, grounded, turn.entity("serial_number")):
+            return turn.slots["serial"]
+        question = turn.slots.get(UNIT_QUESTION) or {}
+        raise SlotInvalid(question.pop("hint", None) or turn.t("service_request.which_unit"))
+
+    def _take(self, turn: Turn, grounded: Grounded[InstalledProductOut], said: str | None) -> bool:
+        """Fill the serial from a grounding, or keep what to ask; whether it was filled."""
+        s = turn.slots
+        if grounded.one is not None:
+            s["serial"] = grounded.one.serial_number
+            return True
+        if not turn.actor.is_customer:
+            if grounded.found is Found.NONE:
+                # Staff look up any serial: the look-up itself says it does not exist.
+                s["serial"] = grounded.said or str(said)
+                return True
+            return False
+        if grounded.found is not Found.UNSAID:
+            question = _unit_question(turn, grounded, "warranty.not_found")
+            if "hint" in question and not turn.state.awaiting:
+                _note(turn, question.pop("hint"))
+            s[UNIT_QUESTION] = question
+        return False
 
     async def ask(self, turn: Turn, slot: Slot) -> list[Reply]:
-        """One button per own product, else a typed serial."""
+        """A button per own product (those that fit what was said, if anything was), else a typed serial."""
+        notices = self.notices(turn)
         units = await _own_units(turn)
         if not units:
-            return [*self.notices(turn), turn.say("warranty.ask")]
-        return [*self.notices(turn), turn.say("warranty.ask_buttons", *self._buttons(units))]
+            return [*notices, turn.say("warranty.ask")]
+        question = turn.slots.pop(UNIT_QUESTION, None) or {}
+        offered = [unit for unit in units if unit.serial_number in question.get("serials", ())] or units
+        if question.get("question"):
+            return [*notices, Reply(text=question["question"], buttons=tuple(self._buttons(offered)))]
+        return [*notices, turn.say("warranty.ask_buttons", *self._buttons(offered))]
 
     def _buttons(self, units: list[InstalledProductOut]) -> list[Button]:
         return [
@@ -884,13 +1161,17 @@ class SearchKnowledge(ServiceHandler):
     async def execute(self, turn: Turn) -> list[Reply]:
         """Search and show the best few."""
         query = turn.slots["query"]
-        product_code = await self._product_code(turn)
+        unit = await self._named_unit(turn)
+        product_code = unit.product_code if unit else None
         hits = await turn.core.knowledge.search(turn.actor, query, limit=KB_TOP, product_code=product_code)
         hits = [hit for hit in hits if hit.score >= KB_SHOW_SCORE]
         turn.state.context["kb_query"] = query
         _topic(turn, query)
+        # A repair opened from here is about the appliance named in the question.
+        named = {"serial_number": unit.serial_number} if unit else {}
         if not hits:
-            return [turn.say("kb.nothing", turn.button("kb.repair_button", "/open_service_request"),
+            repair = _button_payload("open_service_request", **named)
+            return [turn.say("kb.nothing", turn.button("kb.repair_button", repair),
                              turn.button("kb.human_button", "/human_handoff"))]
         replies = [turn.say("kb.intro")]
         for hit in hits:
@@ -898,20 +1179,20 @@ class SearchKnowledge(ServiceHandler):
                 "kb.hit",
                 turn.button("kb.solved_button", _button_payload("kb_solved", code=hit.code)),
                 turn.button("kb.repair_button",
-                            _button_payload("open_service_request", kb_article_code=hit.code)),
+                            _button_payload("open_service_request", kb_article_code=hit.code, **named)),
                 title=hit.title, code=hit.code, solution=hit.solution,
             ))
         return replies
 
-    async def _product_code(self, turn: Turn) -> str | None:
-        """A serial named in the message makes that product's articles preferred."""
-        serial = turn.entity("serial_number")
-        if not serial:
+    async def _named_unit(self, turn: Turn) -> InstalledProductOut | None:
+        """The appliance named in the question (serial, model or kind: "洗碗机显示E13"): its articles are
+        preferred, and it is the one a repair request from here is about."""
+        if _is_payload(turn.text):
             return None
-        try:
-            return (await turn.core.installed.get(turn.actor, serial)).product_code
-        except NotFound:
-            return None
+        unit = (await _ground(turn, remembered=False)).one
+        if unit is not None:
+            turn.state.context["serial_number"] = unit.serial_number
+        return unit
 
 
 class KbSolved(Handler):
