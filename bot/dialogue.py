@@ -465,9 +465,10 @@ class Dialogue:
             if self._is_command(turn, active):
                 return await self._interrupt(turn)
             return [turn.say("dialogue.confirm_hint"), await active.confirmation(turn)]
-        if corrected or refused:
+        if changed or refused:
             # "OP-6, lost" answers the stage question and corrects the deal in one message; "make it 3pm"
-            # says nothing for the question asked, which is simply asked again.
+            # (or "tomorrow 10am" under the knowledge-base offer) says nothing for the question asked, which
+            # is simply asked again, with the value kept.
             slot = active.slot(state.awaiting)
             if slot is not None and self._answers_too(turn, slot):
                 try:
@@ -617,12 +618,15 @@ class Dialogue:
         return bool(turn.remainder()) and not CORRECTION_CUE.search(turn.text)
 
     def _may_correct(self, turn: Turn, active: Handler) -> bool:
-        """Whether this message may change the form's values: it restates the form, is a plain value or a
-        yes/no with one ("no, 3pm"), or says it corrects; a confident other request does not."""
+        """Whether this message may set the form's values: it restates the form, is a bare value or a yes/no
+        with one ("no, 3pm"), or says it corrects; a confident other request does not."""
         parse = turn.parse
         if parse.intent in (active.intent, "affirm", "deny"):
             return True
         if CORRECTION_CUE.search(turn.text):
+            return True
+        if parse.entities and not turn.remainder():
+            # A bare value ("后天下午3点") is a value, whatever intent its words resemble.
             return True
         return not self._confident_other(turn, active)
 
