@@ -33,5 +33,10 @@ test-sqlite: $(STAMP)
 test-postgresql: $(STAMP)
 	CRMBOT_TEST_DATABASE=postgresql CRMBOT_TEST_PG_URL=$(PG_URL) $(BIN)/python -m pytest
 
+## Run the conversation tests (docs/conversation-tests.md) in process, on a throw-away copy of the demo data.
+.PHONY: test-conversations
+test-conversations: $(STAMP)
+	$(BIN)/crmbot test conversations tests/conversations/*.yml
+
 clean:
 	rm -rf $(VENV) var crmbot.db crmbot.db-wal crmbot.db-shm .pytest_cache .mypy_cache .ruff_cache .hypothesis

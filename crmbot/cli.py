@@ -750,6 +750,31 @@ def scheduler_run_once(
         raise typer.Exit(1)
 
 
+# --- test ---------------------------------------------------------------------------------------
+
+test_app = typer.Typer(help="Conversation tests (docs/conversation-tests.md).", no_args_is_help=True)
+app.add_typer(test_app, name="test")
+
+
+@test_app.command("conversations")
+def test_conversations(
+    files: Annotated[list[Path], typer.Argument(help="Conversation test files (YAML).")],
+    url: Annotated[
+        str | None, typer.Option(help="A running crmbot to test (default: in process, on demo data).")
+    ] = None,
+    token: Annotated[str | None, typer.Option(help="Its API token (with --url).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable report.")] = False,
+) -> None:
+    """Run conversation tests: exit 1 when a conversation fails, 2 when a file is malformed."""
+    from crmbot.conversations import run_files
+
+    if (url is None) != (token is None):
+        err.print("--url and --token go together (the server's API token).", markup=False)
+        raise typer.Exit(2)
+    code = run_files(files, url=url, token=token, settings=None if url else load_settings(), as_json=as_json)
+    raise typer.Exit(code)
+
+
 def main() -> None:
     """Entry point for `python -m crmbot`."""
     app()
