@@ -64,8 +64,10 @@ def stage_in_text(text: str) -> str | None:
 # --- amounts -----------------------------------------------------------------------------------------
 
 # A bare number of three digits or more counts as an amount in a deal message ("set OP-3 to 50000"), unless
-# it is part of a code, a date, a time or a percentage.
-BARE_NUMBER = re.compile(r"(?<![A-Za-z0-9.\-_/:#])(\d{3,}(?:\.\d{1,2})?)(?![A-Za-z0-9\-/:%％年月日号点.])")
+# it is part of a code, a date, a time or a percentage, or counts things ("空调200台", "120 units").
+BARE_NUMBER = re.compile(
+    r"(?<![A-Za-z0-9.\-_/:#])(\d{3,}(?:\.\d{1,2})?)(?![A-Za-z0-9\-/:%％年月日号点.])"
+    r"(?!\s*(?:台|个|套|件|只|部|张|间|units?\b|pcs\b|pieces\b|sets?\b|rooms?\b|beds?\b))", re.IGNORECASE)
 PLAIN_AMOUNT = re.compile(
     r"(?:[¥￥$]|rmb|cny)?\s*(\d{1,3}(?:,\d{3})+|\d+)(?:\.(\d{1,2}))?\s*(?:元|块|rmb|cny|yuan)?",
     re.IGNORECASE)

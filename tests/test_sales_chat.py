@@ -323,7 +323,7 @@ async def test_new_deal_asks_for_what_is_missing_and_no_creates_nothing(core: Co
         "What is the amount exactly? For example 50000, 50k or 5万."
     )
     [close] = await rep.say("60k")
-    assert close.text.startswith("When is it expected to close?") and payloads(close) == ["none"]
+    assert close.text.startswith("When is it expected to close?") and payloads(close) == ["/deny"]
     assert await rep.text("2026-06-01", date="2026-06-01") == (
         "Mon 1 Jun is in the past; an open deal needs a close date from today on. Nothing was changed.\n"
         'When is it expected to close? For example "end of March" or "30 June".'

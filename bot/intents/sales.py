@@ -987,8 +987,9 @@ class DealChange(StaffHandler):
                              amount=money(deal["amount"], deal.get("currency")))]
         if slot.name == "close":
             lines = [turn.slots["_close_refused"]] if turn.slots.get("_close_refused") else []
+            # "/deny", not a word: a button's payload must not say which language the person writes in.
             return [Reply(text="\n".join([*lines, turn.t("sales.ask_close_again")]),
-                          buttons=(turn.button("sales.keep_close", "none"),))]
+                          buttons=(turn.button("sales.keep_close", "/deny"),))]
         if slot.name == "competitor":
             return [Reply(text=turn.t("deal.ask_competitor"),
                           buttons=(Button(title=turn.t("deal.no_competitor"), payload="none"),))]
@@ -1274,7 +1275,7 @@ class NewDeal(CustomerHandler):
         if slot.name == "close":
             lines = [turn.slots["_close_refused"]] if turn.slots.get("_close_refused") else []
             return [Reply(text="\n".join([*lines, turn.t("deal.ask_close")]),
-                          buttons=(Button(title=turn.t("deal.no_close"), payload="none"),))]
+                          buttons=(Button(title=turn.t("deal.no_close"), payload="/deny"),))]
         return [turn.say(slot.prompt)]
 
     async def confirmation(self, turn: Turn) -> Reply:
