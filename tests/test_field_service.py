@@ -720,6 +720,45 @@ async def test_completion_with_customer_damage_is_charged_and_a_survey_follows(
     assert (invite.kind, invite.target.user_id) == ("survey_invite", world.acme_customer.user_id)
 
 
+async def test_declining_in_words_whatever_the_words_parse_as(core: Core, world: World) -> None:
+    ticket = await open_request(core, world)
+    new = await core.service_desk.dispatch(
+        world.agent, RepairOrderIn(service_request=ticket, technician="tech.north"))
+    nlu = ScriptedNlu()
+    tech = chat(core, nlu, "tech.north")
+    # Read as completing: asked why, then declined (never "what did you do?").
+    assert (await tech.text(f"decline {new.ref}", "complete_job", job_id=new.ref)).startswith(
+        f"Why can't you take {new.ref}?")
+    assert await tech.text("fully booked that day", "nlu_fallback") == (
+        f"Declined {new.ref}. The dispatcher has been told and will find someone else.")
+    again = await core.service_desk.dispatch(
+        world.agent, RepairOrderIn(service_request=ticket, technician="tech.north"))
+    # Read as accepting ("我不接" holds 接): declined, with the reason said, nothing accepted.
+    assert await tech.text(f"{again.ref}我不接，明天请假", "accept_job", job_id=again.ref) == (
+        f"已拒接 {again.ref}，已通知调度员重新派单。")
+    assert [comment for action, comment in await history(core, 1) if action == "decline"][-1] == "明天请假"
+    assert [order.status for order in await orders(core)] == ["open"]
+
+
+async def test_completion_card_takes_corrections_and_a_part_typed_with_a_letter_o(
+    core: Core, world: World
+) -> None:
+    reference = await accepted(core, world)
+    nlu = ScriptedNlu()
+    tech = chat(core, nlu, "tech.north")
+    card = await tech.text(f"{reference} done, replaced the drain pump, part P-10O, 45 minutes",
+                           "complete_job", job_id=reference)
+    assert "Parts: 1 × P-100 Drain pump (3 at ST-N)" in card and "Labour: 45 min" in card
+    # "actually" says it is a change, whatever the words parse as.
+    updated, card = await tech.say("actually 60 minutes", "on_my_way", 0.86)
+    assert updated.text == "Updated." and "Labour: 60 min" in card.text
+    more = await tech.text("用了两个P-100", "complete_job", part="P-100")
+    assert "2 × P-100" in more and "工时：60 分钟" in more
+    await tech.say("是", "affirm")
+    [order] = await orders(core)
+    assert (order.status, order.labour_minutes) == ("completed", 60)
+
+
 async def test_chinese_exclusion_and_short_stock_never_goes_negative(core: Core, world: World) -> None:
     reference = await accepted(core, world)
     nlu = ScriptedNlu()

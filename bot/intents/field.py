@@ -43,7 +43,8 @@ DONE_TAIL = re.compile(
 BARE_NUMBER = re.compile(r"^\s*#?\s*(\d{1,9})\s*$")
 VALID_CODE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/-]{0,63}")  # what core accepts as a part code
 COMPLETABLE = frozenset({RepairStatus.ACCEPTED.value, RepairStatus.IN_PROGRESS.value})
-PART_CODE = re.compile(r"(?<![A-Za-z0-9-])P-?(\d{2,6})(?![A-Za-z0-9-])", re.IGNORECASE)
+# A letter O typed for a zero ("P-10O") is still the part: the card names it before anything is taken.
+PART_CODE = re.compile(r"(?<![A-Za-z0-9-])P-?(?=[\dOo]*\d)([\dOo]{2,6})(?![A-Za-z0-9-])", re.IGNORECASE)
 NUMBER_WORDS = {"a": 1, "an": 1, "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7,
                 "eight": 8, "nine": 9, "ten": 10, "pair": 2, "a pair of": 2}
 ZH_DIGITS = {
@@ -68,6 +69,13 @@ HOURS_ZH = re.compile(
 MINUTES_ZH = re.compile(r"(?P<m>\d{1,4}|[一二两三四五六七八九十]{1,4})\s*分钟")
 HALF_HOUR_ZH = re.compile(r"(?<![一二两三四五六七八九十\d个])半(?:个)?(?:小时|钟头)")
 QUARTER_HOUR_ZH = re.compile(r"一刻钟")
+# A technician turning a job down, whatever intent the words parse as ("decline RO-20", "RO-20我不接").
+DECLINE_WORDS = re.compile(
+    r"\b(?:decline[sd]?|reject(?:ed)?|refuse[sd]?|turn(?:ing)?\s+(?:it\s+)?down|(?:can'?t|cannot|won'?t|"
+    r"will\s+not|unable\s+to)\s+(?:take|accept)|not\s+(?:take|taking|accept|accepting))\b"
+    r"|不接|拒绝|拒单|退单|接不了|不能接|没法接|无法接|去不了|不去了?",
+    re.IGNORECASE)
+REASON_LEAD = re.compile(r"^\s*(?:because|as|since|due\s+to|—|-|:|因为|由于|原因是?)\s*", re.IGNORECASE)
 LABOUR_CHOICES = (30, 45, 60, 90, 120)
 ACTIVE_LIMIT = 200  # active jobs read for "my jobs" (a technician has a handful; a board, dozens)
 NO_PARTS = "none"  # the [No parts used] button's answer (a plain word: a /payload would be an intent)
@@ -149,13 +157,15 @@ def parts_used(text: str, entities: list[str]) -> list[list[Any]]:
     for value in [*entities, *(f"P-{match.group(1)}" for match in PART_CODE.finditer(text))]:
         code = value.strip().upper()
         numbered = PART_CODE.fullmatch(code)
-        code = f"P-{numbered.group(1)}" if numbered else code
+        code = f"P-{numbered.group(1).replace('O', '0')}" if numbered else code
         if VALID_CODE.fullmatch(code) and code not in codes:
             codes.append(code)
     result: list[list[Any]] = []
     for code in codes:
         numbered = PART_CODE.fullmatch(code)
-        written = rf"P-?{numbered.group(1)}" if numbered else re.escape(code)
+        written = re.escape(code)
+        if numbered:
+            written = "P-?" + "".join("[0Oo]" if digit == "0" else digit for digit in numbered.group(1))
         pattern = re.compile(rf"(?<![A-Za-z0-9-]){written}(?![A-Za-z0-9-])", re.IGNORECASE)
         quantity = 0
         for match in pattern.finditer(text):
@@ -169,6 +179,27 @@ def parts_used(text: str, entities: list[str]) -> list[list[Any]]:
             quantity += number if number and number > 0 else 1
         result.append([code, min(max(quantity, 1), 1000)])
     return result[:50]
+
+
+def declines(turn: Turn) -> bool:
+    """Whether a technician's message turns a job down."""
+    return turn.actor.role is Role.TECHNICIAN and DECLINE_WORDS.search(spoken(turn)) is not None
+
+
+def decline_reason(text: str) -> str | None:
+    """Why a job is turned down, when the message says it ("RO-20我不接，明天请假" → "明天请假")."""
+    clauses = [clause.strip() for clause in re.split(r"[,，.。;；!！\n]+", text) if clause.strip()]
+    plain = [clause for clause in clauses
+             if not DECLINE_WORDS.search(clause) and not JOB_MENTION.fullmatch(clause)]
+    if not plain and clauses:
+        rest = JOB_MENTION.sub(" ", DECLINE_WORDS.split(clauses[-1])[-1])
+        plain = [REASON_LEAD.sub("", rest).strip()]
+    reason = "，".join(plain) if CJK.search("".join(plain)) else ", ".join(plain)
+    return reason[:500] if len(LATIN_WORD.findall(reason)) >= 2 or len(CJK.findall(reason)) >= 2 else None
+
+
+# A form handing the message on to another: a technician's "decline RO-20" read as completing or rescheduling.
+DECLINING = Slot("_declining", "jobs.ask_decline_reason", required=False)
 
 
 def job_ref(raw: str | None) -> str | None:
@@ -374,9 +405,13 @@ class AcceptJob(StaffHandler):
         return None
 
     async def prefill(self, turn: Turn) -> None:
-        """The job named; else the one talked about if it is new; else the only new one."""
-        if turn.entity("decision") == "decline":
+        """The job named; else the one talked about if it is new; else the only new one. Declining words
+        ("RO-20我不接，明天请假") decline, with the reason when they give one."""
+        if turn.entity("decision") == "decline" or declines(turn):
             turn.slots["decision"] = "decline"
+            reason = decline_reason(spoken(turn)) if spoken(turn) else None
+            if reason:
+                turn.slots["reason"] = reason
         named = job_ref(turn.entity("job_id")) or named_job(spoken(turn))
         if named:
             turn.slots["job"] = named
@@ -384,9 +419,11 @@ class AcceptJob(StaffHandler):
         new = (await turn.core.service_desk.list_repair_orders(
             turn.actor, status=RepairStatus.DISPATCHED.value, limit=20)).items
         remembered = job_ref(turn.state.context.get("job_id"))
+        # The [Accept a job] suggestion names no job: the new ones are listed, even a single one.
+        bare = turn.text.strip() == f"/{self.intent}"
         if remembered and any(order.ref == remembered for order in new):
             turn.slots["job"] = remembered
-        elif len(new) == 1:
+        elif len(new) == 1 and not bare:
             turn.slots["job"] = new[0].ref
         elif new:
             turn.slots["_choices"] = [[order.ref, await self._title(turn, order)] for order in new[:8]]
@@ -461,14 +498,19 @@ class CompleteJob(StaffHandler):
 
     def next_slot(self, turn: Turn) -> Slot | None:
         """Job, summary, labour; then the parts again if the catalogue or the station's stock says no."""
+        if turn.slots.get(DECLINING.name):
+            return DECLINING
         slot = super().next_slot(turn)
         if slot is None and turn.slots.get("_parts_problem"):
             return self.slots[3]
         return slot
 
     async def prefill(self, turn: Turn) -> None:
-        """Job, work summary, parts and labour from the first message."""
+        """Job, work summary, parts and labour from the first message ("decline RO-20" declines it)."""
         text = spoken(turn)
+        if declines(turn) and not DONE_WORDS.search(JOB_MENTION.sub(" ", text)):
+            turn.slots[DECLINING.name] = True
+            return
         named = job_ref(turn.entity("job_id")) or named_job(text)
         if named:
             await self._take(turn, named, explicit=True)
@@ -510,6 +552,8 @@ class CompleteJob(StaffHandler):
 
     async def question(self, turn: Turn, slot: Slot) -> list[Reply]:
         """Which job (buttons), what was done, how long (buttons)."""
+        if slot is DECLINING:
+            return await carry_on(turn, AcceptJob())
         if slot.name == "job":
             choices: list[list[str]] = turn.slots.get("_choices") or []
             return [Reply(text=turn.t("jobs.ask_complete"), buttons=tuple(
@@ -525,6 +569,32 @@ class CompleteJob(StaffHandler):
             question = "\n".join([problem, turn.t("field.complete.ask_parts")]).strip()
             return [Reply(text=question, buttons=(none,))]
         return [turn.say(slot.prompt)]
+
+    async def correct(self, turn: Turn) -> list[str]:
+        """Labour, parts and a warranty exclusion said later change the completion, at the card too."""
+        # "actually 60 minutes", "用了两个P-100"; the question being asked is left to the answer.
+        text = spoken(turn)
+        if not text or "job" not in turn.slots:
+            return await super().correct(turn)
+        asked, changed = turn.state.awaiting, []
+        minutes = labour_minutes(text)
+        if asked not in ("labour", "summary") and minutes is not None and turn.slots.get("labour") != minutes:
+            turn.slots["labour"] = minutes
+            changed.append("labour")
+        found = parts_used(text, turn.parse.values("part"))
+        if asked not in ("parts", "summary") and found:
+            held = {code: quantity for code, quantity in turn.slots.get("parts", [])}
+            # A part named again is its new count ("两个P-100"); a new one is added.
+            merged = {**held, **{code: quantity for code, quantity in found}}
+            if merged != held:
+                turn.slots["parts"] = [[code, quantity] for code, quantity in merged.items()]
+                await self._check_parts(turn)
+                changed.append("parts")
+        exclusion = WARRANTY_EXCLUSION.search(text)
+        if asked != "summary" and exclusion and not turn.slots.get("excluded"):
+            turn.slots["excluded"] = exclusion.group(0).strip()
+            changed.append("excluded")
+        return changed
 
     async def confirmation(self, turn: Turn) -> Reply:
         """Job, work, parts (with their names and the station's stock) and labour before anything is taken."""
@@ -723,6 +793,11 @@ USERNAME = re.compile(r"[A-Za-z0-9]+[._][A-Za-z0-9._-]+")
 # How a technician is called by surname: "张工", "张师傅", "老张", "小张".
 HAN_RUN = re.compile(r"[\u4e00-\u9fff]+")
 SURNAME_CALL = re.compile(r"(?P<a>[\u4e00-\u9fff])(?:工|师傅|师父|工程师)|[老小](?P<b>[\u4e00-\u9fff])")
+# Words that name a day, as opposed to a clock time alone ("3pm", "下午3点").
+DAY_WORDS = re.compile(
+    r"\d{1,4}\s*[/\-月年]\s*\d{1,2}|\b(?:today|tonight|tomorrow|yesterday|next|this|mon|tue|wed|thu|fri|sat|sun|"
+    r"jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)[a-z]*\b|今|明|昨|后天|前天|周|星期|礼拜|号|日",
+    re.IGNORECASE)
 CLOCK = re.compile(r"(?<![\d:])(?P<h>[01]?\d|2[0-3])[:：.](?P<m>[0-5]\d)(?![\d])")
 
 
@@ -764,6 +839,22 @@ def said_moment(turn: Turn, text: str) -> datetime | None:
     if clock:
         return datetime.combine(local_today(turn), time(int(clock["h"]), int(clock["m"])), tzinfo=zone(turn))
     return None
+
+
+def changed_moment(turn: Turn, held: datetime | None) -> datetime | None:
+    """A time said as a change of `held`: a clock time alone keeps its day ("make it 3pm"), a day alone its
+    hour ("改到周五"); anything else is the time said."""
+    said = said_moment(turn, spoken(turn))
+    found = [item for item in turn.parse.entities if item.entity in ("date", "time")]
+    if said is None or held is None or len(found) != 1:
+        return said
+    tz, item = zone(turn), found[0]
+    local, before = said.astimezone(tz), held.astimezone(tz)
+    if item.entity == "date":
+        return datetime.combine(local.date(), before.time(), tzinfo=tz)
+    if item.text and not DAY_WORDS.search(item.text):
+        return datetime.combine(before.date(), local.time(), tzinfo=tz)
+    return said
 
 
 def iso_value(raw: str) -> datetime | None:
@@ -889,7 +980,8 @@ class DispatchJob(StaffHandler):
                     changed.append("technician")
             elif turn.slots.get("technician") != before:
                 changed.append("technician")
-        moment_said = iso_value(turn.entity("when") or "") or said_moment(turn, text)
+        held = iso_value(turn.slots.get("when") or "")
+        moment_said = iso_value(turn.entity("when") or "") or changed_moment(turn, held)
         if asked != "when" and moment_said is not None:
             if moment_said < turn.now:
                 refused.append(turn.t("field.past", when=moment_label(turn, moment_said)))
@@ -1226,6 +1318,9 @@ class RescheduleJob(JobPicker):
         if turn.actor.role is Role.CUSTOMER:
             turn.slots[VISIT_ANSWER.name] = True
             return
+        if declines(turn) and not whens(turn):
+            turn.slots[DECLINING.name] = True
+            return
         text = spoken(turn)
         await self.take_job(turn, text)
         raw = turn.entity("when")
@@ -1251,6 +1346,8 @@ class RescheduleJob(JobPicker):
         """Job and time; for a customer, their answer to our proposal."""
         if turn.slots.get(VISIT_ANSWER.name):
             return VISIT_ANSWER
+        if turn.slots.get(DECLINING.name):
+            return DECLINING
         return super().next_slot(turn)
 
     async def question(self, turn: Turn, slot: Slot) -> list[Reply]:
@@ -1263,9 +1360,26 @@ class RescheduleJob(JobPicker):
             turn.state.finish()
             return [turn.say("field.visit.nothing_to_move",
                              turn.button("fallback.human_button", "/human_handoff"))]
+        if slot is DECLINING:
+            return await carry_on(turn, AcceptJob())
         if slot.name == "job":
             return [self.job_question(turn, "field.reschedule.ask_job")]
         return [turn.say("field.reschedule.ask_when", ref=turn.slots["job"])]
+
+    async def correct(self, turn: Turn) -> list[str]:
+        """A new time said later ("make it 3pm", "改到下午3点") changes the proposal, at the card too."""
+        text = spoken(turn)
+        if not text or turn.state.awaiting == "when" or "job" not in turn.slots:
+            return await super().correct(turn)
+        said = changed_moment(turn, iso_value(turn.slots.get("when") or "")) if whens(turn) else None
+        if said is None or said.isoformat() == turn.slots.get("when"):
+            return []
+        if said <= turn.now:
+            turn.slots.setdefault(REFUSED_CORRECTIONS, []).append(
+                turn.t("field.past", when=moment_label(turn, said)))
+            return []
+        turn.slots["when"] = said.isoformat()
+        return ["when"]
 
     async def confirmation(self, turn: Turn) -> Reply:
         """The job, the current and the new time."""
@@ -1504,7 +1618,10 @@ class VisitDeny(Deny):
     """A customer's "no" to the visit time we proposed asks which time suits them instead."""
 
     async def execute(self, turn: Turn) -> list[Reply]:
-        """Refuse the pending proposal, with their own time when they gave one; otherwise the usual answer."""
+        """Refuse the pending proposal, with their own time when they gave one; a technician's "拒绝RO-20"
+        declines the job; otherwise the usual answer."""
+        if declines(turn):
+            return await carry_on(turn, AcceptJob())
         return await answer_to_proposal(turn) or await super().execute(turn)
 
 
