@@ -21,6 +21,7 @@ from bot.intents.sales import (
     STAGES,
     CustomerHandler,
     StaffHandler,
+    currency,
     day_label,
     label,
     local_today,
@@ -32,24 +33,12 @@ from bot.intents.sales import (
     zone,
 )
 from bot.messages import Button, Reply
+from bot.parsing import month_end, quarter_bounds
 from core.domain.enums import Role
 from core.errors import NotFound, PermissionDenied
 from core.schemas import CustomerInsightOut, PipelineReportOut
 
 # --- pipeline_summary ------------------------------------------------------------------------------------
-
-
-def quarter_of(day: date) -> tuple[date, date]:
-    """First and last day of the quarter holding `day`."""
-    first_month = (day.month - 1) // 3 * 3 + 1
-    start = date(day.year, first_month, 1)
-    return start, month_end(date(day.year, first_month + 2, 1))
-
-
-def month_end(day: date) -> date:
-    """Last day of `day`'s month."""
-    following = date(day.year + day.month // 12, day.month % 12 + 1, 1)
-    return following - timedelta(days=1)
 
 
 def width(text: str) -> int:
@@ -279,12 +268,12 @@ class PipelineSummary(StaffHandler):
                 "pipeline.flow_row", stage=turn.t(f"deal.stages.{row.stage}"), reached=row.reached,
                 rate=percent_text(turn, row.rate), win=percent_text(turn, row.win_rate), open=age.count,
                 days=days_text(turn, age.average_days_in_stage), age=days_text(turn, age.average_days_open)))
-        lines += ["", turn.t("pipeline.forecast", amount=money(report.weighted_forecast))]
+        lines += ["", turn.t("pipeline.forecast", amount=money(report.weighted_forecast, currency(turn)))]
         months = turn.t("staff.months").split()
         for month, amount in report.forecast_by_month.items():
             year, number = month.split("-")
             lines.append(turn.t("pipeline.forecast_month", month=months[int(number) - 1], year=year,
-                                amount=money(amount)))
+                                amount=money(amount, currency(turn))))
         image: bytes | None = None
         alt = ""
         if turn.channel in IMAGE_CHANNELS and report.open_count:
@@ -357,11 +346,11 @@ class PipelineSummary(StaffHandler):
         separator = "；" if turn.lang == "zh" else "; "
         by_stage = {entry.stage: entry for entry in report.stages}
         stages = separator.join(f"{turn.t(f'deal.stages.{stage}')} {by_stage[stage].count} · "
-                                f"{money(by_stage[stage].amount)}" for stage in OPEN_STAGES)
+                                f"{money(by_stage[stage].amount, currency(turn))}" for stage in OPEN_STAGES)
         months = turn.t("staff.months").split()
         forecast = separator.join(
             turn.t("pipeline.forecast_month", month=months[int(month[5:]) - 1], year=month[:4],
-                   amount=money(amount)).strip()
+                   amount=money(amount, currency(turn))).strip()
             for month, amount in report.forecast_by_month.items()
         )
         return turn.t("pipeline.chart_alt", stages=stages, months=forecast or turn.t("pipeline.none"))
@@ -372,7 +361,7 @@ class PipelineSummary(StaffHandler):
         today, text = local_today(turn), spoken(turn).casefold()
 
         def quarter(day: date) -> tuple[date, date, str, str]:
-            first, last = quarter_of(day)
+            first, last = quarter_bounds(day)
             number = (first.month - 1) // 3 + 1
             return first, last, turn.t("pipeline.quarter", number=number, year=first.year), \
                 f"q{first.year}-{number}"
@@ -395,9 +384,9 @@ class PipelineSummary(StaffHandler):
                 return month(date(int(asked[3]), int(asked[4]), 1))
             if asked[5]:
                 return year(int(asked[5]))
-        this_quarter = quarter_of(today)[0]
+        this_quarter = quarter_bounds(today)[0]
         if re.search(r"next\s+quarter|下(?:个|一)?季度", text):
-            return quarter(quarter_of(this_quarter + timedelta(days=100))[0])
+            return quarter(quarter_bounds(this_quarter + timedelta(days=100))[0])
         if re.search(r"(?:last|previous)\s+quarter|上(?:个|一)?季度", text):
             return quarter(this_quarter - timedelta(days=1))
         numbered = re.search(r"\bq([1-4])\b|第?([一二三四1-4])季度", text)
@@ -536,13 +525,13 @@ class CustomerOverview(CustomerHandler):
             deals = (await core.sales.list_opportunities(actor, customer_code=code, open_only=True,
                                                          limit=200)).items
             counts["deals"] = len(deals)
-            lines.append(turn.t("overview.deals", count=len(deals),
-                                amount=money(sum((deal.amount for deal in deals), Decimal("0"))))
+            total = money(sum((deal.amount for deal in deals), Decimal("0")), currency(turn))
+            lines.append(turn.t("overview.deals", count=len(deals), amount=total)
                          if deals else turn.t("overview.no_deals"))
             for deal in deals[: limit if section == "deals" else 0]:
                 closes = day_label(turn, deal.expected_close) if deal.expected_close else "—"
                 lines.append(f"  • {deal.ref} {deal.name} — {turn.t(f'deal.stages.{deal.stage}')} — "
-                             f"{money(deal.amount)} — {turn.t('overview.closes', day=closes)}")
+                             f"{money(deal.amount, deal.currency)} — {turn.t('overview.closes', day=closes)}")
         insight = await core.customers.insight(actor, code, recent_limit=SECTION_LIMIT)
         counts["surveys"] = insight.csat_count
         if section == "surveys":

@@ -18,10 +18,10 @@ from typing import Any
 from bot.charting import cjk_font
 from bot.dialogue import Handler, Turn
 from bot.i18n import t
-from bot.intents.manager import month_end, quarter_of
 from bot.intents.sales import local_today, payload, spoken, whens
 from bot.messages import Button, Reply
 from bot.nlu.entities import EN_NUMBERS, cn_number
+from bot.parsing import month_end, quarter_bounds
 from core.domain.enums import Role
 from core.errors import PermissionDenied
 from core.services.surveys import CSAT_GROUPINGS, CsatReport, CsatRow
@@ -223,7 +223,7 @@ def csat_period(turn: Turn, by: str = "technician") -> Period:
         if first > today:
             first = first.replace(year=today.year - 1)
         return Period(
-            first, min(quarter_of(first)[1], today), "quarter", (("number", number), ("year", first.year))
+            first, min(quarter_bounds(first)[1], today), "quarter", (("number", number), ("year", first.year))
         )
     mentioned = [_past(when.date() if isinstance(when, datetime) else when, today) for when in whens(turn)]
     month_named = _named_month(text, today)
@@ -282,12 +282,12 @@ def _named_month(text: str, today: date) -> Period | None:
 
 def _relative(name: str, today: date) -> Period:
     if name in ("this_quarter", "last_quarter"):
-        first = quarter_of(today)[0]
+        first = quarter_bounds(today)[0]
         if name == "last_quarter":
-            first = quarter_of(first - timedelta(days=1))[0]
+            first = quarter_bounds(first - timedelta(days=1))[0]
         return Period(
             first,
-            min(quarter_of(first)[1], today),
+            min(quarter_bounds(first)[1], today),
             "quarter",
             (("number", (first.month - 1) // 3 + 1), ("year", first.year)),
         )
