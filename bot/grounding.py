@@ -104,6 +104,16 @@ _PAYLOAD = re.compile(r"^/[a-z_]+(\{.*\})?$", re.DOTALL)
 _NOT_SERIAL_KEY = re.compile(r"^(?:SR|RO|OP)\d+$|^P\d{2,6}$")
 _QUANTITY = re.compile(r"^\d+[A-Za-z]+$")
 _CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]+")
+# What a correction says it does NOT mean ("not the washer, the dishwasher", "不是洗衣机，是洗碗机",
+# "the dishwasher, not the washer"): blanked out before matching, so only the meant appliance is left.
+# "是不是洗衣机的问题" asks a question and keeps its word.
+_NEGATED = re.compile(
+    r"\b(?:not|isn'?t)\s+(?:the |my |a |an )?[^,.;!?\n]{1,40}?(?=,|\bbut\b)"
+    r"|,\s*(?:not|isn'?t)\s+[^,.;!?\n]{1,40}$"
+    r"|(?<!是)不是[^，,。；;！!？?\n]{1,12}?(?=[，,]?\s*而?是)"
+    r"|[，,]\s*而?不是[^，,。；;！!？?\n]{1,12}$",
+    re.IGNORECASE,
+)
 
 
 def serial_key(text: str) -> str:
@@ -116,7 +126,8 @@ def _plain(text: str) -> str:
     """The message as matched: full-width folded (ＷＭ２０２３ → WM2023); no payloads, mails or links."""
     if _PAYLOAD.match(text.strip()):
         return ""
-    return _EMAIL_OR_URL.sub(" ", unicodedata.normalize("NFKC", text))
+    plain = _EMAIL_OR_URL.sub(" ", unicodedata.normalize("NFKC", text))
+    return _NEGATED.sub(lambda negated: " " * len(negated.group(0)), plain.strip())
 
 
 def _serial_shaped(token: str) -> bool:
@@ -362,12 +373,11 @@ async def installed_units(
     """The asker's unit(s) a message means: by serial (any shape, typos offered back), model, product name
     or kind (EN/ZH); the remembered serial only when the message names none. Staff look serials up in the
     whole base (core decides who sees what) and name no kinds of their own."""
-    plain = _plain(text)
     vocab = await vocabulary(asker)
     if not asker.actor.is_customer:
-        return await _staff_unit(asker, plain, said_serial, context_serial, vocab)
+        return await _staff_unit(asker, _plain(text), said_serial, context_serial, vocab)
     page = await asker.core.installed.list(asker.actor, limit=MAX_OWN_UNITS)
-    return ground_units(list(page.items), plain, said_serial, context_serial, vocab)
+    return ground_units(list(page.items), text, said_serial, context_serial, vocab)
 
 
 def ground_units(
@@ -378,6 +388,7 @@ def ground_units(
     vocab: Vocabulary,
 ) -> Grounded[InstalledProductOut]:
     """Ground a message in a known list of units (a customer's own base): the rules, without the look-ups."""
+    text = _plain(text)
     by_key = {serial_key(unit.serial_number): unit for unit in units}
     compact = _Compact.of(text)
     used: list[tuple[int, int]] = []

@@ -142,6 +142,22 @@ async def test_said_now_beats_remembered_and_remembered_fills_the_gap(core: Core
     assert foreign.found is Found.UNSAID
 
 
+@pytest.mark.parametrize("text", [
+    "不是洗衣机，是洗碗机", "是洗碗机，不是洗衣机", "actually not the washing machine, the dishwasher",
+    "it's the dishwasher, not the washing machine", "not the washer but the dishwasher",
+])
+async def test_a_correction_means_what_it_names_not_what_it_denies(
+    core: Core, world: World, text: str
+) -> None:
+    found = await ground(core, world.acme_customer, text)
+    assert (found.found, serials(found)) == (Found.ONE, ["DW500-00001"]), text
+
+
+async def test_a_question_form_is_no_denial(core: Core, world: World) -> None:
+    found = await ground(core, world.acme_customer, "是不是洗衣机的问题")
+    assert serials(found) == ["WM2023-00917"]
+
+
 async def test_the_vocabulary_grows_with_the_catalogue(core: Core, world: World) -> None:
     await core.installed.upsert_product(SYSTEM, ProductIn(
         code="PW-100", name="PW-100 water purifier / 净水器", category="water_purifier"))

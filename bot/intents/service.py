@@ -39,6 +39,8 @@ MAX_VISIT_AHEAD = timedelta(days=365)
 NOTICE = "_notice"
 # The appliances to offer (and what to say) when a mention needs the person to choose: kept in the slots.
 UNIT_QUESTION = "_unit_question"
+# What a repair request keeps about a knowledge-base article (found for, or tried on, one appliance).
+_ARTICLE_SLOTS = ("kb_hit", "kb_checked", "kb_choice", "kb_article_code", "kb_title", "kb_product")
 # Open requests listed at once ("status of my requests"); the rest are counted.
 MAX_OPEN_LISTED = 20
 
@@ -394,6 +396,22 @@ class OpenServiceRequest(ServiceHandler):
                 s["preferred_time"] = self._visit_time(turn)
         await self._check_kb(turn)
 
+    async def correct(self, turn: Turn) -> list[str]:
+        """Besides new slot values, an appliance named later by kind, model or name ("actually it's the
+        dishwasher", "不是洗衣机，是洗碗机", also at the card) replaces the one chosen."""
+        changed = await super().correct(turn)
+        s = turn.slots
+        if "product" in changed or turn.state.awaiting == "product" or "product" not in s:
+            return changed
+        if not turn.actor.is_customer or _is_payload(turn.text) or turn.entity("serial_number"):
+            return changed
+        unit = (await _ground(turn, remembered=False)).one
+        if unit is not None and unit.serial_number != s["product"]:
+            await self._take_unit(turn, unit)
+            await self._check_kb(turn)
+            changed.append("product")
+        return changed
+
     async def _take_article(self, turn: Turn, code: str) -> None:
         try:
             article = await turn.core.knowledge.get(turn.actor, code)
@@ -444,9 +462,14 @@ class OpenServiceRequest(ServiceHandler):
     async def _take_unit(self, turn: Turn, unit: InstalledProductOut) -> None:
         """Use this appliance; an open request for it is pointed out before a second one is opened."""
         s = turn.slots
-        if s.get("product") != unit.serial_number:
-            s.pop("duplicate", None)
-            s.pop("duplicate_of", None)
+        previous = s.get("product")
+        if previous != unit.serial_number:
+            for stale in ("duplicate", "duplicate_of", "warranty_said"):
+                s.pop(stale, None)
+            if previous:
+                # Another appliance than the one chosen: the article found or tried was about that one.
+                for stale in _ARTICLE_SLOTS:
+                    s.pop(stale, None)
         s["product"] = unit.serial_number
         s["unit"] = _unit_info(unit)
         s.pop(UNIT_QUESTION, None)
@@ -529,6 +552,9 @@ class OpenServiceRequest(ServiceHandler):
 
     def _take_duplicate_choice(self, turn: Turn) -> None:
         """[Add to SR-n] / [Open a new one anyway], pressed or typed."""
+        if "duplicate_of" not in turn.slots:
+            # A button of an earlier question, pressed after the appliance changed: nothing to choose.
+            raise SlotInvalid(turn.t("service_request.ask_description"))
         ref = turn.slots["duplicate_of"]["ref"]
         choice = turn.entity("duplicate")
         if choice is None and not _is_payload(turn.text):
