@@ -226,4 +226,7 @@ class Assistant:
         known = state.lang or actor.lang or self._core.settings.default_lang
         if text.startswith("/") or IDENTIFIER.fullmatch(text) or not any(char.isalpha() for char in text):
             return known
+        if state.lang and any(text == payload for _title, payload in state.buttons):
+            # A pressed button sends its payload ("none"): the words are ours, not the person's language.
+            return known
         return detect_lang(text)

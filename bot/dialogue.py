@@ -36,6 +36,9 @@ CONFIRM = "__confirm__"
 MAX_SLOT_ATTEMPTS = 3
 # A message that clearly starts something else while a question is pending switches to it.
 SWITCH_CONFIDENCE = 0.80
+# An answer that does not fit, from words the NLU leans this much towards another request, is that request.
+LEANING_CONFIDENCE = 0.25
+NOT_REQUESTS = ("affirm", "deny", "cancel", "help", "out_of_scope", FALLBACK_INTENT)
 # A description or summary is prose that may look like an intent: past this length it stays the answer.
 FREE_TEXT_SWITCH_LENGTH = 25
 # Entities remembered between turns so "and its warranty?" knows which serial.
@@ -524,6 +527,10 @@ class Dialogue:
                 # "no" / "算了" where it is no answer to the question means: stop this.
                 state.finish()
                 return [turn.say("dialogue.cancelled")]
+            if self._may_be_command(turn, handler):
+                # No answer, and words the NLU leans towards another request with ("show me Northern Star
+                # Appliances" while a deal is asked): served, with the form kept, rather than refused.
+                return await self._interrupt(turn)
             state.attempts += 1
             if state.attempts >= MAX_SLOT_ATTEMPTS:
                 return [Reply(text=invalid.hint), self._stuck(turn)]
@@ -635,6 +642,17 @@ class Dialogue:
         if parse.intent in ("affirm", "deny", "out_of_scope", FALLBACK_INTENT, active.intent):
             return False
         return parse.intent in self._handlers and parse.confidence >= SWITCH_CONFIDENCE
+
+    def _may_be_command(self, turn: Turn, active: Handler) -> bool:
+        """Whether an answer that did not fit leans towards another request the person can make."""
+        parse = turn.parse
+        if parse.intent in (*NOT_REQUESTS, active.intent):
+            return False
+        handler = self._handlers.get(role_reading(turn.actor.role, parse.intent, turn))
+        if handler is None or parse.confidence < LEANING_CONFIDENCE:
+            return False
+        allowed = handler.roles is None or turn.actor.is_admin or turn.actor.role in handler.roles
+        return allowed and bool(turn.remainder())
 
     def _is_command(self, turn: Turn, active: Handler) -> bool:
         """A confident different request that is more than a bare value: served, never taken as an answer.
