@@ -31,7 +31,7 @@ from core.db.models import (
     Visit,
 )
 from core.domain.enums import CustomerType
-from core.schemas import ContactIn, CustomerIn, VisitIn
+from core.schemas import ContactIn, CustomerIn, OpportunityIn, VisitIn
 from notifier.alerts import AlertRules, load_rules
 from tests.chat import ScriptedNlu, nlu_for
 from tests.notify import deliver_to_files
@@ -431,6 +431,110 @@ async def test_bad_stage_vague_amount_and_a_deal_out_of_scope_change_nothing(
     await south.say("cancel", "cancel")
     assert await count(core, OpportunityChange) == 5  # only the "created" entries
     assert ((await deal(core, 1)).stage, (await deal(core, 1)).probability) == ("proposal", 50)
+
+
+# --- issue #12: grounding, what is said now, partly refused changes, visits to come -----------------------
+
+
+async def test_a_deal_named_by_words_that_match_none_is_said_never_replaced(core: Core, world: World) -> None:
+    await make_deals(core, world)
+    await core.customers.create(SYSTEM, CustomerIn(
+        code="RENJI", name="仁济医院", type=CustomerType.PUBLIC, owner="rep.south"))
+    nlu = ScriptedNlu()
+    rep = staff_chat(core, nlu, "rep.north")
+    # The deal talked about before (OP-1) is not taken for a hospital deal the rep does not have.
+    await rep.say("move OP-1 to negotiation", "update_deal", stage="negotiation")
+    await rep.say("no", "deny")
+    [reply] = await rep.say("mark the hospital deal as won", "update_deal", stage="closed_won")
+    assert reply.text.startswith("I couldn't find an open deal of yours matching “hospital”.\nWhich deal?")
+    await rep.say("cancel", "cancel")
+    await core.sales.create_opportunity(world.rep_south, OpportunityIn(
+        customer_code="RENJI", name="年度维保合同", amount=Decimal("15600"), expected_close=date(2026, 9, 1)))
+    south = staff_chat(core, nlu, "rep.south")
+    card = (await south.say("mark the hospital deal as won", "update_deal", stage="closed_won"))[-1]
+    assert card.text.splitlines()[:2] == [
+        "Update OP-6 “年度维保合同” (仁济医院)?", "Stage: Qualification → Won"]
+
+
+async def test_another_deal_named_mid_form_takes_the_place_of_the_first(core: Core, world: World) -> None:
+    await make_deals(core, world)
+    nlu = ScriptedNlu()
+    rep = staff_chat(core, nlu, "rep.north")
+    assert (await rep.text("update OP-1", "update_deal")).startswith("What should change on OP-1")
+    assert (await rep.text("mark OP-2 as lost", "update_deal", stage="closed_lost")).endswith(
+        "Why was the deal lost?")
+    await rep.say("budget cut")
+    card = (await rep.say("none", "deny"))[-1]
+    assert card.text.splitlines()[:2] == ["Update OP-2 “Acme new showroom” (Acme Corp)?",
+                                          "Stage: Qualification → Lost"]
+    # At the card too; and a deal the rep may not see is reported, the first one is not changed instead.
+    answer = await rep.text("no, OP-5", "deny")
+    assert "I couldn't find deal OP-5 among yours.\nWhich deal?" in answer and "Update OP-2" not in answer
+    await rep.say("cancel", "cancel")
+    assert ((await deal(core, 1)).stage, (await deal(core, 2)).stage) == ("proposal", "qualification")
+
+
+async def test_a_partly_refused_change_is_said_on_the_card(core: Core, world: World) -> None:
+    await make_deals(core, world)
+    nlu = ScriptedNlu()
+    rep = staff_chat(core, nlu, "rep.north")
+    card = (await rep.say("update OP-1: probability 40%, close date last month", "update_deal"))[-1]
+    assert card.text.splitlines() == [
+        "Update OP-1 “Acme renewal 2026” (Acme Corp)?",
+        "Probability: 50% → 40%",
+        "The close date is not changed: last month is in the past, and an open deal needs a close date from "
+        "today on.",
+        "Tell me another close date, or say yes to go on without it.",
+    ]
+    assert [button.title for button in card.buttons] == ["Yes, without the date", "No"]
+    await rep.say("/affirm")
+    changed = await deal(core, 1)
+    assert (changed.probability, changed.expected_close) == (40, date(2026, 6, 30))
+    # Only a refused date: asked again; stage and probability said instead are taken, the date kept.
+    assert (await rep.text("OP-2 close date 1 June", "update_deal", date="2026-06-01")).startswith(
+        "The close date is not changed: Mon 1 Jun is in the past")
+    card = (await rep.say("set OP-2 to proposal, probability 60%", "update_deal", stage="proposal"))[-1]
+    assert card.text.splitlines() == [
+        "The close date stays as it is.", "Update OP-2 “Acme new showroom” (Acme Corp)?",
+        "Stage: Qualification → Proposal", "Probability: 10% → 60%"]
+
+
+async def test_the_next_steps_own_date_is_its_due_date(core: Core, world: World) -> None:
+    nlu = ScriptedNlu()
+    rep = staff_chat(core, nlu, "rep.north")
+    text = "今天拜访了Acme，聊了明年空调备货，下一步下周三前发报价"
+    expect(nlu, "log_visit", ("customer", "Acme"), ("date", "2026-06-15"), ("date", "2027-01-01"),
+           ("date", "2026-06-24"))
+    card = (await rep.say(text))[-1]
+    assert "跟进：发报价，截止 6月24日（周三）" in card.text and "2027" not in card.text
+    await rep.say("是", "affirm")
+    [task] = await rows(core, Task)
+    assert task.due_at == datetime(2026, 6, 24, 1, 0, tzinfo=UTC)
+
+
+async def test_a_visit_to_come_offers_a_follow_up_task_instead(core: Core, world: World) -> None:
+    nlu = ScriptedNlu()
+    rep = staff_chat(core, nlu, "rep.north")
+    card = (await rep.say("I will visit Acme on 20 June", "log_visit", customer="Acme",
+                          date="2026-06-20"))[-1]
+    assert card.text.splitlines() == [
+        "Visit plans can't be logged yet — only visits that have happened.",
+        "I can add a follow-up task instead: Visit Acme Corp",
+        "Due: Sat 20 Jun",
+        "Shall I add it to your tasks?",
+    ]
+    assert payloads(card) == ["/affirm", "/deny"]
+    assert await rep.text("yes", "affirm") == (
+        "Added the follow-up task “Visit Acme Corp”, due Sat 20 Jun; you'll be reminded on the day.")
+    assert await count(core, Visit) == 0
+    [task] = await rows(core, Task)
+    assert (task.title, task.kind, task.assignee_id, task.due_at) == (
+        "Visit Acme Corp", "follow_up", world.rep_north.user_id, datetime(2026, 6, 20, 1, 0, tzinfo=UTC))
+    # In Chinese, and "no" adds nothing.
+    card = (await rep.say("下周二去拜访Acme", "log_visit", customer="Acme", date="2026-06-23"))[-1]
+    assert card.text.splitlines()[0] == "目前还不能记录拜访计划，只能记录已经完成的拜访。"
+    await rep.say("不用了", "deny")
+    assert await count(core, Task) == 1
 
 
 # --- list_deals ------------------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from rapidfuzz import fuzz, utils
 
-from bot.dialogue import Handler, Slot, SlotInvalid, Turn
+from bot.dialogue import CONFIRM, Handler, Slot, SlotInvalid, Turn
 from bot.grounding_sales import (
     CJK,
     LATIN_WORD,
@@ -938,9 +938,13 @@ class DealChange(StaffHandler):
         if awaiting not in FREE_TEXT_SLOTS:
             # The value asked for is the answer's to give (checked there, with its hint).
             self._read_changes(turn, text, skip=awaiting or "")
-        # A deal named but not found is no new value: the question which deal follows, with the reason.
-        return [name for name, value in before.items()
-                if turn.slots.get(name) not in (value, None) and not name.startswith("_")]
+        changed = [name for name, value in before.items()
+                   if turn.slots.get(name) not in (value, None) and not name.startswith("_")]
+        if before["deal"] and "deal" not in turn.slots and awaiting == CONFIRM:
+            # "no, OP-5" at the card, for a deal not found: the card is gone; which deal is asked, with why.
+            changed.append("deal")
+        # Elsewhere a deal named but not found is no new value: the answer's check asks which deal next.
+        return changed
 
     async def validate(self, turn: Turn, slot: Slot, raw: str) -> Any:
         """Check each kind of answer; an unclear one gets a hint and the question again."""
