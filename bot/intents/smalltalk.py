@@ -38,7 +38,8 @@ ROLE_SUGGESTIONS: dict[Role, tuple[tuple[str, str], ...]] = {
 # Asking for a person ("human", "agent", "人工") as opposed to asking about one ("Oliver's phone number").
 PERSON_WORDS = re.compile(
     r"\b(?:human|person|people|someone|somebody|agent|operator|representative|rep|staff|real|live|"
-    r"manager|supervisor|colleague|support|customer\s+service)\b|人工|真人|客服|转接|工作人员|负责人|经理|主管",
+    r"manager|supervisor|colleague|support|hotline|customer\s+service)\b|人工|真人|客服|热线|转接|工作人员|"
+    r"负责人|经理|主管",
     re.IGNORECASE)
 CONTACT_WORDS = re.compile(
     r"\b(?:phone|number|mobile|cell|e-?mail|address|contact|wechat)\b|电话|号码|手机|邮箱|地址|联系方式|微信",
@@ -161,6 +162,14 @@ def asks_for_a_person(text: str) -> bool:
     if PERSON_WORDS.search(text) or CALL_ME.search(text):
         return True
     return not CONTACT_WORDS.search(text)
+
+
+def not_a_person_request(turn: Turn) -> list[Reply] | None:
+    """The answer to a "talk to a person" that only asks about one ("Oliver Smith的电话是多少"); None when the
+    message really asks for a person (or is the button)."""
+    if turn.text.startswith("/") or asks_for_a_person(turn.text):
+        return None
+    return [cannot_help(turn, "fallback.no_contact_details")]
 
 
 async def _answer_pending(turn: Turn) -> list[Reply] | None:
