@@ -15,10 +15,8 @@ from bot.charting import IMAGE_CHANNELS, cjk_font
 from bot.dialogue import Handler, Slot, Turn
 from bot.i18n import t
 from bot.intents.sales import (
-    OPEN_STAGES,
     SALES_ROLES,
     STAFF_ROLES,
-    STAGES,
     CustomerHandler,
     StaffHandler,
     currency,
@@ -33,7 +31,7 @@ from bot.intents.sales import (
     zone,
 )
 from bot.messages import Button, Reply
-from bot.parsing import month_end, quarter_bounds
+from bot.parsing import OPEN_STAGES, STAGES, month_end, quarter_bounds
 from core.domain.enums import Role
 from core.errors import NotFound, PermissionDenied
 from core.schemas import CustomerInsightOut, PipelineReportOut

@@ -16,19 +16,21 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from rapidfuzz import fuzz, utils
 
 from bot.dialogue import CONFIRM, Handler, Slot, SlotInvalid, Turn
+
+# Customer matching lives with the deal grounding; field.py still imports these five from here.
+from bot.grounding_sales import CJK as CJK
+from bot.grounding_sales import LATIN_WORD as LATIN_WORD
 from bot.grounding_sales import (
-    CJK,
-    LATIN_WORD,
     STOP_WORDS,
     WORD_MATCH,
-    Candidate,
     DealFound,
     deal_by_ref,
     deal_refs,
-    find_customers,
     ground_deal,
-    pick,
 )
+from bot.grounding_sales import Candidate as Candidate
+from bot.grounding_sales import find_customers as find_customers
+from bot.grounding_sales import pick as pick
 from bot.messages import Button, Reply
 from bot.nlu.entities import MONTH_NAME_RE, extract_entities
 from bot.nlu.types import ParseContext
@@ -188,7 +190,11 @@ class StaffHandler(Handler):
         return replies
 
     async def question(self, turn: Turn, slot: Slot) -> list[Reply]:
-        """The plain question for a slot."""
+        """The slot's own `ask_<slot>` question, else its prompt."""
+        ask = getattr(self, f"ask_{slot.name}", None)
+        if ask is not None:
+            replies: list[Reply] = await ask(turn)
+            return replies
         return [turn.say(slot.prompt)]
 
 
@@ -839,7 +845,7 @@ def stage_answer(turn: Turn, raw: str, *, allowed: Sequence[str] = STAGES) -> st
     entity = turn.entity("stage")
     stage = stage_of(entity) if entity else None
     stage = stage or stage_of(raw)
-    if stage not in allowed:
+    if stage is None or stage not in allowed:
         key = "deal.bad_stage" if allowed == STAGES else "deal.bad_new_stage"
         raise SlotInvalid(turn.t(key, given=short(raw, 40)))
     turn.slots.pop("_stage_unclear", None)
@@ -1251,36 +1257,50 @@ class NewDeal(CustomerHandler):
         self._read_values(turn, spoken(turn), skip=turn.state.awaiting or "")
         return [name for name in names if turn.slots.get(name) != before[name]]
 
-    async def validate(self, turn: Turn, slot: Slot, raw: str) -> Any:
-        """Each answer checked like an update's; a name is a few words."""
-        if slot.name == "customer":
-            return await self.customer_answer(turn, raw)
-        if slot.name == "stage":
-            return stage_answer(turn, raw, allowed=OPEN_STAGES)
-        if slot.name == "amount":
-            return amount_answer(turn, raw)
-        if slot.name == "probability":
-            return probability_answer(turn, raw)
-        if slot.name == "close":
-            return close_answer(turn, raw, open_deal=True, keep=None)
+    # One method per question (docs/dialogue.md): the dialogue calls validate_<slot> and ask_<slot>.
+
+    async def validate_customer(self, turn: Turn, raw: str) -> str:
+        """A customer of the person's, by name or code (typos forgiven; several → buttons)."""
+        return await self.customer_answer(turn, raw)
+
+    async def ask_customer(self, turn: Turn) -> list[Reply]:
+        """Which customer, with the close matches as buttons."""
+        return [self.customer_question(turn, "deal.ask_customer")]
+
+    async def validate_name(self, turn: Turn, raw: str) -> str:
+        """A name of a few words."""
         name = " ".join(raw.split())
         if len(name) < 2:
             raise SlotInvalid(turn.t("deal.bad_name"))
         return name[:200]
 
-    async def question(self, turn: Turn, slot: Slot) -> list[Reply]:
-        """Which customer (buttons when several match), open stages as buttons, 'no date yet'."""
-        if slot.name == "customer":
-            return [self.customer_question(turn, slot.prompt)]
-        if slot.name == "stage":
-            return [Reply(text=turn.t("deal.ask_stage"), buttons=tuple(
-                Button(title=turn.t(f"deal.stages.{stage}"), payload=payload(self.intent, stage=stage))
-                for stage in OPEN_STAGES))]
-        if slot.name == "close":
-            lines = [turn.slots["_close_refused"]] if turn.slots.get("_close_refused") else []
-            return [Reply(text="\n".join([*lines, turn.t("deal.ask_close")]),
-                          buttons=(Button(title=turn.t("deal.no_close"), payload="/deny"),))]
-        return [turn.say(slot.prompt)]
+    async def validate_amount(self, turn: Turn, raw: str) -> str:
+        """An exact amount ('50k', '5万'), never 'fifty-ish'."""
+        return amount_answer(turn, raw)
+
+    async def validate_close(self, turn: Turn, raw: str) -> str | None:
+        """A day from today on, or none yet."""
+        return close_answer(turn, raw, open_deal=True, keep=None)
+
+    async def ask_close(self, turn: Turn) -> list[Reply]:
+        """When it closes (saying why a date said was not taken), with [No date yet]."""
+        lines = [turn.slots["_close_refused"]] if turn.slots.get("_close_refused") else []
+        return [Reply(text="\n".join([*lines, turn.t("deal.ask_close")]),
+                      buttons=(Button(title=turn.t("deal.no_close"), payload="/deny"),))]
+
+    async def validate_stage(self, turn: Turn, raw: str) -> str:
+        """An open stage: a new deal is not won or lost yet."""
+        return stage_answer(turn, raw, allowed=OPEN_STAGES)
+
+    async def ask_stage(self, turn: Turn) -> list[Reply]:
+        """The open stages as buttons."""
+        return [Reply(text=turn.t("deal.ask_stage"), buttons=tuple(
+            Button(title=turn.t(f"deal.stages.{stage}"), payload=payload(self.intent, stage=stage))
+            for stage in OPEN_STAGES))]
+
+    async def validate_probability(self, turn: Turn, raw: str) -> int:
+        """0–100."""
+        return probability_answer(turn, raw)
 
     async def confirmation(self, turn: Turn) -> Reply:
         """The deal as it will be opened."""
