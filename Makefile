@@ -27,11 +27,23 @@ test: $(STAMP) lint test-sqlite test-postgresql
 lint: $(STAMP)
 	$(BIN)/ruff check .
 
-test-sqlite: $(STAMP)
+test-sqlite: $(STAMP) rasa-if-available
 	CRMBOT_TEST_DATABASE=sqlite $(BIN)/python -m pytest
 
 test-postgresql: $(STAMP)
-	CRMBOT_TEST_DATABASE=postgresql CRMBOT_TEST_PG_URL=$(PG_URL) $(BIN)/python -m pytest
+	CRMBOT_TEST_DATABASE=postgresql CRMBOT_TEST_PG_URL=$(PG_URL) $(BIN)/python -m pytest -m "not rasa"
+
+## The real Rasa 3.6 server for the `rasa` NLU backend's tests (tests/test_nlu_rasa_server.py, in the
+## SQLite run only): a cached venv outside the repo, built once per machine (needs Python 3.10, ~2.7 GB).
+.PHONY: rasa rasa-if-available
+RASA_SETUP := tests/rasa/setup_rasa.sh
+
+rasa:
+	@bash $(RASA_SETUP)
+
+rasa-if-available:
+	@if bash $(RASA_SETUP) --find-python >/dev/null; then bash $(RASA_SETUP); \
+	else echo "Python 3.10 not found: the real-Rasa tests are skipped"; fi
 
 ## Run the conversation tests (docs/conversation-tests.md) in process, on a throw-away copy of the demo data.
 .PHONY: test-conversations

@@ -223,9 +223,32 @@ def _summary(name: str, report: dict[str, Any]) -> str:
 def export_rasa_command(
     directory: Annotated[Path, typer.Argument(help="Directory for the Rasa project (created if missing).")],
     data: DataOption = None,
+    intents: Annotated[
+        str | None,
+        typer.Option("--intents", help="Only these intents, comma-separated (e.g. greet,goodbye)."),
+    ] = None,
+    per_intent: Annotated[
+        int | None,
+        typer.Option("--per-intent", min=1, help="At most this many examples per intent, spread evenly."),
+    ] = None,
+    epochs: Annotated[int, typer.Option("--epochs", min=1, help="DIET's training epochs.")] = 100,
 ) -> None:
     """Write a Rasa 3.6 project (config.yml, domain.yml, data/nlu.yml) from the training data."""
-    files = _guard(lambda: export_rasa(data or DEFAULT_DATA_DIR, directory))
+    chosen = [name.strip() for name in intents.split(",") if name.strip()] if intents is not None else None
+    if chosen is not None and not chosen:
+        raise _fail("--intents needs at least one intent name")
+
+    def work() -> list[Path]:
+        try:
+            return export_rasa(
+                data or DEFAULT_DATA_DIR, directory, intents=chosen, per_intent=per_intent, epochs=epochs
+            )
+        except NluDataError:
+            raise
+        except ValueError as exc:
+            raise _fail(str(exc)) from None
+
+    files = _guard(work)
     for path in files:
         console.print(f"wrote {path}", highlight=False)
     console.print(

@@ -6,7 +6,8 @@ import json
 import logging
 import math
 import time
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,7 @@ import httpx
 from bot.nlu.entities import contextualise
 from bot.nlu.lang import detect_lang
 from bot.nlu.types import FALLBACK_INTENT, Entity, NluEngine, ParseContext, ParseResult
-from bot.nlu.yaml_data import NluData, annotate, load_nlu_data
+from bot.nlu.yaml_data import Example, NluData, annotate, load_nlu_data
 
 logger = logging.getLogger("crmbot.nlu")
 
@@ -49,8 +50,9 @@ class RasaResponseError(ValueError):
     """Rasa answered with something that is not a parse result."""
 
 
-def rasa_to_parse_result(payload: Any, text: str, lang: str) -> ParseResult:
-    """Rasa's `/model/parse` JSON as a ParseResult; RasaResponseError when it is not one."""
+def rasa_to_parse_result(payload: Any, text: str, lang: str, *, offset: int = 0) -> ParseResult:
+    """Rasa's `/model/parse` JSON as a ParseResult; RasaResponseError when it is not one. `offset` is
+    where the text Rasa parsed starts in `text`: entity offsets are Rasa's plus `offset`."""
     if not isinstance(payload, dict):
         raise RasaResponseError("the response is not a JSON object")
     intent = payload.get("intent")
@@ -68,7 +70,7 @@ def rasa_to_parse_result(payload: Any, text: str, lang: str) -> ParseResult:
         ranking = [(name, confidence)]
     entities: list[Entity] = []
     for item in payload.get("entities") or []:
-        entity = _entity(item, text)
+        entity = _entity(item, text, offset)
         if entity is not None:
             entities.append(entity)
     return ParseResult(
@@ -89,11 +91,11 @@ def _probability(value: Any) -> float:
     return min(max(number, 0.0), 1.0) if math.isfinite(number) else 0.0
 
 
-def _entity(item: Any, text: str) -> Entity | None:
+def _entity(item: Any, text: str, offset: int = 0) -> Entity | None:
     if not isinstance(item, dict) or not isinstance(item.get("entity"), str):
         return None
     try:
-        start, end = int(item["start"]), int(item["end"])
+        start, end = int(item["start"]) + offset, int(item["end"]) + offset
     except (KeyError, TypeError, ValueError):
         return None
     if not 0 <= start <= end <= len(text):
@@ -155,10 +157,14 @@ class RasaNlu:
         """Rasa's answer, or the fallback engine's when Rasa cannot give one."""
         if time.monotonic() < self._down_until:
             return await self.fallback.parse(text, context)
+        # Rasa strips the text (its UserMessage does) and counts entity offsets in what is left, so we
+        # send it stripped and shift the offsets back by the leading whitespace.
+        clipped = text[:MAX_TEXT_CHARS]
+        lead = len(clipped) - len(clipped.lstrip())
         try:
-            payload = await self._request(text[:MAX_TEXT_CHARS])
+            payload = await self._request(clipped.strip())
             lang = detect_lang(text, default="zh" if context.lang == "zh" else "en")
-            result = rasa_to_parse_result(payload, text, lang)
+            result = rasa_to_parse_result(payload, text, lang, offset=lead)
         except (httpx.HTTPError, RasaResponseError, ValueError) as exc:
             self._down_until = time.monotonic() + self.retry_after
             logger.warning(
@@ -239,7 +245,7 @@ pipeline:
     min_ngram: 1
     max_ngram: 4
   - name: DIETClassifier
-    epochs: 100
+    epochs: {epochs}
     constrain_similarities: true
   - name: EntitySynonymMapper
   - name: FallbackClassifier
@@ -268,7 +274,7 @@ pipeline:
     min_ngram: 1
     max_ngram: 4
   - name: DIETClassifier
-    epochs: 100
+    epochs: {epochs}
     constrain_similarities: true
   - name: EntitySynonymMapper
   - name: FallbackClassifier
@@ -328,18 +334,51 @@ def domain_yaml(data: NluData) -> str:
     return "\n".join(out) + "\n"
 
 
+def select_examples(
+    data: NluData, intents: Collection[str] | None = None, per_intent: int | None = None
+) -> NluData:
+    """The data set cut down to `intents` (in the data's order) and at most `per_intent` examples of
+    each, spread evenly over the intent's examples so every file and language keeps its share.
+    ValueError names the intents the data does not have."""
+    if intents is not None:
+        unknown = sorted(set(intents) - set(data.intents))
+        if unknown:
+            raise ValueError(
+                f"no such intent in the data: {', '.join(unknown)} (it has {', '.join(data.intents)})"
+            )
+    if per_intent is not None and per_intent < 1:
+        raise ValueError("at most 0 examples per intent leaves nothing to train on")
+    by_intent: dict[str, list[Example]] = {}
+    for example in data.examples:
+        if intents is None or example.intent in intents:
+            by_intent.setdefault(example.intent, []).append(example)
+    kept: set[int] = set()
+    for examples in by_intent.values():
+        count = len(examples) if per_intent is None else min(per_intent, len(examples))
+        kept.update(id(examples[index * len(examples) // count]) for index in range(count))
+    return replace(data, examples=[example for example in data.examples if id(example) in kept])
+
+
 def export_rasa(
-    data_paths: Path | str | Iterable[Path | str], out_dir: Path | str, *, threshold: float = 0.3
+    data_paths: Path | str | Iterable[Path | str],
+    out_dir: Path | str,
+    *,
+    threshold: float = 0.3,
+    intents: Collection[str] | None = None,
+    per_intent: int | None = None,
+    epochs: int = 100,
 ) -> list[Path]:
-    """Write a Rasa 3.6 project (config.yml, domain.yml, data/nlu.yml) from our training data."""
-    data = load_nlu_data(data_paths)
+    """Write a Rasa 3.6 project (config.yml, domain.yml, data/nlu.yml) from our training data; with
+    `intents` and/or `per_intent`, of just those intents and at most that many examples of each, and
+    `epochs` for DIET (fewer: a small project for tests and trials trains in a minute)."""
+    if epochs < 1:
+        raise ValueError("DIET needs at least 1 epoch")
+    data = select_examples(load_nlu_data(data_paths), intents, per_intent)
     target = Path(out_dir)
     (target / "data").mkdir(parents=True, exist_ok=True)
     zh = sum(1 for example in data.examples if detect_lang(example.text) == "zh")
-    if zh:
-        config = CONFIG_ZH.replace("{threshold}", f"{threshold:g}")
-    else:
-        config = CONFIG_EN.replace("{threshold}", f"{threshold:g}").replace("{language}", "en")
+    config = (CONFIG_ZH if zh else CONFIG_EN).replace("{threshold}", f"{threshold:g}")
+    config = config.replace("{language}", "en").replace("{epochs}", str(epochs))
     files = {
         target / "config.yml": config,
         target / "domain.yml": domain_yaml(data),
