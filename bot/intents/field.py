@@ -790,6 +790,9 @@ DISPATCH_ZH = re.compile(
     r"明天|今天|后天|大后天|下周.|周.|星期.|上午|下午|晚上|早上|中午|[零一二两三四五六七八九十\d]+点(?:半|\d+分?)?|"
     r"[，,。？?！!\s]", re.IGNORECASE)
 USERNAME = re.compile(r"[A-Za-z0-9]+[._][A-Za-z0-9._-]+")
+# Open requests read to find one by its customer's name, and how many of them are offered as buttons.
+REQUEST_LOOKUP_LIMIT = 200
+MAX_REQUEST_CHOICES = 6
 # How a technician is called by surname: "张工", "张师傅", "老张", "小张".
 HAN_RUN = re.compile(r"[\u4e00-\u9fff]+")
 SURNAME_CALL = re.compile(r"(?P<a>[\u4e00-\u9fff])(?:工|师傅|师父|工程师)|[老小](?P<b>[\u4e00-\u9fff])")
@@ -889,6 +892,9 @@ class DispatchJob(StaffHandler):
             if problem:
                 self.stop(turn, problem)
                 return
+        elif text and await self._find_request(turn, text):
+            # "assign 李秀英's request to Zhang Wei": the customer's open request, by their name.
+            pass
         else:
             # "dispatch it to Tom" right after talking about SR-12; a stale one (closed since) is just asked.
             remembered = ticket_ref(turn.state.context.get("ticket_id"))
@@ -927,6 +933,15 @@ class DispatchJob(StaffHandler):
         """A request in scope that is open; a technician of mine; a time to come."""
         if slot.name == "request":
             reference = ticket_ref(raw)
+            if reference is None and not raw.startswith("/"):
+                turn.slots.pop("_stop", None)
+                if await self._find_request(turn, raw):
+                    stop = turn.slots.pop("_stop", None)
+                    if stop is not None:
+                        raise SlotInvalid(stop["text"])
+                    if "request" in turn.slots:
+                        return turn.slots["request"]
+                    raise SlotInvalid(turn.t("field.dispatch.pick_request"))
             if reference is None:
                 raise SlotInvalid(turn.t("field.dispatch.bad_request"))
             problem = await self._take_request(turn, reference)
@@ -995,7 +1010,9 @@ class DispatchJob(StaffHandler):
     async def question(self, turn: Turn, slot: Slot) -> list[Reply]:
         """Which request; which technician (matches or suggestions as buttons); when (buttons)."""
         if slot.name == "request":
-            return [turn.say("field.dispatch.ask_request")]
+            requests: list[list[str]] = turn.slots.pop("_request_choices", None) or []
+            return [Reply(text=turn.t("field.dispatch.ask_request"), buttons=tuple(
+                Button(title=title, payload=payload(self.intent, sr=ref)) for ref, title in requests))]
         if slot.name == "technician":
             choices: list[list[str]] = turn.slots.get("_tech_choices") or []
             if choices:
@@ -1061,6 +1078,30 @@ class DispatchJob(StaffHandler):
         if request.preferred_time is not None:
             turn.slots["preferred"] = request.preferred_time.isoformat()
         return None
+
+    async def _find_request(self, turn: Turn, text: str) -> bool:
+        """A request found by its customer's name in the message: taken when one fits, else offered as
+        buttons; whether the name matched any."""
+        named = NAMED_ZH.search(text) or NAMED_EN.search(text)
+        # The technician's name is no customer's ("to Zhang Wei" may also be a customer called Zhang Wei).
+        rest = text[: named.start()] + " " + text[named.end():] if named else text
+        requests = (await turn.core.service_desk.list_requests(
+            turn.actor, open_only=True, limit=REQUEST_LOOKUP_LIMIT)).items
+        candidates = pick(find_customers([(item.ref, item.customer_name) for item in requests], rest,
+                                         whole=False))
+        if not candidates:
+            return False
+        names = {item.customer_name for item in requests if item.ref in {found.code for found in candidates}}
+        matching = [item for item in requests if item.customer_name in names]
+        if len(matching) == 1:
+            problem = await self._take_request(turn, matching[0].ref)
+            if problem:
+                self.stop(turn, problem)
+            return True
+        turn.slots["_request_choices"] = [
+            [item.ref, short(f"{item.ref} · {item.customer_name} · {item.subject}", 60)]
+            for item in matching[:MAX_REQUEST_CHOICES]]
+        return True
 
     async def _find_technician(self, turn: Turn, text: str) -> None:
         """A technician named in the message: one (taken), several (buttons), or a name nobody has."""
