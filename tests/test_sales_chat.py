@@ -13,7 +13,7 @@ from sqlalchemy import select, update
 from bot.assistant import Assistant, RateLimit
 from bot.i18n import keys, t
 from bot.intents import all_handlers
-from bot.intents.sales import contacts_met, match_contact
+from bot.intents.sales import contacts_met, match_contact, next_step
 from bot.messages import IncomingMessage, Reply
 from bot.nlu.embedded import EmbeddedNlu
 from bot.nlu.types import INTENTS
@@ -702,3 +702,21 @@ def test_people_met_are_read_in_the_order_said() -> None:
     assert contacts_met("我们同意下个月下单") == []  # 同意 is agreeing, not "with"
     assert match_contact("Mr Chen", ["Chen Jie", "Li Wei"]) == "Chen Jie"
     assert match_contact("李总", ["李明", "王强"]) == "李明" and match_contact("Bob", ["Li Wei"]) == "Bob"
+
+
+@pytest.mark.parametrize(
+    ("text", "step"),
+    [
+        ("visited Acme, next step send quote by Friday", "send quote"),
+        ("next step: call Li tomorrow at 3pm", "call Li"),
+        ("next steps are to send the contract by the 20th", "send the contract"),
+        ("next step follow up end of month", "follow up"),
+        ("next step prepare the demo for next Tuesday", "prepare the demo"),
+        ("下一步下周三前发报价", "发报价"),
+        ("下一步：明天下午3点前给李总打电话", "给李总打电话"),
+        ("下一步3月底前签合同", "签合同"),
+    ],
+)
+def test_the_next_step_without_the_words_of_its_date(text: str, step: str) -> None:
+    # The date words are found by the NLU's date rules, the same that give the step its due date.
+    assert next_step(text)[0] == step

@@ -40,6 +40,7 @@ from bot.parsing import (
     STAGES,
     amount_in_text,
     closing_spans,
+    entities_of,
     month_end,
     month_number,
     parse_amount,
@@ -282,18 +283,12 @@ NEXT_STEP_EN = re.compile(
     r"(?:to\s+)?(?P<step>[^.;!?\n]+)", re.IGNORECASE)
 NEXT_STEP_ZH = re.compile(
     r"(?:下一步|下步|后续(?:安排|计划)?[:：])(?:是|要|计划|需要)?[:：，,]?\s*(?P<step>[^。；;！!？?\n]+)")
-_EN_DAY = r"(?:mon|tue|wed|thu|fri|sat|sun|jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec|\d|the\s+\d)"
-EN_DUE_TAIL = re.compile(
-    r"[\s,]*\b(?:by|before|until|till|due(?:\s+(?:on|by))?|no\s+later\s+than)\b[^,]*$"
-    rf"|[\s,]*\bon\s+{_EN_DAY}[^,]*$|[\s,]*\bat\s+\d[^,]*$"
-    r"|[\s,]*\b(?:today|tomorrow|tonight|this\s+\w+|next\s+\w+|(?:mon|tues?|wed(?:nes)?|thu(?:rs)?|fri|sat(?:ur)?|sun)"
-    r"(?:day)?)\b\s*$",
+# The words that tie a date to the action ("send quote by Friday", "下周三前发报价"); the date itself is
+# found by the NLU's date rules, so the step and its due date are read one way.
+DUE_LINK_EN = re.compile(
+    r"[\s,]*\b(?:by|before|until|till|due(?:\s+(?:on|by))?|no\s+later\s+than|on|at|in|for|around|the)\s*$",
     re.IGNORECASE)
-ZH_WHEN = re.compile(
-    r"(?:(?:本|这|下)(?:个)?)?(?:周|星期|礼拜)[一二三四五六日天]|今天|明天|后天|今晚|明早|下周|月底|周末"
-    r"|\d{1,2}月\d{1,2}[日号]|\d{4}-\d{1,2}-\d{1,2}|\d{1,2}[日号]"
-    r"|(?:上午|下午|晚上|中午)?\d{1,2}[点:：]\d{0,2}分?")
-ZH_WHEN_TAIL = re.compile(r"^(?:之前|以前|前|内|左右)")
+DUE_LINK_ZH = re.compile(r"^(?:之前|以前|以内|前|内|左右)")
 WITH_EN = re.compile(
     r"\bwith\s+(?P<who>.+?)(?=\s*(?:[,.;:!?\n]|\b(?:discuss\w*|talk\w*|about|regarding|re|to|for|on|at|"
     r"today|yesterday|this|next|and\s+(?:discuss\w*|talk\w*|agreed|went|reviewed|agreed))\b|$))",
@@ -339,20 +334,29 @@ def contacts_met(text: str) -> list[str]:
 
 def next_step(text: str) -> tuple[str, str]:
     """The action after 'next step …' / '下一步…' without its date words, and the words as said."""
-    match = NEXT_STEP_EN.search(text)
-    if match:
-        said = step = match.group("step").strip()
-        for _ in range(3):
-            step = EN_DUE_TAIL.sub("", step).strip(" ,-–—")
-        return step[:300], said
-    match = NEXT_STEP_ZH.search(text)
-    if match:
-        said = match.group("step").strip()
-        step = ZH_WHEN.sub(" ", said)
-        step = " ".join(ZH_WHEN_TAIL.sub("", piece) for piece in step.split())
-        step = re.sub(r"^(?:在|于|要|请|需要)+", "", step.replace(" ", "")).strip(" ，,")
-        return step[:300], said
-    return "", ""
+    match = NEXT_STEP_EN.search(text) or NEXT_STEP_ZH.search(text)
+    if match is None:
+        return "", ""
+    said = match.group("step").strip()
+    spans = sorted((item.start, item.end) for kind in ("date", "time") for item in entities_of(said, kind))
+    pieces, at = [], 0
+    for start, end in spans:
+        pieces.append(said[at:start])
+        at = max(at, end)
+    pieces.append(said[at:])
+    kept: list[str] = []
+    for index, piece in enumerate(pieces):
+        if index:
+            piece = DUE_LINK_ZH.sub("", piece.lstrip())
+        if index < len(pieces) - 1:
+            for _ in range(3):
+                piece = DUE_LINK_EN.sub("", piece)
+        kept.append(piece.strip(" ,-–—，"))
+    step = " ".join(piece for piece in kept if piece)
+    if CJK.search(step):
+        step = re.sub(r"(?<=[\u4e00-\u9fff]) (?=[\u4e00-\u9fff])", "", step)  # Chinese has no spaces
+        step = re.sub(r"^(?:在|于|要|请|需要)+", "", step)
+    return step.strip(" ，,")[:300], said
 
 
 OUTCOME_EN = re.compile(
