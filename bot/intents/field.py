@@ -374,7 +374,8 @@ class MyJobs(StaffHandler):
             return monday + timedelta(days=7), monday + timedelta(days=13), turn.t("jobs.next_week")
         if re.search(r"\bthis\s+week\b|\bweek\b|本周|这周|这个?星期|本星期|这礼拜", text):
             return monday, monday + timedelta(days=6), turn.t("jobs.this_week")
-        if re.search(r"\btomorrow\b|明天", text):
+        # Typed in a hurry: "tmorow", "tommorow", "tmrw".
+        if re.search(r"\bto?m+o?r+o+w\b|\btmrw?\b|明天|明日", text):
             day = today + timedelta(days=1)
             return day, day, turn.t("jobs.tomorrow", day=day_label(turn, day))
         if not re.search(r"\btoday\b|今天|今日", text):
