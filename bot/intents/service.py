@@ -123,6 +123,12 @@ _TECHNICIAN = re.compile(
     r"|师傅|技师|维修员|维修工|维修人员|工程师|上门|派人|有人来|谁来",
     re.I,
 )
+# A question about a request is no description of a problem.
+_QUESTION = re.compile(
+    r"[?？]|^\s*(?:any|when|where|what|how|is|are|has|have|did|does|do|can|will)\b"
+    r"|吗|呢|什么|怎么|多久|几时|何时|有没有|是否|进度",
+    re.I,
+)
 # "status of my requests" asks for all of them, not the one just talked about.
 _ALL_REQUESTS = re.compile(
     r"\b(requests|tickets|cases|repairs|complaints|all|every|list|open ones)\b"
@@ -917,15 +923,14 @@ class CheckRequestStatus(ServiceHandler):
                 s["ticket"], s["said"] = ticket, True
             return
         if turn.actor.is_customer and not _is_payload(turn.text):
-            if _TECHNICIAN.search(turn.text):
-                s["technician"] = True
-                return
             grounded = await _ground(turn, remembered=False)
             if grounded.said_now and grounded.matches:
                 s["units"] = [unit.serial_number for unit in grounded.matches]
                 s["named"] = grounded.said[:64]
+            if _TECHNICIAN.search(turn.text):
+                s["technician"] = True
                 return
-            if _ALL_REQUESTS.search(turn.text):
+            if "units" in s or _ALL_REQUESTS.search(turn.text):
                 return
         remembered = turn.state.context.get("ticket_id")
         ticket = _ticket_ref(remembered) if remembered else None
@@ -967,6 +972,11 @@ class CheckRequestStatus(ServiceHandler):
             items = [item for item in items if item.serial_number in serials]
             if not items:
                 return [await self._none_for(turn, serials)]
+            if len(items) == 1:
+                # "is my fridge fixed yet?" with one open request for it: that request's status.
+                detail = await turn.core.service_desk.get_request(actor, items[0].ref)
+                turn.state.context["ticket_id"] = detail.ref
+                return [Reply(text=await self._render(turn, detail))]
         suffix = "" if actor.is_customer else "_staff"
         if not items:
             return [turn.say(f"status.none{suffix}")]
@@ -986,8 +996,11 @@ class CheckRequestStatus(ServiceHandler):
     async def _none_for(self, turn: Turn, serials: list[str]) -> Reply:
         """No open request for the appliance named: say so, and offer to open one (with what was said)."""
         entities = {"serial_number": serials[0]} if len(serials) == 1 else {}
-        if _describes(_without_entities(turn), _REQUEST_WORDS, _REQUEST_PHRASES_ZH):
-            entities["description"] = turn.text.strip()[:300]
+        said = turn.text.strip()
+        describes = _describes(_without_entities(turn), _REQUEST_WORDS, _REQUEST_PHRASES_ZH)
+        if describes and not _QUESTION.search(said):
+            # "my dishwsher is brokn" describes the problem; "any news on my dishwasher?" does not.
+            entities["description"] = said[:300]
         repair = turn.button("status.repair_for_button", _button_payload("open_service_request", **entities))
         if len(serials) == 1:
             unit = await turn.core.installed.get(turn.actor, serials[0])
@@ -1001,7 +1014,8 @@ class CheckRequestStatus(ServiceHandler):
         page = await turn.core.service_desk.list_repair_orders(
             turn.actor, active_only=True, limit=MAX_OPEN_LISTED
         )
-        orders = page.items
+        serials = turn.slots.get("units")
+        orders = [order for order in page.items if not serials or order.serial_number in serials]
         if not orders:
             return [turn.say("status.technician_none"), *await self._list(turn)]
         lines = [self._job_line(turn, order) for order in orders]
