@@ -212,11 +212,16 @@ COMMAND_ZH = re.compile("记录|登记|一次|一下|拜访|今天|昨天|客户
 class CustomerHandler(StaffHandler):
     """A handler whose `customer` slot is filled by matching names in the actor's scope."""
 
-    async def take_customer(self, turn: Turn, query: str | None, text: str) -> None:
-        """Fill the customer slot from an entity or the words of the message (or note why not)."""
+    async def take_customer(self, turn: Turn, query: str | None, text: str, *,
+                            people: Sequence[str] = ()) -> None:
+        """Fill the customer slot from an entity or the words of the message (or note why not). The names of
+        `people` met are no customer: 'with Tom Baker' does not make Green Leaf Bakery a candidate."""
         names = await turn.core.customers.names_in_scope(turn.actor)
         found = pick(find_customers(names, query, whole=True)) if query else []
         named = bool(found)
+        if not found and text and people:
+            pattern = "|".join(re.escape(person) for person in sorted(people, key=len, reverse=True))
+            found = pick(find_customers(names, re.sub(pattern, " ", text), whole=False))
         if not found and text:
             found = pick(find_customers(names, text, whole=False))
         if len(found) == 1:
@@ -477,7 +482,7 @@ class LogVisit(CustomerHandler):
         """Customer, dates, people, summary and next step from the first message; a visit still to come
         becomes the offer of a follow-up task on its day (visit plans are not recorded yet)."""
         text = spoken(turn)
-        await self.take_customer(turn, turn.entity("customer"), text)
+        await self.take_customer(turn, turn.entity("customer"), text, people=contacts_met(text))
         turn.slots["visited_on"] = local_today(turn).isoformat()
         self._dates(turn, text)
         if plans_a_visit(text) or "_planned_for" in turn.slots:
