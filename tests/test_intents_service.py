@@ -531,6 +531,78 @@ async def test_status_with_no_requests(core: Core, world: World) -> None:
     assert said[0].text.startswith("You have no open requests.") and said[0].buttons == ()
 
 
+async def test_status_of_my_requests_lists_them_all_not_the_one_remembered(core: Core, world: World) -> None:
+    desk = core.service_desk
+    opened = [await desk.open_request(world.acme_customer, ServiceRequestIn(subject=f"Case {n}"))
+              for n in range(3)]
+    chat = chat_as(core, "acme-buyer")
+    assert "Case 0" in texts(await chat.say(f"status of {opened[0].ref}", "check_request_status",
+                                            ticket_id=opened[0].ref))
+    listed = await chat.say("status of my requests", "check_request_status")
+    newest_first = [f'/check_request_status{{"ticket_id": "{item.ref}"}}' for item in reversed(opened)]
+    assert payloads(listed) == newest_first
+    # A remembered request the customer cannot see is no answer either: their own are listed.
+    theirs = await desk.open_request(world.globex_customer, ServiceRequestIn(subject="Globex case"))
+    remembered = {"context": {"ticket_id": theirs.ref}}
+    await core.conversations.save("rest", "acme-buyer", "rest:acme-buyer", remembered)
+    again = await chat.say("status?", "check_request_status")
+    assert len(payloads(again)) == 3 and "Globex" not in texts(again) and theirs.ref not in texts(again)
+
+
+async def test_where_is_my_technician_reads_own_jobs_not_the_last_request(core: Core, world: World) -> None:
+    desk = core.service_desk
+    chat = chat_as(core, "acme-buyer")
+    assert texts(await chat.say("where is my technician?", "check_request_status")).startswith(
+        "No technician is on the way to you")
+    mine = await desk.open_request(world.acme_customer, ServiceRequestIn(subject="Washer leaks",
+                                                                          serial_number=world.acme_serial))
+    visit = datetime(2026, 6, 16, 2, 0, tzinfo=UTC)
+    order = await desk.dispatch(world.agent, RepairOrderIn(service_request=mine.ref, technician="tech.north",
+                                                           scheduled_at=visit))
+    await desk.act_on_repair(world.tech_north, order.ref, RepairActionIn(action="accept"))
+    theirs = await desk.open_request(world.globex_customer, ServiceRequestIn(subject="Globex case"))
+    await chat.say(f"status of {theirs.ref}", "check_request_status", ticket_id=theirs.ref)
+    said = texts(await chat.say("where is my technician?", "check_request_status"))
+    assert said == f"{mine.ref} · Washer leaks: Tech North will come on 2026-06-16 10:00."
+    await desk.act_on_repair(world.tech_north, order.ref, RepairActionIn(
+        action="depart", eta=datetime(2026, 6, 15, 2, 30, tzinfo=UTC)))
+    assert "Tech North is on the way, arriving about 2026-06-15 10:30" in texts(
+        await chat.say("when is the technician coming?", "check_request_status"))
+
+
+async def test_a_second_request_for_the_same_appliance_offers_the_open_one(core: Core, world: World) -> None:
+    first = await core.service_desk.open_request(
+        world.acme_customer, ServiceRequestIn(subject="Washer leaks", serial_number=world.acme_serial))
+    chat = chat_as(core, "acme-buyer")
+    asked = await chat.say("my washing machine is leaking again", "open_service_request")
+    assert asked[0].text == (f"You already have {first.ref} open for your washing machine WM-2023 "
+                             f"(WM2023-00917): Washer leaks — received, waiting to be assigned. "
+                             f"Shall I add this to {first.ref}, or open a new request?")
+    assert [button.title for button in asked[0].buttons] == [
+        f"Add to {first.ref}", "Open a new one anyway", f"Check {first.ref}"]
+    card = await chat.say("add it to that one")
+    assert card[0].text.startswith(f"I'll add this to {first.ref} (Washer leaks):")
+    assert texts(await chat.say("yes", "affirm")).startswith(f"Added to {first.ref}")
+    [only] = await requests(core)
+    detail = await core.service_desk.get_request(SYSTEM, only.ref)
+    note = detail.history[-1]
+    assert (note.action, note.comment) == ("comment", "my washing machine is leaking again")
+
+    again = await chat.say("my washing machine is leaking again", "open_service_request")
+    assert payloads(again)[1] == '/open_service_request{"duplicate": "new"}'
+    assert "When would you like" in texts(await chat.say(payloads(again)[1]))
+
+
+async def test_warranty_by_kind_in_chinese_beats_the_remembered_serial(core: Core, world: World) -> None:
+    chat = chat_as(core, "acme-buyer")
+    await chat.say("DW500-00001还在保修期吗", "check_warranty", serial_number="DW500-00001")
+    said = texts(await chat.say("我的洗衣机还在保修期吗？", "check_warranty"))
+    assert "WM2023-00917" in said and "DW500-00001" not in said
+    typo = await chat.say("is WM2023-0917 under warranty?", "check_warranty", serial_number="WM2023-0917")
+    assert typo[0].text == "I couldn't find WM2023-0917 on your account. Did you mean WM2023-00917?"
+    assert payloads(typo) == ['/check_warranty{"serial_number": "WM2023-00917"}']
+
+
 # --- rating ---------------------------------------------------------------------------------------
 
 
