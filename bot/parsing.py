@@ -44,7 +44,7 @@ def stage_of(raw: str) -> str | None:
 # "成交日期", "预计3月底成交", "月底签约": words of a stage that here say when the deal closes.
 CLOSING_NOT_STAGE = re.compile(
     r"(?:预计)?(?:成交|签约|签单)(?:日期|时间)|预计\S{0,8}?(?:成交|签约|签单)"
-    r"|(?:月底|月初|月中|年底|年初|号|日|周[一二三四五六日天]|之前|以前|前)(?:成交|签约|签单)")
+    r"|(?:月底|月初|月中|年底|年初|月|年|周|天|号|日|周[一二三四五六日天]|之前|以前|前)(?:成交|签约|签单)")
 
 
 def closing_spans(text: str) -> list[tuple[int, int]]:

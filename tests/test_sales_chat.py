@@ -16,7 +16,7 @@ from bot.intents import all_handlers
 from bot.intents.sales import contacts_met, match_contact, next_step
 from bot.messages import IncomingMessage, Reply
 from bot.nlu.embedded import EmbeddedNlu
-from bot.nlu.types import INTENTS
+from bot.nlu.types import INTENTS, Entity, ParseResult
 from core.auth import SYSTEM
 from core.clock import FrozenClock
 from core.container import Core
@@ -720,3 +720,16 @@ def test_people_met_are_read_in_the_order_said() -> None:
 def test_the_next_step_without_the_words_of_its_date(text: str, step: str) -> None:
     # The date words are found by the NLU's date rules, the same that give the step its due date.
     assert next_step(text)[0] == step
+
+
+async def test_a_close_date_said_as_a_month_is_its_last_day(core: Core, world: World) -> None:
+    await make_deals(core, world)
+    nlu = ScriptedNlu()
+    rep = staff_chat(core, nlu, "rep.north")
+    nlu.queued.append(ParseResult(text="", intent="update_deal", confidence=0.97, entities=(
+        Entity(entity="date", value="2026-07-01", start=4, end=7, text="下个月"),
+        Entity(entity="stage", value="closed_won", start=7, end=9, text="成交")),
+        ranking=(("update_deal", 0.97),)))
+    card = (await rep.say("OP-1下个月成交"))[-1]
+    # "下个月成交" says when it closes (the end of next month), not that it is won.
+    assert card.text.splitlines()[1:] == ["预计成交：6月30日（周二） → 7月31日（周五）"]

@@ -45,6 +45,7 @@ def test_a_stage_in_a_message_but_not_the_words_of_a_close_date() -> None:
     assert stage_in_text("move OP-3 to negotiation please") == "negotiation"
     assert stage_in_text("成交日期改到1月底") is None
     assert stage_in_text("预计3月底成交") is None
+    assert stage_in_text("OP-3下个月成交") is None
     assert stage_in_text("这单成交了") == "closed_won"
     assert stage_in_text("from proposal to negotiation") is None  # two stages: which one is meant?
 

@@ -795,13 +795,28 @@ def read_amount_into(turn: Turn, text: str, *, handler: StaffHandler) -> None:
             handler.note(turn, turn.t("deal.bad_amount", given=vague.group(0)))
 
 
+def said_close_day(turn: Turn) -> date | None:
+    """The first day this message names, as a close date: a span said ('下个月', 'next quarter', 'in March')
+    closes at its end, not on its first day."""
+    found = sorted((item for item in turn.parse.entities if item.entity in ("date", "time")),
+                   key=lambda item: item.start)
+    for item in found:
+        when = parse_when(item.value, zone(turn))
+        if when is None:
+            continue
+        span = asked_period(turn, item.text, future=True) if item.text else None
+        if span is not None and span.start != span.end:
+            return span.end
+        return when if not isinstance(when, datetime) else when.astimezone(zone(turn)).date()
+    return None
+
+
 def read_close_into(turn: Turn, text: str, *, open_deal: bool) -> None:
     """The close date this message says. One in the past for a deal that stays open, or words that are no
     date ('close date soon'), are refused and remembered so the card and the question say so."""
-    when = next(iter(whens(turn)), None)
+    day = said_close_day(turn)
     said = close_said(text) if text else None
-    if when is not None:
-        day = when if not isinstance(when, datetime) else when.astimezone(zone(turn)).date()
+    if day is not None:
         shown = day_label(turn, day)
     elif said:
         period = asked_period(turn, said, future=True)
@@ -864,17 +879,17 @@ def stage_answer(turn: Turn, raw: str, *, allowed: Sequence[str] = STAGES) -> st
 def close_answer(turn: Turn, raw: str, *, open_deal: bool, keep: str | None) -> str | None:
     """An answer to the close-date question: a day (not in the past for an open deal); `keep` (the value
     before, or None for none) when the person goes on without a date."""
-    found = whens(turn) or [when for when in [parse_when(raw, zone(turn))] if when is not None]
-    if not found:
+    day = said_close_day(turn)
+    if day is None and (when := parse_when(raw, zone(turn))) is not None:
+        day = when if not isinstance(when, datetime) else when.astimezone(zone(turn)).date()
+    if day is None:
         if KEEP_CLOSE.search(raw.strip()) or raw.strip().casefold() in NO_ANSWER:
             turn.slots.pop("_close_refused", None)
             return keep
         period = asked_period(turn, raw, future=True)
         if period is None:
             raise SlotInvalid(turn.t("deal.bad_close", given=short(raw, 40)))
-        found = [period.end]
-    when = found[0]
-    day = when if not isinstance(when, datetime) else when.astimezone(zone(turn)).date()
+        day = period.end
     if open_deal and day < local_today(turn):
         raise SlotInvalid(turn.t("deal.close_in_past", day=day_label(turn, day)))
     turn.slots.pop("_close_refused", None)
