@@ -163,8 +163,7 @@ class _Compact:
         return cls(text, "".join(char for _index, char in chars), tuple(index for index, _char in chars))
 
     def spans(self, key: str) -> list[tuple[int, int]]:
-        """Where `key` stands in the text as whole words, separators inside tolerated ('sn 7731-qa'), and
-        not as the start of a longer code ('WM2023' inside 'WM2023-00917')."""
+        """Where `key` stands as whole words ('sn 7731-qa'), never inside a longer code ('WM2023-00917')."""
         found: list[tuple[int, int]] = []
         tokens = [match.span() for match in _TOKEN.finditer(self.text)]
         start = self.keys.find(key)
@@ -370,9 +369,8 @@ def find_terms(vocab: Vocabulary, text: str, used: Sequence[tuple[int, int]] = (
 async def installed_units(
     asker: Asker, text: str, *, said_serial: str | None = None, context_serial: str | None = None
 ) -> Grounded[InstalledProductOut]:
-    """The asker's unit(s) a message means: by serial (any shape, typos offered back), model, product name
-    or kind (EN/ZH); the remembered serial only when the message names none. Staff look serials up in the
-    whole base (core decides who sees what) and name no kinds of their own."""
+    """The asker's unit(s) a message means by serial, model, name or kind; else the remembered one."""
+    # Staff look serials up in the whole base (core decides who sees what) and own no kinds of appliance.
     vocab = await vocabulary(asker)
     if not asker.actor.is_customer:
         return await _staff_unit(asker, _plain(text), said_serial, context_serial, vocab)

@@ -47,7 +47,6 @@ MAX_OPEN_LISTED = 20
 _CHANNELS = {
     c.value: c for c in (Channel.REST, Channel.WEB, Channel.TELEGRAM, Channel.SLACK, Channel.TERMINAL)
 }
-_SERIAL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{2,63}$")
 _TICKET = re.compile(r"^\s*(?:SR)?\s*[-#]?\s*(\d{1,9})\s*$", re.IGNORECASE)
 _DATE_ONLY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 _ASAP_TEXT = re.compile(
@@ -258,8 +257,7 @@ def _product_label(unit: InstalledProductOut) -> str:
 async def _ground(
     turn: Turn, text: str | None = None, *, remembered: bool = True
 ) -> Grounded[InstalledProductOut]:
-    """The appliance(s) this message — or `text`, an answer — means among the asker's own; the serial
-    remembered from earlier fills in only when nothing is named (and not at all for an answer)."""
+    """The asker's appliance(s) this message (or `text`, an answer) means; the remembered one if none."""
     return await installed_units(
         turn,
         turn.text if text is None else text,
@@ -277,9 +275,7 @@ async def _other_kind(turn: Turn, unit: InstalledProductOut, product_code: str |
 
 
 def _unit_question(turn: Turn, grounded: Grounded[InstalledProductOut], not_found_key: str) -> dict[str, Any]:
-    """What to say, and which appliances to offer, when words did not point at exactly one appliance:
-    several → which one; a near miss → did you mean; an unknown serial or an appliance not owned → said so.
-    Kept in the slots (JSON) until the question is asked."""
+    """What to say, and which appliances to offer, when words did not point at exactly one (JSON)."""
     serials = [unit.serial_number for unit in grounded.matches]
     if grounded.found is Found.SEVERAL:
         hint = turn.t("grounding.several", count=len(serials), said=grounded.said[:64])
@@ -363,8 +359,8 @@ class OpenServiceRequest(ServiceHandler):
     needs_confirmation = True
 
     def missing(self, turn: Turn) -> Slot | None:
-        """The open-request question only when there is one; the knowledge-base question only when a strong
-        article was found; adding to an open request needs just the description."""
+        """The next question; the open-request and article questions only when there is one to ask about."""
+        # Adding to an open request needs just the description.
         s = turn.slots
         adding = s.get("duplicate") == "add"
         for slot in self.slots:
@@ -403,8 +399,8 @@ class OpenServiceRequest(ServiceHandler):
         await self._check_kb(turn)
 
     async def correct(self, turn: Turn) -> list[str]:
-        """Besides new slot values, an appliance named later by kind, model or name ("actually it's the
-        dishwasher", "不是洗衣机，是洗碗机", also at the card) replaces the one chosen."""
+        """New slot values; an appliance named later ("actually it's the dishwasher") replaces the one."""
+        # Kinds, models and names carry no entity, so the dialogue's own corrections cannot see them.
         changed = await super().correct(turn)
         s = turn.slots
         if "product" in changed or turn.state.awaiting == "product" or "product" not in s:
@@ -427,8 +423,7 @@ class OpenServiceRequest(ServiceHandler):
                           kb_product=article.product_code or "")
 
     async def _prefill_product(self, turn: Turn) -> None:
-        """The appliance this message names (said now beats remembered); several, a near miss or one not
-        theirs is asked about with buttons, never silently replaced."""
+        """The appliance named (said now beats remembered); several, a near miss or none is asked about."""
         s = turn.slots
         grounded = await _ground(turn)
         unit = grounded.one
@@ -529,8 +524,7 @@ class OpenServiceRequest(ServiceHandler):
         return s[slot.name]
 
     async def _answer_product(self, turn: Turn) -> None:
-        """An answer to "which appliance?": a button, a serial of any shape, a model, a kind ("the fridge",
-        "冰箱"); staff may name a customer instead. What was asked before does not fill in."""
+        """An answer to "which appliance?" (button, serial, model, kind; staff: a customer), afresh."""
         if turn.entity("appliance") == "other":
             # "Another appliance": one they have not registered; the request goes to their account.
             turn.slots["product"] = ""
@@ -911,8 +905,7 @@ class CheckRequestStatus(ServiceHandler):
         return ticket
 
     async def prefill(self, turn: Turn) -> None:
-        """What is asked, said now before remembered: the request named; (customers) their technician, the
-        requests of an appliance they name, or all their requests; else the request just talked about."""
+        """The request named, a customer's technician, appliance or all requests, else the one remembered."""
         s = turn.slots
         said = turn.entity("ticket_id")
         if said:
@@ -1009,8 +1002,7 @@ class CheckRequestStatus(ServiceHandler):
         return turn.say("status.none_for_said", repair, said=turn.slots.get("named", ""))
 
     async def _technicians(self, turn: Turn) -> list[Reply]:
-        """Who is coming, and when, for the customer's own active jobs (never a request remembered from
-        someone else's conversation); several → one line and one button each; none → said so."""
+        """Who is coming, and when, for the customer's own active jobs (never the request last mentioned)."""
         page = await turn.core.service_desk.list_repair_orders(
             turn.actor, active_only=True, limit=MAX_OPEN_LISTED
         )
@@ -1104,8 +1096,7 @@ class CheckWarranty(ServiceHandler):
     )
 
     async def prefill(self, turn: Turn) -> None:
-        """The appliance the message names — a serial of any shape, a model, a kind — else the one just
-        talked about; several, a near miss or one not theirs is asked about with buttons."""
+        """The appliance named (serial of any shape, model, kind), else the one just talked about."""
         self._take(turn, await _ground(turn), turn.entity("serial_number"))
 
     async def fill_from_answer(self, turn: Turn, slot: Slot) -> Any:
@@ -1225,8 +1216,7 @@ class SearchKnowledge(ServiceHandler):
         return replies
 
     async def _named_unit(self, turn: Turn) -> InstalledProductOut | None:
-        """The appliance named in the question (serial, model or kind: "洗碗机显示E13"): its articles are
-        preferred, and it is the one a repair request from here is about."""
+        """The appliance named ("洗碗机显示E13"): its articles first, and a repair from here is for it."""
         if _is_payload(turn.text):
             return None
         unit = (await _ground(turn, remembered=False)).one
