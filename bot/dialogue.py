@@ -67,6 +67,13 @@ CORRECTION_CUE = re.compile(
     r"|改成|改为|改到|换成|换到|改一下|改下|不是|应该是|其实|我是说|更正|调整为|调成|重新|那就改",
     re.IGNORECASE,
 )
+# Words that ask for something (a question, a verb of a request) rather than name a value, in either language.
+COMMAND_CUE = re.compile(
+    r"\b(show|list|check|status|what|where|when|who|how|why|find|search|tell|give|send|open|update|mark|move|"
+    r"assign|dispatch|create|new|log|book|pipeline|warranty|cancel|help)\b|[?？]"
+    r"|看看|查|显示|列出|帮我|怎么|多少|进度|哪|什么|吗|派|更新|新建|保修|漏斗|给我|有没有",
+    re.IGNORECASE,
+)
 # What may stand around a value in a bare answer ("it's Acme", "就是张伟吧") without making it a command.
 ANSWER_FILLERS = re.compile(
     r"\b(it'?s|it is|the|a|an|is|for|to|please|pls|ok|okay|yes|no|um|uh|just|maybe|i think|that'?s)\b"
@@ -258,6 +265,11 @@ class Turn:
 
     def remainder(self) -> str:
         """The message without its entities and filler words: what is left says what the person wants."""
+        text = ANSWER_FILLERS.sub(" ", self.without_entities())
+        return " ".join(_normalised_label(word) for word in text.split() if _normalised_label(word))
+
+    def without_entities(self) -> str:
+        """The message with the text of its entities blanked out."""
         text = self.text
         spans = sorted(
             ((item.start, item.end) for item in self.parse.entities
@@ -271,8 +283,7 @@ class Turn:
             for said in (item.text, item.value):
                 if said and len(said) > 1:
                     text = re.sub(re.escape(said), " ", text, flags=re.IGNORECASE)
-        text = ANSWER_FILLERS.sub(" ", text)
-        return " ".join(_normalised_label(word) for word in text.split() if _normalised_label(word))
+        return text
 
 
 @dataclass(frozen=True)
@@ -485,6 +496,11 @@ class Dialogue:
             # A bare value that parses as another request ("Acme kitchen"): the answer if it fits the
             # question, else the request is served and the form kept.
             slot = active.slot(state.awaiting)
+            if slot is not None and slot.free_text:
+                # Prose is the answer; a few words of another request ("hello", "my jobs") are not.
+                if len(turn.text) > FREE_TEXT_SWITCH_LENGTH:
+                    return await self._answer(turn, active)
+                return await self._interrupt(turn)
             if slot is not None:
                 try:
                     state.slots[slot.name] = await active.fill_from_answer(turn, slot)
@@ -655,10 +671,11 @@ class Dialogue:
         return allowed and bool(turn.remainder())
 
     def _is_command(self, turn: Turn, active: Handler) -> bool:
-        """A confident different request that is more than a bare value: served, never taken as an answer.
+        """A confident different request that asks for something: served, never taken as an answer.
 
-        "Acme kitchen" may parse as customer_overview, yet as the answer to "which customer?" it is the
-        value asked for; "show me Northern Star Appliances" says more than a name, so it is a command.
+        "Acme kitchen", "仁济医院的" or "45 minutes" may parse as another intent, yet as the answer to the
+        question asked they are the value (tried by `_read` next); "show me Northern Star Appliances" or
+        "is WM3000-00342 still under warranty?" ask for something, so they are commands.
         """
         if not self._confident_other(turn, active):
             return False
@@ -668,4 +685,4 @@ class Dialogue:
             return False
         if awaiting == CONFIRM:
             return True
-        return bool(turn.remainder())
+        return COMMAND_CUE.search(turn.without_entities()) is not None
