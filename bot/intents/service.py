@@ -290,6 +290,12 @@ def _unit_question(turn: Turn, grounded: Grounded[InstalledProductOut], not_foun
     return {"hint": turn.t("grounding.kind_not_owned", said=grounded.said[:64]), "other": True}
 
 
+def _unit_hint(turn: Turn, question: dict[str, Any]) -> str:
+    """What an answer that did not point at one appliance is told; the buttons follow with the question."""
+    said = question.pop("hint", None) or question.pop("question", None)
+    return str(said) if said else turn.t("service_request.which_unit")
+
+
 async def _own_units(turn: Turn) -> list[InstalledProductOut]:
     """A customer's installed products (staff get none: buttons over every customer's units make no sense)."""
     if not turn.actor.is_customer:
@@ -542,7 +548,7 @@ class OpenServiceRequest(ServiceHandler):
                 raise SlotInvalid(turn.t("service_request.which_unit"))
             question = _unit_question(turn, grounded, "service_request.unknown_serial")
             turn.slots[UNIT_QUESTION] = question
-            raise SlotInvalid(question.pop("hint", ""))
+            raise SlotInvalid(_unit_hint(turn, question))
         if grounded.found is Found.NONE:
             raise SlotInvalid(turn.t("service_request.unknown_serial_staff", serial=grounded.said[:64]))
         code = await self._match_customer(turn, turn.entity("customer") or raw)
@@ -1105,7 +1111,7 @@ class CheckWarranty(ServiceHandler):
         if self._take(turn, grounded, turn.entity("serial_number")):
             return turn.slots["serial"]
         question = turn.slots.get(UNIT_QUESTION) or {}
-        raise SlotInvalid(question.pop("hint", None) or turn.t("service_request.which_unit"))
+        raise SlotInvalid(_unit_hint(turn, question))
 
     def _take(self, turn: Turn, grounded: Grounded[InstalledProductOut], said: str | None) -> bool:
         """Fill the serial from a grounding, or keep what to ask; whether it was filled."""
