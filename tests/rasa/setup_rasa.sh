@@ -4,6 +4,7 @@
 #   tests/rasa/setup_rasa.sh                 install (a quick no-op when the venv is already there)
 #   tests/rasa/setup_rasa.sh --find-python   print the Python 3.10 it would use, or exit 1
 #   tests/rasa/setup_rasa.sh --venv          print the venv's directory
+#   tests/rasa/setup_rasa.sh --ready         exit 0 when the venv is built and up to date with the pins
 #
 # The venv lives outside the repo, in ${CRMBOT_RASA_VENV:-${XDG_CACHE_HOME:-~/.cache}/crmbot/rasa-3.6-venv},
 # so later runs and CI on the same machine reuse it (it is about 2.7 GB, tensorflow included).
@@ -32,15 +33,18 @@ find_python() {
   return 1
 }
 
+want="$(cat "$requirements" "$lock" | sha256sum | cut -c1-16)"
+ready() { [ -f "$stamp" ] && [ "$(head -n1 "$stamp")" = "$want" ] && [ -x "$venv/bin/rasa" ]; }
+
 case "${1:-}" in
   --find-python) find_python; exit $? ;;
   --venv) echo "$venv"; exit 0 ;;
+  --ready) ready; exit $? ;;
   "") ;;
-  *) echo "usage: $0 [--find-python|--venv]" >&2; exit 2 ;;
+  *) echo "usage: $0 [--find-python|--venv|--ready]" >&2; exit 2 ;;
 esac
 
-want="$(cat "$requirements" "$lock" | sha256sum | cut -c1-16)"
-if [ -f "$stamp" ] && [ "$(head -n1 "$stamp")" = "$want" ] && [ -x "$venv/bin/rasa" ]; then
+if ready; then
   exit 0
 fi
 if ! python="$(find_python)"; then
@@ -59,7 +63,7 @@ pip_install() {
 }
 pip_install --upgrade "pip==24.3.1"
 pip_install --prefer-binary -r "$lock"
-"$venv/bin/rasa" --version >/dev/null
+SQLALCHEMY_SILENCE_UBER_WARNING=1 RASA_TELEMETRY_ENABLED=false "$venv/bin/rasa" --version >/dev/null
 seconds=$(( $(date +%s) - started ))
 size="$(du -sh "$venv" | cut -f1)"
 {
