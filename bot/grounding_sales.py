@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Protocol
 
 from rapidfuzz import fuzz, process, utils
@@ -295,8 +296,7 @@ def _blank(text: str, spans: Iterable[tuple[int, int]]) -> str:
 def mentions(text: str) -> list[Mention]:
     """Per clause, the words that may name a deal: without references, stages, amounts, dates,
     probabilities and the words of asking ('mark the hospital deal as won' → 'hospital')."""
-    spans = [(item.start, item.end) for kind in ("stage", "amount", "date", "time")
-             for item in entities_of(text, kind)]
+    spans = [(item.start, item.end) for item in entities_of(text, "stage", "amount", "date", "time")]
     spans += [match.span() for pattern in (OP_REF, PERCENT, PROBABILITY_NUMBER)
               for match in pattern.finditer(text)]
     cleaned = _blank(text, spans)
@@ -318,7 +318,8 @@ def mentions(text: str) -> list[Mention]:
     return found
 
 
-def _expanded(text: str) -> tuple[set[str], str]:
+@lru_cache(maxsize=4096)
+def _expanded(text: str) -> tuple[frozenset[str], str]:
     """A deal's Latin words and Chinese text, each with the other language's words for the same concepts."""
     words = {word.casefold() for word in re.findall(r"[A-Za-z][A-Za-z\-]*", text)}
     chinese = "".join(CJK_RUN.findall(text))
@@ -326,14 +327,21 @@ def _expanded(text: str) -> tuple[set[str], str]:
         if words & english or any(term in chinese for term in zh):
             words |= english
             chinese += "|" + "|".join(zh)
-    return words, chinese
+    return frozenset(words), chinese
 
 
-def _latin_hit(word: str, words: set[str]) -> bool:
-    if word in words:
-        return True
-    return len(word) >= 4 and any(
-        len(other) >= 4 and fuzz.ratio(word, other) >= WORD_MATCH for other in words)
+def _spellings(words: Sequence[str], vocabulary: frozenset[str]) -> dict[str, frozenset[str]]:
+    """For each word said, the words of the deals it may be (itself, or one a typo away): one pass over
+    all the deals' words per word said, instead of one per deal."""
+    found: dict[str, frozenset[str]] = {}
+    for word in words:
+        near = {word} & vocabulary
+        if len(word) >= 4:
+            near |= {other for other, _score, _index in process.extract(
+                word, [item for item in vocabulary if len(item) >= 4], scorer=fuzz.ratio,
+                score_cutoff=WORD_MATCH, limit=None)}
+        found[word] = frozenset(near)
+    return found
 
 
 def _cjk_hit(run: str, chinese: str) -> bool:
@@ -343,12 +351,14 @@ def _cjk_hit(run: str, chinese: str) -> bool:
     return bool(pairs) and sum(pair in chinese for pair in pairs) / len(pairs) >= CJK_MATCH_SHARE
 
 
-def score_deal(mention: Mention, deal: DealLike) -> tuple[int, int]:
+def score_deal(mention: Mention, deal: DealLike,
+               spellings: dict[str, frozenset[str]] | None = None) -> tuple[int, int]:
     """(distinctive words matched, trade words matched) of a mention against a deal and its customer."""
     words, chinese = _expanded(f"{deal.name} {deal.customer_name}")
+    near = spellings if spellings is not None else _spellings(mention.latin, words)
     distinctive = trade = 0
     for word in mention.latin:
-        if _latin_hit(word, words):
+        if near[word] & words:
             if word in DEAL_TRADE_WORDS:
                 trade += 1
             else:
@@ -371,7 +381,9 @@ def rank_deals(deals: Sequence[DealLike], text: str) -> tuple[list[DealLike], st
     for mention in mentions(text):
         if mention.empty:
             continue
-        scored = [(score_deal(mention, deal), deal) for deal in deals]
+        vocabulary = frozenset().union(*(_expanded(f"{deal.name} {deal.customer_name}")[0] for deal in deals))
+        spellings = _spellings(mention.latin, vocabulary)
+        scored = [(score_deal(mention, deal, spellings), deal) for deal in deals]
         top = max((score for score, _deal in scored), default=(0, 0))
         if top[0] > 0 and top > best_score:
             best_score, said = top, mention.said

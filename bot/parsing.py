@@ -24,9 +24,9 @@ MAX_AMOUNT = Decimal("1e12")
 _ANY_DAY = ParseContext(now=datetime(2000, 1, 3, tzinfo=UTC), timezone="UTC")
 
 
-def entities_of(text: str, kind: str) -> list[Entity]:
-    """The entities of one kind the NLU's rules find in `text`, in text order."""
-    return [item for item in extract_entities(text, _ANY_DAY) if item.entity == kind] if text else []
+def entities_of(text: str, *kinds: str) -> list[Entity]:
+    """The entities of these kinds the NLU's rules find in `text`, in text order."""
+    return [item for item in extract_entities(text, _ANY_DAY) if item.entity in kinds] if text else []
 
 
 # --- stages ------------------------------------------------------------------------------------------
