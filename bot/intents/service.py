@@ -11,6 +11,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from bot.dialogue import SWITCH_CONFIDENCE, Handler, Slot, SlotInvalid, Turn
 from bot.grounding import Found, Grounded, Mention, installed_units, vocabulary
+from bot.intents.smalltalk import not_a_person_request
 from bot.messages import Button, Reply
 from core.domain.enums import Channel, RepairStatus, RequestKind, RequestStatus, Role, Severity, SurveyStatus
 from core.errors import Conflict, InvalidTransition, NotFound, ValidationFailed
@@ -1076,7 +1077,8 @@ class CheckRequestStatus(ServiceHandler):
         if scheduled and detail.status not in (RequestStatus.RESOLVED, RequestStatus.CLOSED):
             lines.append(turn.t("status.visit", when=_when(turn, scheduled[-1])))
         elif detail.preferred_time and detail.status not in (RequestStatus.RESOLVED, RequestStatus.CLOSED):
-            lines.append(turn.t("status.preferred", when=_when(turn, detail.preferred_time)))
+            key = "status.preferred" if turn.actor.is_customer else "status.preferred_staff"
+            lines.append(turn.t(key, when=_when(turn, detail.preferred_time)))
         if detail.resolution and detail.status in (RequestStatus.RESOLVED, RequestStatus.CLOSED):
             lines.append(turn.t("status.resolution", text=_short(detail.resolution, 300)))
         return "\n".join(lines)
@@ -1200,8 +1202,11 @@ class SearchKnowledge(ServiceHandler):
         query = turn.slots["query"]
         unit = await self._named_unit(turn)
         product_code = unit.product_code if unit else None
-        hits = await turn.core.knowledge.search(turn.actor, query, limit=KB_TOP, product_code=product_code)
+        hits = await turn.core.knowledge.search(
+            turn.actor, query, limit=KB_TOP, product_code=product_code, lang=turn.lang)
         hits = [hit for hit in hits if hit.score >= KB_SHOW_SCORE]
+        # The same article in the other language is noise next to the person's own; others only when none.
+        hits = [hit for hit in hits if hit.lang == turn.lang] or hits
         turn.state.context["kb_query"] = query
         _topic(turn, query)
         # A repair opened from here is about the appliance named in the question.
@@ -1429,6 +1434,10 @@ class HumanHandoff(Handler):
 
     async def execute(self, turn: Turn) -> list[Reply]:
         """Create the task with what the person said and what they were dealing with."""
+        # Asking about a person ("Oliver Smith的电话是多少") is not asking for one: no task for a colleague.
+        about_someone = not_a_person_request(turn)
+        if about_someone is not None:
+            return about_someone
         parts = []
         if not _is_payload(turn.text) and turn.text.strip():
             parts.append(turn.text.strip())
