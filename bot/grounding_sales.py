@@ -18,6 +18,7 @@ from typing import Protocol
 
 from rapidfuzz import fuzz, process, utils
 
+from bot.grounding import Found, Grounded, Mention
 from bot.parsing import PERCENT, PROBABILITY_NUMBER, entities_of
 from core.auth import Actor
 from core.container import Core
@@ -266,7 +267,7 @@ class DealLike(Protocol):
 
 
 @dataclass(frozen=True, slots=True)
-class Mention:
+class DealWords:
     """The words of a message that may name a deal, and how they were said."""
 
     said: str
@@ -293,14 +294,14 @@ def _blank(text: str, spans: Iterable[tuple[int, int]]) -> str:
     return "".join(chars)
 
 
-def mentions(text: str) -> list[Mention]:
+def mentions(text: str) -> list[DealWords]:
     """Per clause, the words that may name a deal: without references, stages, amounts, dates,
     probabilities and the words of asking ('mark the hospital deal as won' → 'hospital')."""
     spans = [(item.start, item.end) for item in entities_of(text, "stage", "amount", "date", "time")]
     spans += [match.span() for pattern in (OP_REF, PERCENT, PROBABILITY_NUMBER)
               for match in pattern.finditer(text)]
     cleaned = _blank(text, spans)
-    found: list[Mention] = []
+    found: list[DealWords] = []
     for index, clause in enumerate(CLAUSE.split(cleaned)):
         latin = [word.strip(".'’-") for word in re.findall(r"[A-Za-z][A-Za-z'’\-]*", clause)]
         latin = [word for word in latin if len(word) >= 2 and word.casefold() not in DEAL_STOP]
@@ -313,7 +314,7 @@ def mentions(text: str) -> list[Mention]:
         # Words in the request itself, a name, or a deal noun name a deal; stray words in a later clause
         # ("…, they agreed") do not.
         named = index == 0 or bool(cjk) or capitalised or NAMING_NOUN.search(clause) is not None
-        found.append(Mention(said=said.strip(), latin=tuple(word.casefold() for word in latin),
+        found.append(DealWords(said=said.strip(), latin=tuple(word.casefold() for word in latin),
                              cjk=tuple(cjk), names_something=named))
     return found
 
@@ -351,7 +352,7 @@ def _cjk_hit(run: str, chinese: str) -> bool:
     return bool(pairs) and sum(pair in chinese for pair in pairs) / len(pairs) >= CJK_MATCH_SHARE
 
 
-def score_deal(mention: Mention, deal: DealLike,
+def score_deal(mention: DealWords, deal: DealLike,
                spellings: dict[str, frozenset[str]] | None = None) -> tuple[int, int]:
     """(distinctive words matched, trade words matched) of a mention against a deal and its customer."""
     words, chinese = _expanded(f"{deal.name} {deal.customer_name}")
@@ -394,19 +395,10 @@ def rank_deals(deals: Sequence[DealLike], text: str) -> tuple[list[DealLike], st
     return best, said, named or bool(best)
 
 
-@dataclass(frozen=True, slots=True)
-class DealFound:
-    """What a deal mention resolved to: one deal, several to choose from, or none (with what was said)."""
-
-    deals: tuple[OpportunityOut, ...]
-    said: str = ""
-    ref: str | None = None
-    named: bool = False
-
-    @property
-    def one(self) -> OpportunityOut | None:
-        """The deal, when exactly one matched."""
-        return self.deals[0] if len(self.deals) == 1 else None
+def reference(found: Grounded[OpportunityOut]) -> str | None:
+    """The OP-n the person gave, when they named the deal by its reference."""
+    refs = deal_refs(found.said)
+    return refs[0] if refs and refs[0] == found.said else None
 
 
 async def deal_by_ref(core: Core, actor: Actor, reference: str) -> OpportunityOut | None:
@@ -417,8 +409,10 @@ async def deal_by_ref(core: Core, actor: Actor, reference: str) -> OpportunityOu
         return None
 
 
-async def ground_deal(core: Core, actor: Actor, text: str, *, among: Sequence[str] = ()) -> DealFound:
-    """The deal(s) a message names, in the actor's own open deals (a manager's: the team's).
+async def ground_deal(core: Core, actor: Actor, text: str, *,
+                      among: Sequence[str] = ()) -> Grounded[OpportunityOut]:
+    """The deal(s) a message names, in the actor's own open deals (a manager's: the team's), in the shape
+    every grounding answers in (bot/grounding.py): one, several, none (naming what was said) or unsaid.
 
     An OP-n reference is decisive (a deal the actor may not see is reported as not found, like one that
     does not exist). Otherwise the words decide; `among`, the references just offered as choices, are
@@ -427,10 +421,11 @@ async def ground_deal(core: Core, actor: Actor, text: str, *, among: Sequence[st
     refs = deal_refs(text)
     if refs:
         found = await deal_by_ref(core, actor, refs[0])
-        return DealFound(deals=(found,) if found else (), said=refs[0], ref=refs[0], named=True)
+        return Grounded.counted([found] if found else [], refs[0], Mention.NAME)
     deals = (await core.sales.list_opportunities(actor, open_only=True, limit=MAX_DEALS)).items
     matched, said, named = rank_deals(deals, text)
     if among and len(matched) > 1:
         matched = [deal for deal in matched if deal.ref in among] or matched
-    chosen = [deal for deal in deals if deal in matched]
-    return DealFound(deals=tuple(chosen), said=said, named=named)
+    if not named:
+        return Grounded(Found.UNSAID)
+    return Grounded.counted([deal for deal in deals if deal in matched], said, Mention.NAME)

@@ -10,7 +10,8 @@ from decimal import Decimal
 
 import pytest
 
-from bot.grounding_sales import deal_refs, ground_deal, mentions, rank_deals
+from bot.grounding import Found
+from bot.grounding_sales import deal_refs, ground_deal, mentions, rank_deals, reference
 from core.auth import SYSTEM
 from core.container import Core
 from core.domain.enums import CustomerType, OpportunityStage
@@ -89,11 +90,12 @@ async def test_ground_deal_in_the_askers_scope(core: Core, world: World) -> None
             customer_code=customer, name=name, stage=OpportunityStage.PROPOSAL, amount=Decimal("1000"),
             expected_close=date(2026, 7, 1)))
     found = await ground_deal(core, world.rep_north, "mark the hospital deal as won")
-    assert [deal.ref for deal in found.deals] == ["OP-1"] and found.one is not None
+    assert [deal.ref for deal in found.matches] == ["OP-1"] and found.one is not None
     # Another rep's deal is not found, by reference or by name, exactly like one that does not exist.
     other = await ground_deal(core, world.rep_north, "mark OP-3 as won")
-    assert (other.deals, other.ref, other.named) == ((), "OP-3", True)
+    assert (other.found, other.matches, reference(other)) == (Found.NONE, (), "OP-3")
     by_name = await ground_deal(core, world.rep_north, "the Globex laundry deal")
-    assert (by_name.deals, by_name.said) == ((), "Globex laundry")
+    assert (by_name.found, by_name.said, reference(by_name)) == (Found.NONE, "Globex laundry", None)
+    assert (await ground_deal(core, world.rep_north, "mark it as won")).found is Found.UNSAID
     # The director sees everyone's.
     assert (await ground_deal(core, world.director, "the Globex laundry deal")).one is not None

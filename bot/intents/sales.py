@@ -16,6 +16,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from rapidfuzz import fuzz, utils
 
 from bot.dialogue import CONFIRM, Handler, Slot, SlotInvalid, Turn
+from bot.grounding import Found, Grounded
 
 # Customer matching lives with the deal grounding; field.py still imports these five from here.
 from bot.grounding_sales import CJK as CJK
@@ -23,10 +24,10 @@ from bot.grounding_sales import LATIN_WORD as LATIN_WORD
 from bot.grounding_sales import (
     STOP_WORDS,
     WORD_MATCH,
-    DealFound,
     deal_by_ref,
     deal_refs,
     ground_deal,
+    reference,
 )
 from bot.grounding_sales import Candidate as Candidate
 from bot.grounding_sales import find_customers as find_customers
@@ -1149,7 +1150,7 @@ class DealChange(StaffHandler):
         """By OP-n, else by the words of the deal's or its customer's name; a first message that names no
         deal at all means the deal talked about just before."""
         found = await ground_deal(turn.core, turn.actor, text)
-        if found.deals or found.named or not first:
+        if found.found is not Found.UNSAID or not first:
             self._take(turn, found)
             return
         remembered = turn.state.context.get("deal")
@@ -1177,7 +1178,7 @@ class DealChange(StaffHandler):
         self._chosen(turn, found.one)
         return True
 
-    def _take(self, turn: Turn, found: DealFound) -> None:
+    def _take(self, turn: Turn, found: Grounded[OpportunityOut]) -> None:
         """The deal found, or the choice between several, or the note that what was said matched none."""
         slots = turn.slots
         if found.one is not None:
@@ -1185,14 +1186,14 @@ class DealChange(StaffHandler):
             return
         for name in ("deal", "deal_info"):
             slots.pop(name, None)
-        if found.deals:
-            slots["_choices"] = [[deal.ref, deal_title(deal)] for deal in found.deals[:MAX_DEAL_CHOICES]]
+        if found.matches:
+            slots["_choices"] = [[deal.ref, deal_title(deal)] for deal in found.matches[:MAX_DEAL_CHOICES]]
             self.note(turn, turn.t("deal.several"))
-        elif found.ref:
+        elif (ref := reference(found)) is not None:
             slots.pop("_choices", None)
-            slots["_ref_looked_up"] = found.ref  # looked up once per message, and said once
-            self.note(turn, turn.t("deal.not_found", ref=found.ref))
-        elif found.named:
+            slots["_ref_looked_up"] = ref  # looked up once per message, and said once
+            self.note(turn, turn.t("deal.not_found", ref=ref))
+        elif found.found is Found.NONE:
             slots.pop("_choices", None)
             self.note(turn, turn.t("deal.unknown", query=short(found.said, 40)))
 
@@ -1210,11 +1211,12 @@ class DealChange(StaffHandler):
         if found.one is not None:
             self._chosen(turn, found.one)
             return found.one.ref
-        if found.deals:
-            turn.slots["_choices"] = [[deal.ref, deal_title(deal)] for deal in found.deals[:MAX_DEAL_CHOICES]]
+        if found.matches:
+            choices = found.matches[:MAX_DEAL_CHOICES]
+            turn.slots["_choices"] = [[deal.ref, deal_title(deal)] for deal in choices]
             raise SlotInvalid(turn.t("sales.deal_several", query=short(found.said or raw, 40)))
-        if found.ref:
-            raise SlotInvalid(turn.t("deal.not_found", ref=found.ref))
+        if (ref := reference(found)) is not None:
+            raise SlotInvalid(turn.t("deal.not_found", ref=ref))
         raise SlotInvalid(turn.t("deal.unknown", query=short(found.said or raw, 40)))
 
     async def _deal_question(self, turn: Turn) -> Reply:
