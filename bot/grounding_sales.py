@@ -1,5 +1,5 @@
 """Grounding for sales: customers and deals named the way people name them, resolved in the asker's own
-scope through the core services (DESIGN §1: mentions are grounded in the asker's own data).
+scope through the core services: what is said now is looked for among the asker's own records.
 
 A customer is found by code or by name (rapidfuzz WRatio, per character for Chinese). A deal is found by
 its OP-n reference, else by the words of its name and its customer's name, in English or Chinese ("the
