@@ -76,11 +76,6 @@ DECLINE_WORDS = re.compile(
     r"|不接|拒绝|拒单|退单|接不了|不能接|没法接|无法接|去不了|不去了?",
     re.IGNORECASE)
 REASON_LEAD = re.compile(r"^\s*(?:because|as|since|due\s+to|—|-|:|因为|由于|原因是?)\s*", re.IGNORECASE)
-# What may stand around a duration given as an answer ("about 45 min", "大概一个半小时左右").
-DURATION_FILLERS = re.compile(
-    r"\b(?:about|around|approx(?:imately)?|roughly|maybe|just|over|under|it|took|takes|was|total|in|ca)\b|"
-    r"大概|大约|左右|差不多|用了|花了|一共|总共|约|了|吧",
-    re.IGNORECASE)
 LABOUR_CHOICES = (30, 45, 60, 90, 120)
 ACTIVE_LIMIT = 200  # active jobs read for "my jobs" (a technician has a handful; a board, dozens)
 NO_PARTS = "none"  # the [No parts used] button's answer (a plain word: a /payload would be an intent)
@@ -154,17 +149,6 @@ def labour_minutes(text: str) -> int | None:
         return None
     minutes = int(total.to_integral_value())
     return minutes if 0 < minutes <= 24 * 60 else None
-
-
-def only_a_duration(text: str) -> bool:
-    """Whether a message is a duration and nothing more ("45 minutes", "about an hour", "一个半小时")."""
-    if labour_minutes(text) is None:
-        return False
-    rest = text
-    for pattern in (HALF_HOUR_EN, HOURS_EN, MINUTES_EN, HALF_HOUR_ZH, HOURS_ZH, MINUTES_ZH, QUARTER_HOUR_ZH):
-        rest = pattern.sub(" ", rest)
-    rest = DURATION_FILLERS.sub(" ", rest)
-    return not re.search(r"\w", rest)
 
 
 def parts_used(text: str, entities: list[str]) -> list[list[Any]]:
@@ -587,11 +571,6 @@ class CompleteJob(StaffHandler):
             return [Reply(text=question, buttons=(none,))]
         return [turn.say(slot.prompt)]
 
-    async def is_bare_value(self, turn: Turn, slot: Slot) -> bool:
-        """Whether the message is nothing but the value asked for ("45 minutes" to "how long?"), whatever
-        intent it parses as."""
-        return slot.name == "labour" and only_a_duration(spoken(turn))
-
     async def correct(self, turn: Turn) -> list[str]:
         """Labour, parts and a warranty exclusion said later change the completion, at the card too."""
         # "actually 60 minutes", "用了两个P-100"; the question being asked is left to the answer.
@@ -812,10 +791,6 @@ DISPATCH_ZH = re.compile(
     r"明天|今天|后天|大后天|下周.|周.|星期.|上午|下午|晚上|早上|中午|[零一二两三四五六七八九十\d]+点(?:半|\d+分?)?|"
     r"[，,。？?！!\s]", re.IGNORECASE)
 USERNAME = re.compile(r"[A-Za-z0-9]+[._][A-Za-z0-9._-]+")
-# What may stand around a name given as an answer ("仁济医院的", "the one for Oliver Smith").
-BARE_FILLERS = re.compile(
-    r"\b(?:the|one|for|of|it'?s|request|ticket|please|pls)\b|'s\b|的|那个|这个|是|吧|工单|服务单|请求",
-    re.IGNORECASE)
 # Open requests read to find one by its customer's name, and how many of them are offered as buttons.
 REQUEST_LOOKUP_LIMIT = 200
 MAX_REQUEST_CHOICES = 6
@@ -1104,18 +1079,6 @@ class DispatchJob(StaffHandler):
         if request.preferred_time is not None:
             turn.slots["preferred"] = request.preferred_time.isoformat()
         return None
-
-    async def is_bare_value(self, turn: Turn, slot: Slot) -> bool:
-        """Whether the message is nothing but the value asked for: a request's number, or its customer's name
-        ("仁济医院的" to "which request?"), whatever intent it parses as."""
-        text = BARE_FILLERS.sub(" ", spoken(turn)).strip()
-        if slot.name != "request" or not text:
-            return False
-        if TICKET_REF.fullmatch(text):
-            return True
-        requests = (await turn.core.service_desk.list_requests(
-            turn.actor, open_only=True, limit=REQUEST_LOOKUP_LIMIT)).items
-        return bool(find_customers([(item.ref, item.customer_name) for item in requests], text, whole=True))
 
     async def _find_request(self, turn: Turn, text: str) -> bool:
         """A request found by its customer's name in the message: taken when one fits, else offered as
