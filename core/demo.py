@@ -507,9 +507,9 @@ _KB: tuple[tuple[str, str, str | None, str, str, str, str], ...] = (
     ("KB-GEN-BOOK", "en", None, "general/service",
      "How to book a repair visit",
      "I need a technician, book a repair, schedule a visit.",
-     "Tell the assistant the serial number on the label (for example WM2023-00917), what is wrong and when "
-     "you are at home. You get a reference SR-n, a message when a technician is assigned and on the way, and "
-     "a short survey afterwards."),
+     "Tell the assistant which appliance (the serial number on the label, or just \"my washing machine\"), "
+     "what is wrong and when you are at home. You get a reference SR-n, a message when a technician is "
+     "assigned and on the way, and a short survey afterwards."),
     ("KB-WM-E21-ZH", "zh", "WM-2023", "washing_machine/errors",
      "洗衣机显示E21：不排水",
      "显示屏出现E21，洗完后桶内有积水，程序在脱水前停止，排水泵有嗡嗡声。",

@@ -79,10 +79,16 @@ class Help(Handler):
     intent = "help"
 
     async def execute(self, turn: Turn) -> list[Reply]:
-        """The role's list of things to try."""
+        """The role's list of things to try (a customer's examples name their own appliance, or none)."""
         role = turn.actor.role.value
+        params: dict[str, str] = {}
+        if turn.actor.is_customer:
+            # Examples with another household's serial would show it to everyone: use the asker's own.
+            units = (await turn.core.installed.list(turn.actor, limit=1)).items
+            params["serial"] = units[0].serial_number if units else turn.t("help.serial_placeholder")
         text = "\n".join(
-            [turn.t("help.intro", name=display_name(turn)), turn.t(f"help.{role}"), turn.t("help.footer")]
+            [turn.t("help.intro", name=display_name(turn)), turn.t(f"help.{role}", **params),
+             turn.t("help.footer")]
         )
         return [Reply(text=text)]
 
