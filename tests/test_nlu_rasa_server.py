@@ -176,6 +176,16 @@ def rasa_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return model
 
 
+def _die_with_us() -> None:
+    """In the child before exec: SIGKILL when pytest dies, even killed (Linux's PR_SET_PDEATHSIG)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)
+    except (OSError, AttributeError):
+        pass
+
+
 def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -255,6 +265,7 @@ def rasa_started(rasa_model: Path, tmp_path_factory: pytest.TempPathFactory) -> 
             stdout=sink,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            preexec_fn=_die_with_us,
         )
     server = RasaServer(url=f"http://127.0.0.1:{port}", process=process, log=log, started=started)
     try:
