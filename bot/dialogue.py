@@ -489,7 +489,8 @@ class Dialogue:
                     state.slots[slot.name] = await active.fill_from_answer(turn, slot)
                 except SlotInvalid as invalid:
                     refused.append(Reply(text=invalid.hint))
-            return [*refused, *self._updated(turn, corrected), *await self._advance(turn, active)]
+            # No "Updated." here: the next question already speaks of the new value (the card says it).
+            return [*refused, *await self._advance(turn, active)]
         if self._is_command(turn, active):
             return await self._interrupt(turn)
         if self._confident_other(turn, active):

@@ -36,6 +36,9 @@ from crmbot.conversations import (
     run_conversations,
 )
 
+# The runner loads the demo data into its own SQLite copies: the PostgreSQL run need not repeat it.
+pytestmark = pytest.mark.own_database
+
 CONVERSATION_FILES = sorted((Path(__file__).parent / "conversations").glob("*.yml"))
 SERVER_TOKEN = "conversation-test-server-token"
 

@@ -226,3 +226,19 @@ async def test_survey_once_per_case_and_rating_range(core: Core, world: World) -
         await core.surveys.answer(world.acme_customer, request.ref, 1)
     async with core.uow() as uow:
         assert (await uow.session.execute(select(Survey.score))).scalars().all() == [4]
+
+
+async def test_a_follow_up_on_its_own_is_scoped_dated_and_only_for_sales(core: Core, world: World) -> None:
+    due = core.clock.now() + timedelta(days=3)
+    task = await core.sales.add_follow_up(world.rep_north, "ACME", "Visit Acme about the renewal", due)
+    assert (task.kind, task.status, task.assignee, task.customer_code, task.due_at) == (
+        "follow_up", "open", world.rep_north.username, "ACME", due)
+    assert task.id in [item.id for item in await core.sales.tasks(world.rep_north)]
+    with pytest.raises(NotFound):  # another rep's customer: as if it did not exist
+        await core.sales.add_follow_up(world.rep_north, "GLOBEX", "Visit Globex", due)
+    with pytest.raises(PermissionDenied):
+        await core.sales.add_follow_up(world.acme_customer, "ACME", "Visit", due)
+    with pytest.raises(ValidationFailed):
+        await core.sales.add_follow_up(world.rep_north, "ACME", "Visit", core.clock.now() - timedelta(days=1))
+    with pytest.raises(ValidationFailed):
+        await core.sales.add_follow_up(world.rep_north, "ACME", "   ", due)

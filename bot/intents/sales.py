@@ -55,8 +55,7 @@ from bot.parsing import (
     without_percentages,
 )
 from bot.parsing import money as format_money
-from core.auth import require_role
-from core.domain.enums import DEFAULT_STAGE_PROBABILITY, OpportunityStage, Role, TaskKind
+from core.domain.enums import DEFAULT_STAGE_PROBABILITY, OpportunityStage, Role
 from core.errors import NotFound, ValidationFailed
 from core.schemas import OpportunityIn, OpportunityOut, OpportunityPatch, VisitIn, VisitOut
 
@@ -451,21 +450,8 @@ def substantive(text: str, customer_name: str = "") -> bool:
 
 
 async def open_follow_up(turn: Turn, customer_code: str, title: str, due: datetime | None) -> None:
-    """A follow-up task for the speaker on one of their customers, opened by the same core task helper as
-    a visit's next step (so its reminder comes the same way); the customer must be in their scope."""
-    # The sales service opens follow-ups only together with a logged visit; a visit still to come has none.
-    from core.services.base import open_task
-    from core.services.customers import visible_customer
-
-    actor = turn.actor
-    require_role(actor, *SALES_ROLES, doing="add follow-up tasks")
-    if due is not None and due < turn.now:
-        raise ValidationFailed("The follow-up's due date is in the past.", field="due_at")
-    async with turn.core.uow() as uow:
-        customer = await visible_customer(uow.session, actor, customer_code)
-        await open_task(uow, title=title, kind=TaskKind.FOLLOW_UP.value, assignee_id=actor.user_id,
-                        due_at=due, now=turn.now, actor_id=actor.user_id, customer_id=customer.id)
-        await uow.commit()
+    """A follow-up task for the speaker on one of their customers (the core checks scope and date)."""
+    await turn.core.sales.add_follow_up(turn.actor, customer_code, title, due)
 
 
 class LogVisit(CustomerHandler):

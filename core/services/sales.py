@@ -214,6 +214,25 @@ class SalesService(Service):
             )
             return [_task_out(task, names, codes) for task in rows]
 
+    async def add_follow_up(
+        self, actor: Actor, customer_code: str, title: str, due_at: datetime | None
+    ) -> TaskOut:
+        """A follow-up task for the actor on one of their customers (a visit still to come, say), reminded
+        on its day like a visit's next step."""
+        require_role(actor, *SALES_ROLES, doing="add follow-up tasks")
+        if not title.strip():
+            raise ValidationFailed("Say what the follow-up is.", field="title")
+        now = self._clock.now()
+        if due_at is not None and due_at < now:
+            raise ValidationFailed("The follow-up's due date is in the past.", field="due_at")
+        async with self._uow() as uow:
+            customer = await visible_customer(uow.session, actor, customer_code)
+            task = await open_task(uow, title=title, kind=TaskKind.FOLLOW_UP.value, assignee_id=actor.user_id,
+                                   due_at=due_at, now=now, actor_id=actor.user_id, customer_id=customer.id)
+            await uow.commit()
+            names = await usernames(uow.session, {task.assignee_id})
+            return _task_out(task, names, {customer.id: customer.code})
+
     async def complete_task(self, actor: Actor, task_id: int) -> TaskOut:
         """Mark one of the actor's tasks done."""
         async with self._uow() as uow:
