@@ -663,10 +663,16 @@ class Dialogue:
     def _may_be_command(self, turn: Turn, active: Handler) -> bool:
         """Whether an answer that did not fit leans towards another request the person can make."""
         parse = turn.parse
-        if parse.intent in (*NOT_REQUESTS, active.intent):
+        # Below the NLU's threshold the message is "not understood", yet its ranking still leans somewhere.
+        intent, confidence = next(
+            ((name, score) for name, score in (parse.ranking or ((parse.intent, parse.confidence),))
+             if name not in NOT_REQUESTS),
+            ("", 0.0),
+        )
+        if intent == active.intent or confidence < LEANING_CONFIDENCE:
             return False
-        handler = self._handlers.get(role_reading(turn.actor.role, parse.intent, turn))
-        if handler is None or parse.confidence < LEANING_CONFIDENCE:
+        handler = self._handlers.get(role_reading(turn.actor.role, intent, turn))
+        if handler is None:
             return False
         allowed = handler.roles is None or turn.actor.is_admin or turn.actor.role in handler.roles
         return allowed and bool(turn.remainder())
