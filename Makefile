@@ -36,7 +36,7 @@ test-postgresql: $(STAMP)
 ## The quick loop while developing: lint, then the suite on SQLite without the real-Rasa and slow end-to-end tests.
 .PHONY: test-fast
 test-fast: $(STAMP) lint
-	CRMBOT_TEST_DATABASE=sqlite $(BIN)/python -m pytest -x -q -m "not rasa and not slow"
+	CRMBOT_TEST_DATABASE=sqlite $(BIN)/python -m pytest -x -q -m "not rasa and not slow and not own_database"
 
 ## The real Rasa 3.6 server for the `rasa` NLU backend's tests (tests/test_nlu_rasa_server.py, in the
 ## SQLite run only): a cached venv outside the repo, built once per machine (needs Python 3.10, ~2.7 GB).

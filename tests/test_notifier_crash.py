@@ -31,6 +31,9 @@ from core.schemas import ServiceRequestIn
 from tests.smtp_server import smtp_server
 from tests.world import World
 
+# An end-to-end test of many seconds: left out of `make test-fast`, run by `make test`.
+pytestmark = pytest.mark.slow
+
 MESSAGES = 24
 
 

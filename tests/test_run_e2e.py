@@ -15,6 +15,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+# An end-to-end test of many seconds: left out of `make test-fast`, run by `make test`.
+pytestmark = pytest.mark.slow
+
 
 def _free_port() -> int:
     with socket.socket() as probe:

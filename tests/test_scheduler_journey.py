@@ -36,6 +36,9 @@ from tests.fake_telegram import FakeTelegram
 from tests.smtp_server import Mailbox, smtp_server
 from tests.world import World
 
+# An end-to-end test of many seconds: left out of `make test-fast`, run by `make test`.
+pytestmark = pytest.mark.slow
+
 TOKEN = "123456:TEST-token-for-the-fake-api"
 CUSTOMER_CHAT = 5150
 

@@ -47,6 +47,9 @@ from tests.fake_slack import FakeSlack
 from tests.fake_telegram import FakeTelegram, callback_update, text_update
 from tests.test_slack import Rig, make_rig
 
+# An end-to-end test of many seconds: left out of `make test-fast`, run by `make test`.
+pytestmark = pytest.mark.slow
+
 TOKEN = "123456:TEST-token-for-the-fake-api"
 TECHNICIAN_CHAT = 7001
 CUSTOMER_CHAT = 5150

@@ -31,6 +31,9 @@ from crmbot.app import create_app  # noqa: E402
 from tests.test_webchat import TOKEN, LiveServer, load_demo_marker  # noqa: E402
 from tests.world import World  # noqa: E402
 
+# An end-to-end test of many seconds: left out of `make test-fast`, run by `make test`.
+pytestmark = pytest.mark.slow
+
 # The flags this machine needs: without the background-networking ones Chromium keeps dialling out.
 CHROMIUM_FLAGS = [
     "--headless",
