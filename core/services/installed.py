@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from sqlalchemy import ColumnElement, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -20,8 +22,15 @@ def normalise_serial(serial: str) -> str:
     return serial.strip().upper()
 
 
+# The catalogue is public and changes rarely, yet the chat reads it on most customer messages (the words
+# for kinds of appliance): kept this long per process, and dropped at once by this service's own writes.
+CATALOGUE_CACHE_SECONDS = 60.0
+
+
 class InstalledBaseService(Service):
     """Catalogue models and the units customers own."""
+
+    _catalogue: tuple[float, list[ProductOut]] | None = None
 
     async def upsert_product(self, actor: Actor, data: ProductIn) -> ProductOut:
         """Create or update a catalogue model by code."""
@@ -38,13 +47,19 @@ class InstalledBaseService(Service):
             product.maintenance_interval_months = data.maintenance_interval_months
             await uow.session.flush()
             await uow.commit()
+            self._catalogue = None
             return ProductOut.model_validate(product)
 
     async def products(self, actor: Actor) -> list[ProductOut]:
-        """The whole catalogue (public information)."""
+        """The whole catalogue (public information; read at most once a minute)."""
+        cached = self._catalogue
+        if cached is not None and time.monotonic() - cached[0] < CATALOGUE_CACHE_SECONDS:
+            return list(cached[1])
         async with self._uow() as uow:
             rows = (await uow.session.execute(select(Product).order_by(Product.code))).scalars()
-            return [ProductOut.model_validate(product) for product in rows]
+            catalogue = [ProductOut.model_validate(product) for product in rows]
+        self._catalogue = (time.monotonic(), catalogue)
+        return list(catalogue)
 
     async def register(self, actor: Actor, data: InstalledProductIn) -> InstalledProductOut:
         """Record a delivered unit (the ERP posts here); an unknown product code is added to the catalogue
@@ -100,6 +115,7 @@ class InstalledBaseService(Service):
                 )
             )
             await uow.commit()
+            self._catalogue = None  # the unit may have added its model to the catalogue
             return self._out(unit, product, customer)
 
     async def get(self, actor: Actor, serial: str) -> InstalledProductOut:
