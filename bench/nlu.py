@@ -1,9 +1,10 @@
 """Benchmark the embedded NLU on the shipped training data and the held-out sets (DESIGN §5).
 
-Reports train time, model size on disk, memory (this process, and a fresh process that only loads the
-model and parses), held-out accuracy / macro-F1 / out_of_scope recall per language, parse latency
-p50/p99 (in process, N parses of held-out texts, entity extraction included), the worst held-out
-confusions, and the training data's own weak spots (out-of-fold confusions from training).
+Reports train time, model size on disk, the fallback thresholds and novelty floors, memory (this process,
+and a fresh process that only loads the model and parses), held-out accuracy / macro-F1 / out_of_scope
+recall per language, parse latency p50/p99 (in process, N parses of held-out texts, entity extraction
+included), the worst held-out confusions, and the training data's own weak spots (out-of-fold
+confusions from training).
 
 Usage: .venv/bin/python bench/nlu.py [--data bot/nlu/data] [--heldout tests/nlu/heldout_en.yml ...]
                                      [--parses 2000] [--errors 10]
@@ -116,7 +117,8 @@ def main() -> None:
     )
     print(
         f"model on disk {size_kib:,.0f} KiB; temperature {report.temperature:.3f}; "
-        f"thresholds {report.thresholds}"
+        f"thresholds {report.thresholds}; novelty floor "
+        f"{ {lang: round(value, 3) for lang, value in report.novelty.items()} }"
     )
     print(f"RSS: start {rss_start:.0f} MiB, after training {rss_trained:.0f} MiB (scikit-learn loaded)")
     if serve:

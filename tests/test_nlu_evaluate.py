@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import importlib.util
 from datetime import UTC, datetime
+from pathlib import Path
+from types import ModuleType
 
 import pytest
 
 from bot.nlu.evaluate import evaluate, evaluate_async, report_from_predictions, worst_confusions
 from bot.nlu.types import ParseContext, ParseResult
-from bot.nlu.yaml_data import Example
+from bot.nlu.yaml_data import Example, load_nlu_data
 
 EXAMPLES = [
     Example("hi", "greet"),
@@ -69,3 +72,60 @@ def test_without_out_of_scope_in_the_data_fallback_stays_a_miss() -> None:
     report = report_from_predictions(examples, results)
     assert report["accuracy"] == 0.5
     assert report["greet"]["confused_with"] == {"nlu_fallback": 1}
+
+
+def _clinc_bench() -> ModuleType:
+    """bench/clinc150.py (a script, not a package module)."""
+    path = Path(__file__).resolve().parent.parent / "bench" / "clinc150.py"
+    spec = importlib.util.spec_from_file_location("clinc150_bench", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_clinc150_rows_become_rasa_nlu_yaml(tmp_path: Path) -> None:
+    bench = _clinc_bench()
+    rows = [
+        ["how do i set up direct deposit", "direct_deposit"],
+        ["what's  my\tbalance [checking]", "balance"],
+        ["how much is an overdraft fee for bank", "oos"],
+        ["   ", "balance"],
+    ]
+    target = tmp_path / "train.yml"
+    assert bench.write_rasa_yaml(rows, target) == 3
+    data = load_nlu_data(target)
+    assert [(e.text, e.intent) for e in data.examples] == [
+        ("what's my balance (checking)", "balance"),  # brackets would read as an entity annotation
+        ("how do i set up direct deposit", "direct_deposit"),
+        ("how much is an overdraft fee for bank", "out_of_scope"),
+    ]
+
+
+def test_clinc150_figures_count_a_fallback_as_out_of_scope_and_as_a_miss_in_scope() -> None:
+    bench = _clinc_bench()
+    examples = [
+        Example("a", "balance"),
+        Example("b", "balance"),
+        Example("c", "transfer"),
+        Example("d", "transfer"),
+        Example("e", "out_of_scope"),
+        Example("f", "out_of_scope"),
+        Example("g", "out_of_scope"),
+        Example("h", "out_of_scope"),
+    ]
+    answers = [
+        "balance",
+        "nlu_fallback",
+        "transfer",
+        "balance",
+        "nlu_fallback",
+        "out_of_scope",
+        "transfer",
+        "out_of_scope",
+    ]
+    results = [ParseResult(e.text, intent, 0.9) for e, intent in zip(examples, answers, strict=True)]
+    report = report_from_predictions(examples, results, langs=["en"] * len(examples))
+    in_scope, in_support, oos_recall, oos_support = bench.summarise(report)
+    assert (in_scope, in_support) == (pytest.approx(2 / 4), 4)
+    assert (oos_recall, oos_support) == (pytest.approx(3 / 4), 4)

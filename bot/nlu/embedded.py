@@ -1,8 +1,12 @@
 """The embedded NLU engine: TF-IDF n-grams and a linear classifier; trains in seconds, parses in < 1 ms.
 
-Training uses scikit-learn (TfidfVectorizer char_wb + word + CJK n-grams, LinearSVC). Confidences are
-a softmax over the SVM scores with a temperature fitted on out-of-fold scores, and the `nlu_fallback`
-threshold is tuned on the same out-of-fold predictions (never on held-out data). The saved model holds
+Training uses scikit-learn (TfidfVectorizer char_wb + word + CJK n-grams, LinearSVC). Every intent's
+classifier also learns from synthetic negatives (random bags of the training data's own words), and the
+final weights average a few such fits. Confidences are a softmax over the SVM scores with a temperature
+fitted on out-of-fold scores. A message becomes `nlu_fallback` when the model is unsure between intents
+(confidence below a threshold tuned on the same out-of-fold predictions) or when no intent claims it
+(its best in-scope score is lower than that of all but 0.6% of the out-of-fold examples understood
+right, and no intent is more likely than not): never tuned on held-out data. The saved model holds
 only plain Python and numpy objects (vocabularies, idf, weights), so parsing needs no scikit-learn
 object and a model does not depend on the scikit-learn version that trained it.
 """
@@ -38,10 +42,18 @@ MODEL_FORMAT = "crmbot-nlu-embedded"
 MODEL_VERSION = 1
 MAX_CLASSIFY_CHARS = 1000
 RANKING_SIZE = 10
-TIE_MARGIN = 0.003
+# The out-of-fold macro-F1 curve over thresholds is flat within a few thousandths, and a handful of new
+# training examples move its top by as much: the threshold is the lowest within this margin of the best.
+TIE_MARGIN = 0.005
 # The tuned fallback threshold stays in this range: an intent no class claims with 20% is not understood
 # (the out-of-fold F1 curve is flat near zero, so tuning alone would happily pick 0).
 MIN_THRESHOLD, MAX_THRESHOLD = 0.2, 0.7
+# The novelty gate never overrules an intent the model finds more likely than not.
+NOVELTY_MAX_CONFIDENCE = 0.5
+# The novelty gate needs this many understood examples (per language) to place its quantile; synthetic
+# negatives need this many source examples (a random bag of a tiny vocabulary too often IS a request).
+MIN_NOVELTY_EXAMPLES = 200
+MIN_NOISE_SOURCES = 200
 OUT_OF_SCOPE = "out_of_scope"
 # Identifiers are replaced by a placeholder before classification: "WM2023-00917" says nothing about the
 # intent that "a serial number" does not, and unseen ids would otherwise look like noise.
@@ -128,9 +140,20 @@ class TrainConfig:
     class_weight: str | None = "balanced"
     folds: int = 5
     augment: int = 2  # extra copies of each example with the customer name swapped for another one
+    # Synthetic negatives per training example: bags of words drawn at random from the training data
+    # itself. Every intent's classifier learns that a mix of common in-domain words is not its intent,
+    # so it leans on what really marks the intent, and a message no intent claims scores low everywhere
+    # (better out-of-scope detection and better accuracy). They never become a class of their own.
+    noise: float = 0.5
+    # The final model averages this many fits, each with its own synthetic negatives (less variance).
+    ensemble: int = 5
     seed: int = 13
     threshold: float | None = None  # None: tuned on out-of-fold predictions
     per_language_threshold: bool = True
+    # "No intent claims it": a message whose best in-scope score is below the scores of all but this
+    # share of the training examples understood right (out of fold), and whose intent is not more likely
+    # than not, is out of scope. 0 turns it off.
+    novelty: float = 0.006
 
 
 @dataclass(slots=True)
@@ -153,6 +176,7 @@ class TrainReport:
     seconds: float
     temperature: float
     thresholds: dict[str, float]
+    novelty: dict[str, float]
     cv_accuracy: float | None
     cv_macro_f1: float | None
     extra: dict[str, Any] = field(default_factory=dict)
@@ -242,6 +266,13 @@ def _fit_temperature(scores: npt.NDArray[np.float64], gold: npt.NDArray[np.int64
     return best_t
 
 
+def _claims(scores: npt.NDArray[np.float64], classes: Sequence[str]) -> npt.NDArray[np.float64]:
+    """Per row, the best score of an in-scope intent (any intent but `out_of_scope`)."""
+    keep = [index for index, name in enumerate(classes) if name != OUT_OF_SCOPE]
+    result: npt.NDArray[np.float64] = scores[..., keep].max(axis=-1)
+    return result
+
+
 def _macro_f1(gold: Sequence[str], predicted: Sequence[str]) -> float:
     hits: Counter[str] = Counter()
     false_positives: Counter[str] = Counter()
@@ -262,15 +293,24 @@ def _macro_f1(gold: Sequence[str], predicted: Sequence[str]) -> float:
 
 
 def _tune_threshold(
-    probabilities: npt.NDArray[np.float64], classes: Sequence[str], gold: Sequence[str], fallback_label: str
+    probabilities: npt.NDArray[np.float64],
+    classes: Sequence[str],
+    gold: Sequence[str],
+    fallback_label: str,
+    rejected: Sequence[bool] | None = None,
 ) -> tuple[float, float, float]:
-    """(threshold, accuracy, macro-F1) maximising macro-F1 when unsure answers count as `fallback_label`."""
+    """(threshold, accuracy, macro-F1) maximising macro-F1 when unsure answers count as `fallback_label`
+    (and so do the `rejected` rows, whatever their confidence: the novelty gate's)."""
     top = probabilities.argmax(axis=1)
     confidence = probabilities.max(axis=1)
     predicted = [classes[index] for index in top]
+    gated = list(rejected) if rejected is not None else [False] * len(predicted)
     scored: list[tuple[float, float, float]] = []
     for threshold in np.round(np.arange(MIN_THRESHOLD, MAX_THRESHOLD + 0.001, 0.02), 2):
-        labels = [fallback_label if c < threshold else p for c, p in zip(confidence, predicted, strict=True)]
+        labels = [
+            fallback_label if c < threshold or gate else p
+            for c, p, gate in zip(confidence, predicted, gated, strict=True)
+        ]
         accuracy = sum(1 for g, p in zip(gold, labels, strict=True) if g == p) / max(len(gold), 1)
         scored.append((float(threshold), accuracy, _macro_f1(gold, labels)))
     # The F1 curve is flat and noisy near its top: take the lowest threshold within TIE_MARGIN of the
@@ -311,6 +351,56 @@ def _augment(examples: Sequence[Example], copies: int, seed: int) -> tuple[list[
     return augmented, origins
 
 
+NOISE_LABEL = "\x00noise"  # the synthetic negatives' label while training; never a class of the model
+_CJK_RUN_RE = re.compile("[\u3400-\u9fff\uf900-\ufaff]+")
+
+
+def _units(text: str) -> list[str]:
+    """The pieces a synthetic negative is drawn from: the words of a (normalised) text; a Chinese run
+    becomes its character bigrams (words are not space-separated in Chinese)."""
+    units: list[str] = []
+    for word in text.split():
+        if not _CJK_RUN_RE.search(word):
+            units.append(word)
+            continue
+        for piece in re.split("([\u3400-\u9fff\uf900-\ufaff]+)", word):
+            if not piece:
+                continue
+            if _CJK_RUN_RE.fullmatch(piece) and len(piece) > 1:
+                units.extend(a + b for a, b in pairwise(piece))
+            else:
+                units.append(piece)
+    return units
+
+
+def _noise(
+    units: Sequence[list[str]], langs: Sequence[str], exclude: set[str], count: int, seed: int
+) -> list[str]:
+    """`count` synthetic negatives: each as long (in units) as a random text, made of units (see `_units`)
+    of random texts of the same language, so common words come often and rare ones seldom; never one of
+    `exclude`."""
+    rng = random.Random(seed)
+    by_lang: dict[str, list[int]] = {}
+    for index, pieces in enumerate(units):
+        if pieces:
+            by_lang.setdefault(langs[index], []).append(index)
+    sources = [index for rows in by_lang.values() for index in rows]
+    noise: list[str] = []
+    attempts = 0
+    while sources and len(noise) < count and attempts < count * 3:
+        attempts += 1
+        lang_rows = by_lang[langs[rng.choice(sources)]]
+        length = max(2, len(units[rng.choice(lang_rows)]))
+        picked = [rng.choice(units[rng.choice(lang_rows)]) for _ in range(length)]
+        text = "".join(
+            unit if index and _CJK_RUN_RE.match(unit) and _CJK_RUN_RE.match(picked[index - 1]) else f" {unit}"
+            for index, unit in enumerate(picked)
+        ).strip()
+        if text not in exclude:
+            noise.append(text)
+    return noise
+
+
 def _lexicon_from(data: NluData) -> tuple[dict[str, dict[str, str]], dict[str, list[str]]]:
     """Entity synonyms, lookups and regexes of the data set, keyed by entity (Rasa's RegexEntityExtractor
     and EntitySynonymMapper, in one). Rule-resolved entities keep their rules."""
@@ -349,6 +439,7 @@ class EmbeddedNlu:
         self.classes: tuple[str, ...] = tuple(state["classes"])
         self.temperature: float = float(state["temperature"])
         self.thresholds: dict[str, float] = dict(state["thresholds"])
+        self.novelty: dict[str, float] = dict(state.get("novelty") or {})
         self.data_hash: str = state["data_hash"]
         self._weights: npt.NDArray[np.float32] = state["weights"]
         self._bias: npt.NDArray[np.float32] = state["bias"]
@@ -360,6 +451,7 @@ class EmbeddedNlu:
             self._blocks.append(_Features(analyzer, vocabulary, idf, int(offset)))
         self.extractor = EntityExtractor(state.get("lexicon") or {}, state.get("regexes") or {})
         self.fallback_label = OUT_OF_SCOPE if OUT_OF_SCOPE in self.classes else FALLBACK_INTENT
+        self._in_scope = np.asarray([i for i, name in enumerate(self.classes) if name != OUT_OF_SCOPE])
 
     # --- training ---------------------------------------------------------------------------------
 
@@ -392,9 +484,33 @@ class EmbeddedNlu:
         class_index = {name: index for index, name in enumerate(classes)}
         specs = _vectorizer_specs(config)
 
-        features = [[build_analyzer(spec)(text) for text in texts] for spec in specs]
+        analyzers = [build_analyzer(spec) for spec in specs]
+        features = [[analyzer(text) for text in texts] for analyzer in analyzers]
+        langs = [detect_lang(example.text) for example in examples]
+        fallback_label = OUT_OF_SCOPE if OUT_OF_SCOPE in class_index else FALLBACK_INTENT
+        seen_texts = set(texts)
+        units = [_units(text) for text in texts[: len(examples)]]
+        use_noise = sum(example.intent != OUT_OF_SCOPE for example in examples) >= MIN_NOISE_SOURCES
 
-        def fit(rows: Sequence[int], train_labels: npt.NDArray[Any]) -> tuple[list[Any], Any]:
+        def noise_for(rows: Sequence[int], seed: int) -> list[list[list[str]]]:
+            """Features (per block) of synthetic negatives drawn from these original examples."""
+            sources = [i for i in rows if i < len(examples) and examples[i].intent != OUT_OF_SCOPE]
+            count = round(config.noise * len(sources)) if use_noise else 0
+            if count <= 0:
+                return [[] for _ in analyzers]
+            noise = _noise([units[i] for i in sources], [langs[i] for i in sources], seen_texts, count, seed)
+            return [[analyzer(text) for text in noise] for analyzer in analyzers]
+
+        def fit(
+            rows: Sequence[int],
+            train_labels: npt.NDArray[Any],
+            noise_rows: Sequence[int],
+            seeds: Sequence[int],
+        ) -> tuple[list[Any], npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+            """Vectorizers fitted on `rows`, and the (classes, features) weights and (classes,) bias of a
+            LinearSVC per seed (each with its own synthetic negatives), averaged, in `classes` order."""
+            from scipy.sparse import vstack
+
             vectorizers: list[Any] = []
             blocks = []
             for block in features:
@@ -408,11 +524,44 @@ class EmbeddedNlu:
             if not blocks:
                 raise TrainingError("the training examples contain no usable text")
             matrix = hstack(blocks).tocsr()
-            model = LinearSVC(C=config.c, class_weight=config.class_weight, random_state=config.seed)
-            model.fit(matrix, train_labels)
-            return vectorizers, model
+            coef = np.zeros((len(classes), matrix.shape[1]))
+            bias = np.full(len(classes), -10.0)  # a class missing from these rows never wins
+            present = np.zeros(len(classes), dtype=bool)
+            for seed in seeds:
+                noise = noise_for(noise_rows, seed)
+                fit_matrix, fit_labels = matrix, train_labels
+                if noise[0]:  # the vocabulary and idf are the real examples' alone
+                    noise_matrix = hstack(
+                        [
+                            vec.transform(block)
+                            for vec, block in zip(vectorizers, noise, strict=True)
+                            if vec is not None
+                        ]
+                    )
+                    fit_matrix = vstack([matrix, noise_matrix]).tocsr()
+                    fit_labels = np.concatenate([train_labels, np.full(len(noise[0]), NOISE_LABEL)])
+                model = LinearSVC(C=config.c, class_weight=config.class_weight, random_state=config.seed)
+                model.fit(fit_matrix, fit_labels)
+                model_coef = np.asarray(model.coef_, dtype=np.float64)
+                model_bias = np.asarray(model.intercept_, dtype=np.float64)
+                if model_coef.shape[0] == 1:  # two classes: one row, the score of classes_[1]
+                    model_coef = np.vstack([-model_coef, model_coef])
+                    model_bias = np.concatenate([-model_bias, model_bias])
+                for row, name in enumerate(model.classes_):
+                    if name in class_index:  # not the synthetic negatives' row
+                        index = class_index[name]
+                        if not present[index]:
+                            present[index], bias[index] = True, 0.0
+                        coef[index] += model_coef[row] / len(seeds)
+                        bias[index] += model_bias[row] / len(seeds)
+            return vectorizers, coef, bias
 
-        def scores(vectorizers: list[Any], model: Any, rows: Sequence[int]) -> npt.NDArray[np.float64]:
+        def scores(
+            vectorizers: list[Any],
+            coef: npt.NDArray[np.float64],
+            bias: npt.NDArray[np.float64],
+            rows: Sequence[int],
+        ) -> npt.NDArray[np.float64]:
             matrix = hstack(
                 [
                     vec.transform([block[i] for i in rows])
@@ -420,14 +569,8 @@ class EmbeddedNlu:
                     if vec is not None
                 ]
             ).tocsr()
-            raw = np.asarray(model.decision_function(matrix), dtype=np.float64)
-            if raw.ndim == 1:  # two classes: sklearn returns one column (score of classes_[1])
-                raw = np.stack([-raw, raw], axis=1)
-            # Re-order columns to `classes` (a fold may miss a class: its score stays very low).
-            full = np.full((len(rows), len(classes)), -10.0)
-            for column, name in enumerate(model.classes_):
-                full[:, class_index[name]] = raw[:, column]
-            return full
+            result: npt.NDArray[np.float64] = np.asarray(matrix @ coef.T) + bias
+            return result
 
         # Out-of-fold scores of the ORIGINAL examples (augmented copies stay in the training folds only).
         original = len(examples)
@@ -435,6 +578,7 @@ class EmbeddedNlu:
         cv_accuracy: float | None = None
         cv_f1: float | None = None
         cv_errors: list[tuple[str, str, str, float]] = []
+        novelty: dict[str, float] = {}
         smallest = min(counts.values())
         folds = min(config.folds, smallest) if smallest >= 2 else min(config.folds, original)
         if folds >= 2:
@@ -445,35 +589,58 @@ class EmbeddedNlu:
                 else KFold(n_splits=folds, shuffle=True, random_state=config.seed)
             )
             oof = np.zeros((original, len(classes)))
-            for train_index, test_index in splitter.split(np.zeros(original), gold):
+            for fold, (train_index, test_index) in enumerate(splitter.split(np.zeros(original), gold)):
                 held_out = set(test_index.tolist())
                 extra = [i for i in range(original, len(augmented)) if origins[i] not in held_out]
                 fold_index = list(train_index) + extra
                 fold_labels = labels[fold_index]
                 if len(set(fold_labels)) < 2:
                     continue
-                vectorizers, model = fit(fold_index, fold_labels)
-                oof[test_index] = scores(vectorizers, model, list(test_index))
+                vectorizers, coef, bias = fit(
+                    fold_index, fold_labels, train_index.tolist(), [config.seed + 1000 * (fold + 1)]
+                )
+                oof[test_index] = scores(vectorizers, coef, bias, list(test_index))
             gold_index = np.asarray([class_index[name] for name in gold], dtype=np.int64)
             temperature = _fit_temperature(oof, gold_index)
             probabilities = _softmax(oof, temperature)
-            fallback_label = OUT_OF_SCOPE if OUT_OF_SCOPE in class_index else FALLBACK_INTENT
             gold_list = [str(name) for name in gold]
-            threshold, _accuracy, _f1 = _tune_threshold(probabilities, classes, gold_list, fallback_label)
+            # The novelty gate first (it reads scores, not probabilities); the threshold then only has to
+            # catch the messages the model is unsure about among those some intent claims.
+            claims = _claims(oof, classes)
+            if config.novelty > 0:
+                understood = (oof.argmax(axis=1) == gold_index) & (gold != OUT_OF_SCOPE)
+                for lang in ["*", *sorted(set(langs))]:
+                    rows = [i for i, value in enumerate(langs) if understood[i] and lang in ("*", value)]
+                    if len(rows) >= MIN_NOVELTY_EXAMPLES:
+                        novelty[lang] = float(np.quantile(claims[rows], config.novelty))
+            top_is_oos = np.asarray([classes[index] == OUT_OF_SCOPE for index in oof.argmax(axis=1)])
+            unsure = probabilities.max(axis=1) < NOVELTY_MAX_CONFIDENCE
+            novel = [
+                not top_is_oos[row]
+                and unsure[row]
+                and claims[row] < novelty.get(lang, novelty.get("*", -math.inf))
+                for row, lang in enumerate(langs)
+            ]
+            threshold, _accuracy, _f1 = _tune_threshold(
+                probabilities, classes, gold_list, fallback_label, novel
+            )
             thresholds = {"*": config.threshold if config.threshold is not None else threshold}
-            langs = [detect_lang(example.text) for example in examples]
             if config.threshold is None and config.per_language_threshold:
                 for lang in sorted(set(langs)):
                     rows = [i for i, value in enumerate(langs) if value == lang]
                     if len(rows) >= 200:
                         thresholds[lang], _acc, _f1 = _tune_threshold(
-                            probabilities[rows], classes, [gold_list[i] for i in rows], fallback_label
+                            probabilities[rows],
+                            classes,
+                            [gold_list[i] for i in rows],
+                            fallback_label,
+                            [novel[i] for i in rows],
                         )
             # What the tuned engine gets wrong out of fold: the training data's weak spots.
             predicted: list[str] = []
             for row, lang in enumerate(langs):
                 best = int(probabilities[row].argmax())
-                low = probabilities[row, best] < thresholds.get(lang, thresholds["*"])
+                low = probabilities[row, best] < thresholds.get(lang, thresholds["*"]) or novel[row]
                 predicted.append(fallback_label if low else classes[best])
             cv_accuracy = sum(g == p for g, p in zip(gold_list, predicted, strict=True)) / original
             cv_f1 = _macro_f1(gold_list, predicted)
@@ -482,16 +649,16 @@ class EmbeddedNlu:
                 for row in range(original)
                 if gold_list[row] != predicted[row]
             ]
-        fitted, model = fit(range(len(texts)), labels)
+        fitted, coef, bias = fit(
+            range(len(texts)),
+            labels,
+            range(original),
+            # Without synthetic negatives every fit would be the same one.
+            [config.seed + k for k in range(max(1, config.ensemble) if use_noise else 1)],
+        )
         used_specs = [spec for spec, vec in zip(specs, fitted, strict=True) if vec is not None]
         vectorizers = [vec for vec in fitted if vec is not None]
-        raw_coef = np.asarray(model.coef_, dtype=np.float32)
-        raw_bias = np.asarray(model.intercept_, dtype=np.float32)
-        if raw_coef.shape[0] == 1:  # two classes
-            raw_coef = np.vstack([-raw_coef, raw_coef])
-            raw_bias = np.concatenate([-raw_bias, raw_bias])
-        order = [list(model.classes_).index(name) for name in classes]
-        weights = np.ascontiguousarray(raw_coef[order].T)  # (features, classes): one row per n-gram
+        weights = np.ascontiguousarray(coef.T, dtype=np.float32)  # (features, classes): one row per n-gram
         offsets = np.cumsum([0] + [len(vec.vocabulary_) for vec in vectorizers])[:-1]
         lexicon, regexes = _lexicon_from(nlu_data)
         state: dict[str, Any] = {
@@ -506,9 +673,10 @@ class EmbeddedNlu:
             "idfs": [np.asarray(vec.idf_, dtype=np.float32) for vec in vectorizers],
             "offsets": [int(offset) for offset in offsets],
             "weights": weights,
-            "bias": raw_bias[order],
+            "bias": np.asarray(bias, dtype=np.float32),
             "temperature": temperature,
             "thresholds": thresholds,
+            "novelty": novelty,
             "lexicon": lexicon,
             "regexes": regexes,
             "examples": len(examples),
@@ -521,6 +689,7 @@ class EmbeddedNlu:
             seconds=time.perf_counter() - started,
             temperature=temperature,
             thresholds=thresholds,
+            novelty=novelty,
             cv_accuracy=cv_accuracy,
             cv_macro_f1=cv_f1,
             extra={
@@ -614,9 +783,16 @@ class EmbeddedNlu:
 
     def rank(self, text: str) -> list[tuple[str, float]]:
         """(intent, probability) for every class, best first, for already normalised text."""
-        probabilities = _softmax(self.scores(text)[None, :], self.temperature)[0]
+        return self._ranked(self.scores(text))
+
+    def _ranked(self, scores: npt.NDArray[np.float64]) -> list[tuple[str, float]]:
+        probabilities = _softmax(scores[None, :], self.temperature)[0]
         order = np.argsort(-probabilities)
         return [(self.classes[index], float(probabilities[index])) for index in order]
+
+    def novelty_for(self, lang: str) -> float:
+        """The lowest best in-scope score a message of this language may have to be understood."""
+        return self.novelty.get(lang, self.novelty.get("*", -math.inf))
 
     def parse_sync(self, text: str, context: ParseContext) -> ParseResult:
         """Intent, ranking, entities and language of one message; never raises on odd input."""
@@ -642,11 +818,19 @@ class EmbeddedNlu:
                 ranking=ranking,
                 lang=lang,
             )
-        ranked = self.rank(normal)
+        scores = self.scores(normal)
+        ranked = self._ranked(scores)
         intent, confidence = ranked[0]
         threshold = self.threshold_for(lang)
         top = [(name, round(score, 6)) for name, score in ranked[:RANKING_SIZE]]
-        if confidence < threshold:
+        # Unsure between intents, or no intent claims the message (unless out_of_scope itself does, or
+        # the model still finds its intent more likely than not).
+        novel = (
+            intent != OUT_OF_SCOPE
+            and confidence < NOVELTY_MAX_CONFIDENCE
+            and float(scores[self._in_scope].max()) < self.novelty_for(lang)
+        )
+        if confidence < threshold or novel:
             # Like Rasa's FallbackClassifier: nlu_fallback on top with the threshold as its confidence.
             top = [(FALLBACK_INTENT, round(threshold, 6)), *top[: RANKING_SIZE - 1]]
             return ParseResult(
