@@ -70,8 +70,11 @@ CORRECTION_CUE = re.compile(
 # Words that ask for something (a question, a verb of a request) rather than name a value, in either language.
 COMMAND_CUE = re.compile(
     r"\b(show|list|check|status|what|where|when|who|how|why|find|search|tell|give|send|open|update|mark|move|"
-    r"assign|dispatch|create|new|log|book|pipeline|warranty|cancel|help)\b|[?？]"
-    r"|看看|查|显示|列出|帮我|怎么|多少|进度|哪|什么|吗|派|更新|新建|保修|漏斗|给我|有没有",
+    r"assign|dispatch|create|new|log|book|pipeline|warranty|cancel|help|"
+    # A problem described is a request of its own ("error E13 on my dishwasher"), not an appliance named.
+    r"error|broken|leak\w*|noise|noisy|fault\w*|not working|doesn'?t work|won'?t|[a-z]\d{1,3})\b|[?？]"
+    r"|看看|查|显示|列出|帮我|怎么|多少|进度|哪|什么|吗|派|更新|新建|保修|漏斗|给我|有没有"
+    r"|故障|坏|漏水|不工作|不转|异响|报错|错误|代码",
     re.IGNORECASE,
 )
 # What may stand around a value in a bare answer ("it's Acme", "就是张伟吧") without making it a command.
@@ -663,6 +666,10 @@ class Dialogue:
     def _may_be_command(self, turn: Turn, active: Handler) -> bool:
         """Whether an answer that did not fit leans towards another request the person can make."""
         parse = turn.parse
+        if parse.intent != active.intent and COMMAND_CUE.search(turn.without_entities()):
+            # Words that ask for something and do not answer: served (or, unsure, "did you mean"), whatever
+            # the NLU's confidence.
+            return True
         # Below the NLU's threshold the message is "not understood", yet its ranking still leans somewhere.
         intent, confidence = next(
             ((name, score) for name, score in (parse.ranking or ((parse.intent, parse.confidence),))
