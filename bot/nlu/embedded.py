@@ -507,7 +507,7 @@ class EmbeddedNlu:
             noise_rows: Sequence[int],
             seeds: Sequence[int],
         ) -> tuple[list[Any], npt.NDArray[np.float64], npt.NDArray[np.float64]]:
-            """Vectorizers fitted on `rows`, and the (classes, features) weights and (classes,) bias of a
+            """Vectorizers fitted on `rows`, and the (classes, features) weights and (classes,) bias of one
             LinearSVC per seed (each with its own synthetic negatives), averaged, in `classes` order."""
             from scipy.sparse import vstack
 
@@ -540,6 +540,8 @@ class EmbeddedNlu:
                     )
                     fit_matrix = vstack([matrix, noise_matrix]).tocsr()
                     fit_labels = np.concatenate([train_labels, np.full(len(noise[0]), NOISE_LABEL)])
+                # (Threads would train these side by side, liblinear releasing the GIL, but were slower
+                # on a busy two-core machine.)
                 model = LinearSVC(C=config.c, class_weight=config.class_weight, random_state=config.seed)
                 model.fit(fit_matrix, fit_labels)
                 model_coef = np.asarray(model.coef_, dtype=np.float64)
@@ -579,6 +581,8 @@ class EmbeddedNlu:
         cv_f1: float | None = None
         cv_errors: list[tuple[str, str, str, float]] = []
         novelty: dict[str, float] = {}
+        # Without synthetic negatives every fit of the final model would be the same one.
+        final_seeds = [config.seed + k for k in range(max(1, config.ensemble) if use_noise else 1)]
         smallest = min(counts.values())
         folds = min(config.folds, smallest) if smallest >= 2 else min(config.folds, original)
         if folds >= 2:
@@ -596,9 +600,8 @@ class EmbeddedNlu:
                 fold_labels = labels[fold_index]
                 if len(set(fold_labels)) < 2:
                     continue
-                vectorizers, coef, bias = fit(
-                    fold_index, fold_labels, train_index.tolist(), [config.seed + 1000 * (fold + 1)]
-                )
+                fold_seeds = [config.seed + 1000 * (fold + 1)]
+                vectorizers, coef, bias = fit(fold_index, fold_labels, train_index.tolist(), fold_seeds)
                 oof[test_index] = scores(vectorizers, coef, bias, list(test_index))
             gold_index = np.asarray([class_index[name] for name in gold], dtype=np.int64)
             temperature = _fit_temperature(oof, gold_index)
@@ -649,13 +652,7 @@ class EmbeddedNlu:
                 for row in range(original)
                 if gold_list[row] != predicted[row]
             ]
-        fitted, coef, bias = fit(
-            range(len(texts)),
-            labels,
-            range(original),
-            # Without synthetic negatives every fit would be the same one.
-            [config.seed + k for k in range(max(1, config.ensemble) if use_noise else 1)],
-        )
+        fitted, coef, bias = fit(range(len(texts)), labels, range(original), final_seeds)
         used_specs = [spec for spec, vec in zip(specs, fitted, strict=True) if vec is not None]
         vectorizers = [vec for vec in fitted if vec is not None]
         weights = np.ascontiguousarray(coef.T, dtype=np.float32)  # (features, classes): one row per n-gram
