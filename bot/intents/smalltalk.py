@@ -195,7 +195,9 @@ async def fallback(turn: Turn) -> list[Reply]:
     if answered is not None:
         return answered
     if turn.parse.intent == "out_of_scope":
-        return [cannot_help(turn)]
+        # "Oliver Smith的电话是多少": say why, not only that we can't.
+        asks_contact = CONTACT_WORDS.search(turn.text) and not CALL_ME.search(turn.text)
+        return [cannot_help(turn, "fallback.no_contact_details") if asks_contact else cannot_help(turn)]
     turn.state.fallbacks += 1
     if turn.state.fallbacks > OFFER_HUMAN_AFTER:
         turn.state.fallbacks = 0
