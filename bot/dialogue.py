@@ -38,6 +38,7 @@ MAX_SLOT_ATTEMPTS = 3
 SWITCH_CONFIDENCE = 0.80
 # An answer that does not fit, from words the NLU leans this much towards another request, is that request.
 LEANING_CONFIDENCE = 0.25
+CUED_LEANING_CONFIDENCE = 0.1
 NOT_REQUESTS = ("affirm", "deny", "cancel", "help", "out_of_scope", FALLBACK_INTENT)
 # A description or summary is prose that may look like an intent: past this length it stays the answer.
 FREE_TEXT_SWITCH_LENGTH = 25
@@ -666,17 +667,19 @@ class Dialogue:
     def _may_be_command(self, turn: Turn, active: Handler) -> bool:
         """Whether an answer that did not fit leans towards another request the person can make."""
         parse = turn.parse
-        if parse.intent != active.intent and COMMAND_CUE.search(turn.without_entities()):
-            # Words that ask for something and do not answer: served (or, unsure, "did you mean"), whatever
-            # the NLU's confidence.
-            return True
         # Below the NLU's threshold the message is "not understood", yet its ranking still leans somewhere.
         intent, confidence = next(
             ((name, score) for name, score in (parse.ranking or ((parse.intent, parse.confidence),))
              if name not in NOT_REQUESTS),
             ("", 0.0),
         )
-        if intent == active.intent or confidence < LEANING_CONFIDENCE:
+        if intent == active.intent or parse.intent == active.intent:
+            return False
+        if confidence >= CUED_LEANING_CONFIDENCE and COMMAND_CUE.search(turn.without_entities()):
+            # Words that ask for something, and lean however slightly towards a request: served (or,
+            # unsure, "did you mean"); a puzzled "hmm what?" that leans nowhere is no request.
+            return True
+        if confidence < LEANING_CONFIDENCE:
             return False
         handler = self._handlers.get(role_reading(turn.actor.role, intent, turn))
         if handler is None:
