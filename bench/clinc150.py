@@ -14,7 +14,7 @@ parse latency (p50/p99) of the trained model over the test texts. The data set i
 repository: give the JSON file, or `--mirror DIR` for a git clone of github.com/clinc/oos-eval.
 
 Usage: .venv/bin/python bench/clinc150.py data_small.json
-       .venv/bin/python bench/clinc150.py --mirror /work/.mirror/clinc+oos-eval/repo [--split val]
+       .venv/bin/python bench/clinc150.py --mirror DIR_OF_A_CLONE_OF_OOS_EVAL [--split val]
 """
 
 from __future__ import annotations
