@@ -1,4 +1,4 @@
-"""Benchmark the embedded NLU on the shipped training data and the held-out sets (DESIGN §5).
+"""Benchmark the embedded NLU on the shipped training data and the held-out sets.
 
 Reports train time, model size on disk, the fallback thresholds and novelty floors, memory (this process,
 and a fresh process that only loads the model and parses), held-out accuracy / macro-F1 / out_of_scope
@@ -39,7 +39,7 @@ from bot.nlu.yaml_data import load_nlu_data  # noqa: E402
 
 HELDOUT = [ROOT / "tests" / "nlu" / "heldout_en.yml", ROOT / "tests" / "nlu" / "heldout_zh.yml"]
 RASA_REFERENCE = (
-    "Rasa 3.6 (REFERENCE.md): DIET training ≈ 55–60 s on 143 examples, RSS ≈ 1.25 GB, parse p50 ≈ 8 ms"
+    "Rasa 3.6 (published figures): DIET training ≈ 55–60 s on 143 examples, RSS ≈ 1.25 GB, parse p50 ≈ 8 ms"
 )
 
 

@@ -151,7 +151,7 @@ class Assistant:
                 # A photo without a caption: kept, and tied to the request we are talking about (or the next).
                 return notes + await self._tie_attachments(actor, state, lang)
             if not PAYLOAD.match(text) and (label := pressed_button(state.buttons, text)) is not None:
-                # A button's label typed as text acts like the button (DESIGN §1).
+                # A button's label typed as text acts like the button (docs/dialogue.md).
                 text = label
             parse = parse_payload(text, lang) or await self._nlu.parse(
                 text,

@@ -123,7 +123,9 @@ def load_files(paths: Iterable[Path]) -> list[Conversation]:
     """Every conversation of every file, or ConversationFileError listing every problem found."""
     conversations: list[Conversation] = []
     problems: list[str] = []
-    for path in paths:
+    # A folder stands for its own *.yml files (not its subfolders: pending/ is not run).
+    files = [item for path in paths for item in (sorted(path.glob("*.yml")) if path.is_dir() else [path])]
+    for path in files:
         try:
             conversations.extend(load_file(path))
         except ConversationFileError as error:

@@ -1,7 +1,7 @@
 """Slack channel: Bolt listeners turn DMs, mentions, /crm and button clicks into IncomingMessage; replies
 become chat.postMessage with Block Kit, image replies a file upload.
 
-The adapter only translates (DESIGN §2): everything it decides is about Slack (markup, blocks, limits,
+The adapter only translates: everything it decides is about Slack (markup, blocks, limits,
 retries, acknowledgement), never about the CRM. The one step beyond translation is matching a Slack
 account to a staff user by its workspace email, which goes through core.org like any other link.
 
@@ -59,7 +59,7 @@ BUTTON_ACTION = re.compile(r"^crm_btn_\d+$")
 # A payload longer than a button value may hold travels as a stored token (see ConversationStore).
 TOKEN_PREFIX = "crm-token:"
 
-# Block Kit and Web API limits (REFERENCE.md "Slack").
+# Block Kit and Web API limits (Slack's API documentation).
 MAX_BUTTON_TEXT = 75
 MAX_BUTTON_VALUE = 2000
 MAX_ACTIONS_PER_BLOCK = 25
