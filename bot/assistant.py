@@ -9,6 +9,7 @@ import time
 import unicodedata
 from collections import OrderedDict
 from dataclasses import dataclass
+from typing import Any
 
 from bot.dialogue import CONTEXT_ENTITIES, MAX_REMEMBERED_BUTTONS, Dialogue, State, Turn, pressed_button
 from bot.i18n import t
@@ -57,6 +58,11 @@ class SenderLimiter:
         if len(self._buckets) > self._max:
             self._buckets.popitem(last=False)
         return allowed
+
+
+def _state_key(message: IncomingMessage) -> str:
+    """Whose state in a chat: each person in a group chat has their own."""
+    return f"{message.channel}:{message.sender_id}"
 
 
 def clean_text(text: str) -> str:
@@ -110,7 +116,10 @@ class Assistant:
             message.channel, message.message_id
         ):
             return []
-        actor = await self._core.org.actor_for_identity(message.channel, message.sender_id)
+        key = _state_key(message)
+        actor, saved = await self._core.conversations.open_turn(
+            message.channel, message.sender_id, message.conversation_id, key
+        )
         if actor is None:
             # Only people on Telegram and the web chat link themselves with a code. REST senders are named
             # by the integrator and Slack accounts are matched to staff by profile email: only the hint.
@@ -120,13 +129,18 @@ class Assistant:
             if not self._limiter.allow(f"unlinked:{message.channel}:{message.sender_id}"):
                 return [Reply(text=t(self._core.settings.default_lang, "dialogue.slow_down"))]
             return await self._linking.handle(message)
-        return await self.handle_as(actor, message)
+        return await self._answer(actor, message, saved)
 
     async def handle_as(self, actor: Actor, message: IncomingMessage) -> list[Reply]:
         """Answer a message from a known actor (the terminal chat trusts its local user)."""
-        key = f"{message.channel}:{message.sender_id}"
         store = self._core.conversations
-        saved = await store.load(message.channel, message.conversation_id, key)
+        saved = await store.load(message.channel, message.conversation_id, _state_key(message))
+        return await self._answer(actor, message, saved)
+
+    async def _answer(self, actor: Actor, message: IncomingMessage, saved: dict[str, Any]) -> list[Reply]:
+        """One turn over the state the conversation left; the state is written back only if it changed."""
+        key = _state_key(message)
+        store = self._core.conversations
         state = State.from_json(saved)
         text = clean_text(message.text)
         lang = self._language(text, state, actor)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from functools import lru_cache
 from typing import Generic, Protocol, TypeVar
@@ -90,8 +90,6 @@ class Asker(Protocol):
 
 # --- words and serials as compared ----------------------------------------------------------------
 
-# A customer's own base is small; this bounds the list one question reads.
-MAX_OWN_UNITS = 200
 # Shorter serial keys would match inside ordinary words and numbers.
 MIN_SERIAL_KEY = 4
 # What may stand between the characters of a serial typed loosely ("sn 7731 qa", "WM2023 00917").
@@ -246,6 +244,13 @@ class Vocabulary:
     terms: tuple[Term, ...]
     models: dict[str, str]  # serial_key(product code) → product code
     kinds: dict[str, str]  # product code → kind
+    # Indexes over `terms` (each with its rank, longest first), so a message is read in one pass:
+    # Chinese phrases; English terms by their words run together; and, for typos, by first letter and
+    # number of words.
+    phrases: tuple[tuple[int, Term], ...] = ()
+    spelled: dict[str, tuple[tuple[int, Term], ...]] = field(default_factory=dict)
+    typo_prone: dict[tuple[str, int], tuple[tuple[int, Term], ...]] = field(default_factory=dict)
+    most_words: int = 0
 
     def kind_of(self, product_code: str) -> str:
         """A product's kind (its category; the code itself when it has none)."""
@@ -309,7 +314,24 @@ def build_vocabulary(catalogue: tuple[tuple[str, str, str], ...]) -> Vocabulary:
             terms.append(Term(term.kind, term.words, term.cjk, next(iter(codes))))
     models = {serial_key(code): code for code, _name, _category in catalogue if len(serial_key(code)) >= 3}
     ordered = tuple(sorted(set(terms), key=lambda term: (-term.size, term.kind, term.words, term.cjk)))
-    return Vocabulary(terms=ordered, models=models, kinds=kinds)
+    spelled: dict[str, list[tuple[int, Term]]] = {}
+    typo_prone: dict[tuple[str, int], list[tuple[int, Term]]] = {}
+    for rank, term in enumerate(ordered):
+        if term.cjk:
+            continue
+        joined = "".join(term.words)
+        spelled.setdefault(joined, []).append((rank, term))
+        if len(joined) >= _MIN_FUZZY_WORD:
+            typo_prone.setdefault((joined[0], len(term.words)), []).append((rank, term))
+    return Vocabulary(
+        terms=ordered,
+        models=models,
+        kinds=kinds,
+        phrases=tuple((rank, term) for rank, term in enumerate(ordered) if term.cjk),
+        spelled={joined: tuple(ranked) for joined, ranked in spelled.items()},
+        typo_prone={key: tuple(ranked) for key, ranked in typo_prone.items()},
+        most_words=max((len(term.words) for term in ordered), default=0),
+    )
 
 
 async def vocabulary(asker: Asker) -> Vocabulary:
@@ -331,35 +353,38 @@ def find_terms(vocab: Vocabulary, text: str, used: Sequence[tuple[int, int]] = (
     """The kinds and product names a text mentions, longest first, each stretch of text used once."""
     taken = list(used)
     found: list[_Said] = []
+    for _rank, term in vocab.phrases:
+        start = text.find(term.cjk)
+        while start >= 0:
+            span = (start, start + len(term.cjk))
+            if not _overlaps(span, taken):
+                taken.append(span)
+                found.append(_Said(term, term.cjk, span))
+            start = text.find(term.cjk, start + 1)
     words = [
         (match.group(0).lower(), match.span())
         for match in _WORD.finditer(text)
         if match.group(0).isalpha() and not _overlaps(match.span(), taken)
     ]
-    for term in vocab.terms:
-        if term.cjk:
-            start = text.find(term.cjk)
-            while start >= 0:
-                span = (start, start + len(term.cjk))
-                if not _overlaps(span, taken):
-                    taken.append(span)
-                    found.append(_Said(term, term.cjk, span))
-                start = text.find(term.cjk, start + 1)
-            continue
-        joined = "".join(term.words)
-        size = len(term.words)
-        for window in sorted({size, size + 1, max(1, size - 1)}):
-            for index in range(len(words) - window + 1):
-                chunk = words[index : index + window]
-                span = (chunk[0][1][0], chunk[-1][1][1])
-                if _overlaps(span, taken):
-                    continue
-                typed = "".join(word for word, _span in chunk)
-                singular = typed[:-1] if typed.endswith("s") and len(typed) > 3 else typed
-                exact = joined in (typed, singular)
-                if exact or (window == size and _fuzzy_equal(typed, joined)):
-                    taken.append(span)
-                    found.append(_Said(term, text[span[0] : span[1]], span))
+    # Every run of words that spells a term ("dish washer" for "dishwasher", a plural, one more or one
+    # fewer word than the term) or is one slip from it; then the longest terms take their words first.
+    candidates: set[tuple[int, int, int, Term]] = set()
+    for window in range(1, min(vocab.most_words + 1, len(words)) + 1):
+        for index in range(len(words) - window + 1):
+            typed = "".join(word for word, _span in words[index : index + window])
+            singular = typed[:-1] if typed.endswith("s") and len(typed) > 3 else typed
+            for spelling in {typed, singular}:
+                for rank, term in vocab.spelled.get(spelling, ()):
+                    if window in (len(term.words), len(term.words) + 1, len(term.words) - 1):
+                        candidates.add((rank, window, index, term))
+            for rank, term in vocab.typo_prone.get((typed[:1], window), ()):
+                if _fuzzy_equal(typed, "".join(term.words)):
+                    candidates.add((rank, window, index, term))
+    for _rank, window, index, term in sorted(candidates, key=lambda candidate: candidate[:3]):
+        span = (words[index][1][0], words[index + window - 1][1][1])
+        if not _overlaps(span, taken):
+            taken.append(span)
+            found.append(_Said(term, text[span[0] : span[1]], span))
     return sorted(found, key=lambda said: said.span)
 
 
@@ -374,8 +399,20 @@ async def installed_units(
     vocab = await vocabulary(asker)
     if not asker.actor.is_customer:
         return await _staff_unit(asker, _plain(text), said_serial, context_serial, vocab)
-    page = await asker.core.installed.list(asker.actor, limit=MAX_OWN_UNITS)
-    return ground_units(list(page.items), text, said_serial, context_serial, vocab)
+    grounded = ground_units(
+        await asker.core.installed.own_units(asker.actor), text, said_serial, context_serial, vocab
+    )
+    if grounded.said_now and grounded.found in (Found.NONE, Found.SUGGESTED):
+        # Before a serial is called unknown or mistyped: it may be a unit beyond the list core keeps, or
+        # one registered a moment ago by another process; a kind they named may be a new unit of theirs.
+        if grounded.by is Mention.SERIAL:
+            unit = await _get(asker, grounded.said)
+            if unit is not None:
+                return Grounded(Found.ONE, (unit,), grounded.said, Mention.SERIAL)
+        else:
+            fresh = await asker.core.installed.own_units(asker.actor, fresh=True)
+            grounded = ground_units(fresh, text, said_serial, context_serial, vocab)
+    return grounded
 
 
 def ground_units(

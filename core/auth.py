@@ -8,7 +8,7 @@ from sqlalchemy import ColumnElement, false, or_, select, true
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import InstrumentedAttribute
 
-from core.db.models import Customer, Department, RepairOrder, ServiceRequest, User
+from core.db.models import ChannelIdentity, Customer, Department, RepairOrder, ServiceRequest, User
 from core.domain.enums import STAFF_ROLES, Role
 from core.errors import PermissionDenied
 
@@ -129,6 +129,20 @@ async def load_actor(session: AsyncSession, user: User) -> Actor:
         customer_id=user.customer_id,
         team_ids=frozenset(team),
     )
+
+
+async def actor_for_identity(session: AsyncSession, channel: str, external_id: str) -> Actor | None:
+    """The Actor behind a channel account, or None when it is not linked (or the user is inactive)."""
+    user = (
+        await session.execute(
+            select(User)
+            .join(ChannelIdentity, ChannelIdentity.user_id == User.id)
+            .where(ChannelIdentity.channel == channel, ChannelIdentity.external_id == external_id)
+        )
+    ).scalar_one_or_none()
+    if user is None or not user.active:
+        return None
+    return await load_actor(session, user)
 
 
 async def _subordinates(session: AsyncSession, manager_id: int) -> set[int]:

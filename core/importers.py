@@ -142,6 +142,8 @@ async def import_csv(
     ticker.finish()
     if kind == "kb":
         core.knowledge.invalidate()
+    if kind == "products":
+        core.installed.invalidate()
     return ImportReport(kind=kind, created=created, updated=updated, encoding=table.encoding, notices=notices)
 
 

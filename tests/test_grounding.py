@@ -6,11 +6,14 @@ from dataclasses import dataclass
 from datetime import date
 
 import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bot.grounding import Found, Grounded, Mention, build_vocabulary, find_terms, installed_units, serial_key
 from core.auth import SYSTEM, Actor
-from core.container import Core
+from core.clock import FrozenClock
+from core.container import Core, build_core
 from core.schemas import InstalledProductIn, InstalledProductOut, ProductIn
+from core.settings import Settings
 from tests.world import World
 
 
@@ -187,6 +190,41 @@ def test_real_words_near_an_appliance_word_are_not_typos() -> None:
 
 def test_serial_keys() -> None:
     assert serial_key(" sn 7731-qa ") == serial_key("SN-7731-QA") == "SN7731QA"
+
+
+# --- the units core keeps for the chat --------------------------------------------------------------
+
+
+async def test_a_unit_another_process_registered_is_found_at_once(
+    core: Core, world: World, engine: AsyncEngine, settings: Settings, clock: FrozenClock
+) -> None:
+    """Core keeps a customer's units for a while; before the chat calls a serial or a kind unknown it
+    looks again, so a unit written elsewhere a moment ago is never denied."""
+    fridge = ProductIn(code="FR-500", name="Fridge FR-500", category="fridge")
+    await core.installed.upsert_product(SYSTEM, fridge)
+    before = await ground(core, world.acme_customer, "my fridge is noisy")
+    assert before.found is Found.NONE  # ACME has no fridge yet, and that answer is now cached
+    other_process = build_core(settings, clock=clock, engine=engine)
+    await register(other_process, "FR-5550001", "FR-500", "ACME")
+
+    by_serial = await ground(core, world.acme_customer, "is FR-5550001 under warranty?")
+    by_kind = await ground(core, world.acme_customer, "my fridge is noisy")
+    assert serials(by_serial) == serials(by_kind) == ["FR-5550001"]
+
+
+async def test_this_process_writes_are_seen_by_the_next_question(core: Core, world: World) -> None:
+    assert serials(await ground(core, world.acme_customer, "my washing machine")) == ["WM2023-00917"]
+    await register(core, "WM2023-00999", "WM-2023", "ACME")
+    found = await ground(core, world.acme_customer, "my washing machine")
+    assert (found.found, sorted(serials(found))) == (Found.SEVERAL, ["WM2023-00917", "WM2023-00999"])
+
+
+async def test_staff_and_other_customers_never_get_a_customers_units(core: Core, world: World) -> None:
+    acme = await core.installed.own_units(world.acme_customer)
+    globex = await core.installed.own_units(world.globex_customer)
+    assert {unit.customer_code for unit in acme} == {"ACME"}
+    assert {unit.customer_code for unit in globex} == {"GLOBEX"}
+    assert await core.installed.own_units(world.agent) == []
 
 
 # --- staff -------------------------------------------------------------------------------------------

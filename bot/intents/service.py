@@ -299,9 +299,7 @@ def _unit_hint(turn: Turn, question: dict[str, Any]) -> str:
 
 async def _own_units(turn: Turn) -> list[InstalledProductOut]:
     """A customer's installed products (staff get none: buttons over every customer's units make no sense)."""
-    if not turn.actor.is_customer:
-        return []
-    return list((await turn.core.installed.list(turn.actor, limit=50)).items)
+    return await turn.core.installed.own_units(turn.actor)
 
 
 def _warranty_type(turn: Turn, value: str) -> str:

@@ -84,7 +84,7 @@ class Help(Handler):
         params: dict[str, str] = {}
         if turn.actor.is_customer:
             # Examples with another household's serial would show it to everyone: use the asker's own.
-            units = (await turn.core.installed.list(turn.actor, limit=1)).items
+            units = await turn.core.installed.own_units(turn.actor)
             params["serial"] = units[0].serial_number if units else turn.t("help.serial_placeholder")
         text = "\n".join(
             [turn.t("help.intro", name=display_name(turn)), turn.t(f"help.{role}", **params),

@@ -9,9 +9,12 @@ from typing import Any
 
 from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
 
+from core.auth import Actor, actor_for_identity
 from core.db.models import ButtonPayload, Conversation, InboundMessage
 from core.services.base import Service
+from core.services.marks import insert_or_update
 
 MAX_STATE_BYTES = 64_000
 
@@ -22,47 +25,46 @@ class ConversationStore(Service):
     async def load(self, channel: str, chat_id: str, user_key: str) -> dict[str, Any]:
         """The saved state, or an empty one."""
         async with self._uow() as uow:
-            row = (
-                await uow.session.execute(
-                    select(Conversation.state).where(
-                        Conversation.channel == channel,
-                        Conversation.chat_id == chat_id[:128],
-                        Conversation.user_key == user_key[:128],
-                    )
+            return await self._state(uow.session, channel, chat_id, user_key)
+
+    @staticmethod
+    async def _state(session: AsyncSession, channel: str, chat_id: str, user_key: str) -> dict[str, Any]:
+        row = (
+            await session.execute(
+                select(Conversation.state).where(
+                    Conversation.channel == channel,
+                    Conversation.chat_id == chat_id[:128],
+                    Conversation.user_key == user_key[:128],
                 )
-            ).scalar_one_or_none()
+            )
+        ).scalar_one_or_none()
         return dict(row) if row else {}
+
+    async def open_turn(
+        self, channel: str, sender_id: str, chat_id: str, user_key: str
+    ) -> tuple[Actor | None, dict[str, Any]]:
+        """Who a channel account is, and the state of their conversation: read together, since every
+        turn needs both (None and an empty state for an account nobody linked)."""
+        async with self._uow() as uow:
+            actor = await actor_for_identity(uow.session, channel, sender_id)
+            if actor is None:
+                return None, {}
+            return actor, await self._state(uow.session, channel, chat_id, user_key)
 
     async def save(self, channel: str, chat_id: str, user_key: str, state: dict[str, Any]) -> None:
         """Replace the state (an empty state deletes the row)."""
+        key = {"channel": channel, "chat_id": chat_id[:128], "user_key": user_key[:128]}
         async with self._uow() as uow:
-            session = uow.session
-            row = (
-                await session.execute(
-                    select(Conversation).where(
-                        Conversation.channel == channel,
-                        Conversation.chat_id == chat_id[:128],
-                        Conversation.user_key == user_key[:128],
+            if state:
+                # One statement on every turn that changes the state: no read of the row first.
+                row = {**key, "state": state, "updated_at": self._clock.now()}
+                await insert_or_update(uow.session, Conversation, row, list(key))
+            else:
+                await uow.session.execute(
+                    delete(Conversation).where(
+                        *(getattr(Conversation, column) == value for column, value in key.items())
                     )
                 )
-            ).scalar_one_or_none()
-            if not state:
-                if row is not None:
-                    await session.delete(row)
-                    await uow.commit()
-                return
-            if row is None:
-                row = Conversation(
-                    channel=channel,
-                    chat_id=chat_id[:128],
-                    user_key=user_key[:128],
-                    state=state,
-                    updated_at=self._clock.now(),
-                )
-                session.add(row)
-            else:
-                row.state = state
-                row.updated_at = self._clock.now()
             await uow.commit()
 
     async def first_delivery(self, channel: str, message_id: str) -> bool:

@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import time
+from collections import OrderedDict
 
 from sqlalchemy import ColumnElement, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.auth import Actor, customer_scope, require_role
+from core.clock import Clock
 from core.db.models import Customer, InstalledProduct, Product
 from core.domain.enums import Role
 from core.domain.events import InstalledProductRegistered
 from core.domain.warranty import WarrantyStatus, next_maintenance, warranty_end
 from core.errors import Conflict, NotFound
 from core.schemas import InstalledProductIn, InstalledProductOut, Page, ProductIn, ProductOut, WarrantyOut
-from core.services.base import Service, customer_by_code, fetch_page
+from core.services.base import Service, UowFactory, customer_by_code, fetch_page
 
 
 def normalise_serial(serial: str) -> str:
@@ -25,12 +27,28 @@ def normalise_serial(serial: str) -> str:
 # The catalogue is public and changes rarely, yet the chat reads it on most customer messages (the words
 # for kinds of appliance): kept this long per process, and dropped at once by this service's own writes.
 CATALOGUE_CACHE_SECONDS = 60.0
+# A customer's own units are read by the chat on most of their messages (to know which appliance they
+# mean). Kept this long per process, dropped at once by this service's writes; a unit written by another
+# process or an import shows within this time, and the chat reads afresh before it calls a unit unknown.
+OWN_UNITS_CACHE_SECONDS = 30.0
+OWN_UNITS_CACHED_CUSTOMERS = 10_000
+# Enough for any household or shop; a chain with thousands of units names them by serial (looked up).
+OWN_UNITS_KEPT = 200
 
 
 class InstalledBaseService(Service):
     """Catalogue models and the units customers own."""
 
     _catalogue: tuple[float, list[ProductOut]] | None = None
+
+    def __init__(self, uow: UowFactory, clock: Clock, timezone: str = "UTC") -> None:
+        super().__init__(uow, clock, timezone)
+        self._own_units: OrderedDict[int, tuple[float, list[InstalledProductOut]]] = OrderedDict()
+
+    def invalidate(self) -> None:
+        """Forget the cached catalogue and units (after an import wrote to them in this process)."""
+        self._catalogue = None
+        self._own_units.clear()
 
     async def upsert_product(self, actor: Actor, data: ProductIn) -> ProductOut:
         """Create or update a catalogue model by code."""
@@ -116,6 +134,7 @@ class InstalledBaseService(Service):
             )
             await uow.commit()
             self._catalogue = None  # the unit may have added its model to the catalogue
+            self._own_units.pop(customer.id, None)
             return self._out(unit, product, customer)
 
     async def get(self, actor: Actor, serial: str) -> InstalledProductOut:
@@ -164,6 +183,34 @@ class InstalledBaseService(Service):
                 limit=limit,
                 offset=offset,
             )
+
+    async def own_units(self, actor: Actor, *, fresh: bool = False) -> list[InstalledProductOut]:
+        """A customer's own units by serial, the first OWN_UNITS_KEPT of them (staff own none); read at
+        most every OWN_UNITS_CACHE_SECONDS unless `fresh`."""
+        if not actor.is_customer or actor.customer_id is None:
+            return []
+        customer_id = actor.customer_id
+        cached = self._own_units.get(customer_id)
+        if not fresh and cached is not None and time.monotonic() - cached[0] < OWN_UNITS_CACHE_SECONDS:
+            self._own_units.move_to_end(customer_id)
+            return list(cached[1])
+        async with self._uow() as uow:
+            rows = (
+                await uow.session.execute(
+                    select(InstalledProduct, Product, Customer)
+                    .join(Product, Product.id == InstalledProduct.product_id)
+                    .join(Customer, Customer.id == InstalledProduct.customer_id)
+                    .where(customer_scope(actor))
+                    .order_by(InstalledProduct.serial_number)
+                    .limit(OWN_UNITS_KEPT)
+                )
+            ).tuples()
+            units = [self._out(unit, product, customer) for unit, product, customer in rows]
+        self._own_units[customer_id] = (time.monotonic(), units)
+        self._own_units.move_to_end(customer_id)
+        if len(self._own_units) > OWN_UNITS_CACHED_CUSTOMERS:
+            self._own_units.popitem(last=False)
+        return list(units)
 
     async def find(
         self, session: AsyncSession, actor: Actor, serial: str

@@ -1,4 +1,4 @@
-"""Doing something once: insert-if-absent for rows with a natural key (sweep marks, leases, notifications)."""
+"""Rows with a natural key: insert-if-absent (sweep marks, leases, notifications) and insert-or-update."""
 
 from __future__ import annotations
 
@@ -31,6 +31,22 @@ async def insert_ignoring_duplicates(
         return max(0, int(getattr(result, "rowcount", 0) or 0))
     result = await session.execute(statement, list(rows))
     return max(0, int(getattr(result, "rowcount", 0) or 0))
+
+
+async def insert_or_update(
+    session: AsyncSession, model: type[Base], row: dict[str, Any], key: Sequence[str]
+) -> None:
+    """INSERT … ON CONFLICT (key) DO UPDATE on PostgreSQL and SQLite: one statement, no read first."""
+    if session.bind.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        statement: Any = pg_insert(model).values(**row)
+    else:
+        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+        statement = sqlite_insert(model).values(**row)
+    changed = {column: statement.excluded[column] for column in row if column not in key}
+    await session.execute(statement.on_conflict_do_update(index_elements=list(key), set_=changed))
 
 
 async def mark_once(session: AsyncSession, kind: str, subject: str, mark: str, now: datetime) -> bool:

@@ -11,6 +11,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
 from core.auth import Actor, load_actor, require_role
+from core.auth import actor_for_identity as identity_actor
 from core.db.models import ApiToken, ChannelIdentity, Customer, Department, NotificationPreference, User
 from core.domain.enums import STAFF_ROLES, Channel, DepartmentKind, Role
 from core.errors import Conflict, NotFound, ValidationFailed
@@ -189,16 +190,7 @@ class OrgService(Service):
     async def actor_for_identity(self, channel: str, external_id: str) -> Actor | None:
         """The Actor behind a channel account, or None when it is not linked."""
         async with self._uow() as uow:
-            user = (
-                await uow.session.execute(
-                    select(User)
-                    .join(ChannelIdentity, ChannelIdentity.user_id == User.id)
-                    .where(ChannelIdentity.channel == channel, ChannelIdentity.external_id == external_id)
-                )
-            ).scalar_one_or_none()
-            if user is None or not user.active:
-                return None
-            return await load_actor(uow.session, user)
+            return await identity_actor(uow.session, channel, external_id)
 
     async def issue_api_token(self, actor: Actor, username: str, label: str = "") -> str:
         """Create a personal API token for a user; the token is shown once and stored hashed."""
