@@ -764,6 +764,9 @@ def test_conversations(
     ] = None,
     token: Annotated[str | None, typer.Option(help="Its API token (with --url).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable report.")] = False,
+    channel: Annotated[
+        str, typer.Option(help="In process: rest (default), or terminal to type into `crmbot chat`.")
+    ] = "rest",
 ) -> None:
     """Run conversation tests: exit 1 when a conversation fails, 2 when a file is malformed."""
     from crmbot.conversations import run_files
@@ -771,7 +774,17 @@ def test_conversations(
     if (url is None) != (token is None):
         err.print("--url and --token go together (the server's API token).", markup=False)
         raise typer.Exit(2)
-    code = run_files(files, url=url, token=token, settings=None if url else load_settings(), as_json=as_json)
+    if channel not in ("rest", "terminal") or (url and channel != "rest"):
+        err.print("--channel is rest or terminal; a server (--url) is spoken to over rest.", markup=False)
+        raise typer.Exit(2)
+    code = run_files(
+        files,
+        url=url,
+        token=token,
+        settings=None if url else load_settings(),
+        as_json=as_json,
+        channel="terminal" if channel == "terminal" else "rest",
+    )
     raise typer.Exit(code)
 
 

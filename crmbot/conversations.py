@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import json
+import queue
 import re
 import secrets
 import shutil
@@ -13,20 +15,28 @@ import sqlite3
 import sys
 import tempfile
 import time
+from asyncio import FIRST_COMPLETED
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import Path
-from typing import Any, Literal, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
 
 import httpx
 import yaml
+from rich.console import Console
 
-from bot.assistant import RateLimit, parse_payload
+from bot.assistant import Assistant, RateLimit, parse_payload
+from bot.channels.terminal import chat_loop
 from bot.i18n import t
+from bot.messages import IncomingMessage, Reply
 from bot.nlu.types import NluEngine
 from core.settings import Settings
+
+if TYPE_CHECKING:
+    from core.auth import Actor
+    from core.container import Core
 
 __all__ = [
     "Conversation",
@@ -59,6 +69,8 @@ GENEROUS = RateLimit(burst=10_000, per_second=10_000)
 SLOW_DOWN_TEXTS = frozenset({t("en", "dialogue.slow_down"), t("zh", "dialogue.slow_down")})
 SLOW_DOWN_RETRIES = 30
 T = TypeVar("T")
+# How the terminal chat begins each reply it prints.
+TERMINAL_PREFIX = "crmbot: "
 
 
 # --- the format ---------------------------------------------------------------------------------
@@ -393,14 +405,34 @@ class Report:
         }
 
 
+class Chat(Protocol):
+    """The channel a conversation's messages go through, as its person would use it."""
+
+    async def say(self, step: Step, text: str) -> list[dict[str, Any]]:
+        """Send what the person types; the replies as the REST channel shapes them (text, buttons)."""
+        ...
+
+    def press(self, replies: list[dict[str, Any]], reply: int, button: int) -> tuple[str, str]:
+        """What pressing this button sends on this channel, and the payload it stands for."""
+        ...
+
+
+@dataclass(frozen=True)
+class Session:
+    """One conversation's way in: its chat, and an HTTP client for API steps and `/model/parse`."""
+
+    http: httpx.AsyncClient
+    chat: Chat
+
+
 class Target(Protocol):
-    """Where conversations run: an HTTP client speaking to the assistant as a given sender."""
+    """Where conversations run: the assistant, spoken to as a given sender."""
 
     mode: str
     token: str
 
-    def session(self, conversation: Conversation) -> AbstractAsyncContextManager[httpx.AsyncClient]:
-        """The client for this conversation, from a clean state."""
+    def session(self, conversation: Conversation) -> AbstractAsyncContextManager[Session]:
+        """The chat and client for this conversation, from a clean state."""
         ...
 
 
@@ -417,8 +449,8 @@ async def run_conversations(conversations: Sequence[Conversation], target: Targe
     for conversation in conversations:
         began = time.perf_counter()
         try:
-            async with target.session(conversation) as http:
-                await _run_steps(conversation, http, target.token)
+            async with target.session(conversation) as session:
+                await _run_steps(conversation, session, target.token)
         except _StepFailed as failed:
             outcomes.append(Outcome(conversation, time.perf_counter() - began, failed.failure))
         else:
@@ -426,17 +458,17 @@ async def run_conversations(conversations: Sequence[Conversation], target: Targe
     return Report(outcomes=tuple(outcomes), mode=target.mode, seconds=time.perf_counter() - started)
 
 
-async def _run_steps(conversation: Conversation, http: httpx.AsyncClient, token: str) -> None:
+async def _run_steps(conversation: Conversation, session: Session, token: str) -> None:
     headers = {"Authorization": f"Bearer {token}"}
     last_replies: list[dict[str, Any]] = []
     for step in conversation.steps:
         if step.kind == "api":
-            await _api_step(step, http, headers)
+            await _api_step(step, session.http, headers)
             continue
-        message = step.text
+        message = meant = step.text
         if step.kind == "button":
-            payload = _press(step, last_replies)
-            if payload is None:
+            found = _find_button(step, last_replies)
+            if found is None:
                 raise _StepFailed(
                     Failure(
                         step,
@@ -444,11 +476,11 @@ async def _run_steps(conversation: Conversation, http: httpx.AsyncClient, token:
                         tuple(last_replies),
                     )
                 )
-            message = payload
-        last_replies = await _say(step, http, headers, conversation.sender, message)
+            message, meant = session.chat.press(last_replies, *found)
+        last_replies = await session.chat.say(step, message)
         problems = _check_replies(step.expect, last_replies)
         if step.expect.intent is not None:
-            understood, confidence = await _intent(step, http, headers, message)
+            understood, confidence = await _intent(step, session.http, headers, meant)
             if not step.expect.intent.fullmatch(understood):
                 problems.insert(
                     0,
@@ -460,14 +492,32 @@ async def _run_steps(conversation: Conversation, http: httpx.AsyncClient, token:
             raise _StepFailed(Failure(step, tuple(problems), tuple(last_replies), sent=sent))
 
 
-def _press(step: Step, replies: list[dict[str, Any]]) -> str | None:
-    """The payload of the first matching button of the last reply that has one."""
+def _find_button(step: Step, replies: list[dict[str, Any]]) -> tuple[int, int] | None:
+    """Where the first matching button is (reply, button), in the last reply that has one."""
     assert step.button is not None
-    for reply in reversed(replies):
-        for button in reply.get("buttons") or []:
+    for reply_index in range(len(replies) - 1, -1, -1):
+        for button_index, button in enumerate(replies[reply_index].get("buttons") or []):
             if step.button.search(str(button.get("title", ""))):
-                return str(button.get("payload", ""))
+                return reply_index, button_index
     return None
+
+
+@dataclass(frozen=True)
+class RestChat:
+    """The REST channel (Rasa's shape): a button press sends the button's payload."""
+
+    http: httpx.AsyncClient
+    token: str
+    sender: str
+
+    async def say(self, step: Step, text: str) -> list[dict[str, Any]]:
+        """POST the message to the webhook as `rest:<sender>`."""
+        return await _say(step, self.http, {"Authorization": f"Bearer {self.token}"}, self.sender, text)
+
+    def press(self, replies: list[dict[str, Any]], reply: int, button: int) -> tuple[str, str]:
+        """The payload, sent as it is."""
+        payload = str(replies[reply]["buttons"][button].get("payload", ""))
+        return payload, payload
 
 
 async def _say(
@@ -648,13 +698,19 @@ def _sqlite_url(path: Path) -> str:
     return f"sqlite+aiosqlite:///{path}"
 
 
+ChannelName = Literal["rest", "terminal"]
+
+
 class InProcessTarget:
     """The real app in this process; every conversation gets its own copy of the freshly loaded demo
-    database, so what one conversation changes (or leaves half-asked) never reaches the next."""
+    database, so what one conversation changes (or leaves half-asked) never reaches the next. Messages go
+    through the REST channel, or through the terminal chat (`crmbot chat`) as its user types them."""
 
-    mode = "in-process"
-
-    def __init__(self, settings: Settings, nlu: NluEngine, template: Path, workdir: Path) -> None:
+    def __init__(
+        self, settings: Settings, nlu: NluEngine, template: Path, workdir: Path, channel: ChannelName = "rest"
+    ) -> None:
+        self.mode = "in-process" if channel == "rest" else f"in-process, {channel}"
+        self.channel = channel
         self.token = secrets.token_urlsafe(24)
         self._settings = settings.model_copy(update={"data_dir": workdir / "var", "api_token": None})
         self._nlu = nlu
@@ -666,7 +722,12 @@ class InProcessTarget:
     @classmethod
     @asynccontextmanager
     async def start(
-        cls, settings: Settings, *, nlu: NluEngine | None = None, template: Path | None = None
+        cls,
+        settings: Settings,
+        *,
+        nlu: NluEngine | None = None,
+        template: Path | None = None,
+        channel: ChannelName = "rest",
     ) -> AsyncIterator[InProcessTarget]:
         """Load the demo data into a throw-away database (unless a loaded `template` is given) and the
         NLU model (`crmbot run`'s: trained first when missing); everything is deleted at the end."""
@@ -682,12 +743,11 @@ class InProcessTarget:
                 if template is None
                 else _ready(template),
             )
-            yield cls(settings, engine, loaded, workdir)
+            yield cls(settings, engine, loaded, workdir, channel)
 
     @asynccontextmanager
-    async def session(self, conversation: Conversation) -> AsyncIterator[httpx.AsyncClient]:
-        """A copy of the demo database, a new Assistant over it, and a client to the app."""
-        from bot.assistant import Assistant
+    async def session(self, conversation: Conversation) -> AsyncIterator[Session]:
+        """A copy of the demo database, a new Assistant over it, a client to the app, and the chat."""
         from core.container import build_core
         from crmbot.app import create_app
 
@@ -707,11 +767,146 @@ class InProcessTarget:
             async with httpx.AsyncClient(
                 transport=httpx.ASGITransport(app=self._app), base_url="http://conversation-test"
             ) as http:
-                yield http
+                if self.channel == "rest":
+                    yield Session(http, RestChat(http, self.token, conversation.sender))
+                else:
+                    async with TerminalChat.open(core, self._nlu, conversation.sender) as terminal:
+                        yield Session(http, terminal)
         finally:
             await core.close()
             for leftover in self._workdir.glob(f"{database.name}*"):
                 leftover.unlink(missing_ok=True)
+
+
+class _RecordingAssistant(Assistant):
+    """The assistant, keeping the replies of each turn: the terminal prints no payloads, yet a pressed
+    button's payload is what an `intent` expectation checks."""
+
+    def __init__(self, core: Core, nlu: NluEngine) -> None:
+        super().__init__(core, nlu, rate_limit=GENEROUS)
+        self.recorded: list[Reply] = []
+
+    async def handle_as(self, actor: Actor, message: IncomingMessage) -> list[Reply]:
+        replies = await super().handle_as(actor, message)
+        self.recorded.extend(replies)
+        return replies
+
+
+class TerminalChat:
+    """A person at `crmbot chat`: the real chat loop reads what they type and prints its answers, and the
+    printed lines are read back into replies, so expectations see what the person sees."""
+
+    def __init__(self, assistant: _RecordingAssistant, actor: Actor) -> None:
+        self._typed: queue.Queue[str | None] = queue.Queue()
+        self._prompts: asyncio.Queue[None] = asyncio.Queue()
+        self._output = io.StringIO()
+        self._recorded = assistant.recorded
+        loop = asyncio.get_running_loop()
+
+        def read_line(_prompt: str) -> str:
+            # Called by the chat loop in a worker thread each time it waits for the person.
+            loop.call_soon_threadsafe(self._prompts.put_nowait, None)
+            line = self._typed.get()
+            if line is None:
+                raise EOFError
+            return line
+
+        console = Console(file=self._output, width=10_000, color_system=None, force_terminal=False)
+        self._loop = asyncio.create_task(
+            chat_loop(assistant, actor, console, read_line)
+        )
+
+    @classmethod
+    @asynccontextmanager
+    async def open(cls, core: Core, nlu: NluEngine, sender: str) -> AsyncIterator[TerminalChat]:
+        """The chat loop of the user behind `terminal:<sender>` (the demo links every demo user there)."""
+        assistant = _RecordingAssistant(core, nlu)
+        actor = await core.org.actor_for_identity("terminal", sender)
+        if actor is None:
+            raise ConnectionError(f"no user is linked to terminal:{sender}: the terminal cannot be them")
+        chat = cls(assistant, actor)
+        try:
+            await chat._next_prompt(None)
+            yield chat
+        finally:
+            chat._typed.put(None)
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(chat._loop, timeout=10)
+
+    async def say(self, step: Step, text: str) -> list[dict[str, Any]]:
+        """Type a line; the replies as printed, each checked against what the assistant said."""
+        start = len(self._output.getvalue())
+        self._recorded.clear()
+        self._typed.put(text)
+        await self._next_prompt(step)
+        printed = read_terminal(self._output.getvalue()[start:])
+        said = [
+            {"text": reply.text, "buttons": [{"title": b.title, "payload": b.payload} for b in reply.buttons]}
+            for reply in self._recorded
+        ]
+        problems = _misprinted(printed, said)
+        if problems:
+            raise _StepFailed(Failure(step, tuple(problems), tuple(printed)))
+        return said
+
+    def press(self, replies: list[dict[str, Any]], reply: int, button: int) -> tuple[str, str]:
+        """The button's number, when it is one of the numbered choices on screen; else its title, typed."""
+        chosen = replies[reply]["buttons"][button]
+        numbered = max((index for index, item in enumerate(replies) if item.get("buttons")), default=-1)
+        typed = str(button + 1) if reply == numbered else str(chosen["title"])
+        return typed, str(chosen.get("payload", ""))
+
+    async def _next_prompt(self, step: Step | None) -> None:
+        """Until the chat loop waits for the next line (or has stopped, which fails the step)."""
+        waiting = asyncio.ensure_future(self._prompts.get())
+        done, _pending = await asyncio.wait({waiting, self._loop}, timeout=120, return_when=FIRST_COMPLETED)
+        if waiting in done:
+            return
+        waiting.cancel()
+        crash = self._loop.exception() if self._loop.done() else None
+        reason = f"the terminal chat stopped: {crash!r}" if crash else "the terminal chat did not answer"
+        if step is None:
+            raise ConnectionError(reason)
+        raise _StepFailed(Failure(step, (reason,), ()))
+
+
+_NUMBERED = re.compile(r"^  (\d+)\. (.*)$")
+_CHART = re.compile(r"^  \(chart: .*\)$")
+
+
+def read_terminal(printed: str) -> list[dict[str, Any]]:
+    """The terminal's output back into replies: `crmbot: ` opens one, `  N. title` lines are its buttons."""
+    replies: list[dict[str, Any]] = []
+    for line in printed.splitlines():
+        if line.startswith(TERMINAL_PREFIX):
+            replies.append({"text": line[len(TERMINAL_PREFIX) :], "buttons": []})
+            continue
+        if not replies:
+            continue
+        current = replies[-1]
+        numbered = _NUMBERED.match(line)
+        if numbered and int(numbered.group(1)) == len(current["buttons"]) + 1:
+            current["buttons"].append({"title": numbered.group(2)})
+        elif _CHART.match(line):
+            current["image"] = True
+        else:
+            current["text"] += "\n" + line
+    return replies
+
+
+def _misprinted(printed: list[dict[str, Any]], said: list[dict[str, Any]]) -> list[str]:
+    """Where the terminal shows something else than the assistant said (a lost reply, a mangled text)."""
+    if len(printed) != len(said):
+        return [f"the terminal printed {len(printed)} replies, the assistant gave {len(said)}"]
+    problems = []
+    for number, (shown, given) in enumerate(zip(printed, said, strict=True), start=1):
+        text = "\n".join(line.rstrip() for line in str(given["text"]).splitlines())
+        if shown["text"].rstrip() != text.rstrip():
+            problems.append(f"reply {number} printed as {shown['text']!r}, said {given['text']!r}")
+        titles = [button["title"] for button in given["buttons"]]
+        if [button["title"] for button in shown["buttons"]] != titles:
+            problems.append(f"reply {number}: buttons printed as {shown['buttons']}, given {titles}")
+    return problems
 
 
 async def _ready(value: T) -> T:
@@ -743,7 +938,7 @@ class ServerTarget:
             yield cls(url, token, http)
 
     @asynccontextmanager
-    async def session(self, conversation: Conversation) -> AsyncIterator[httpx.AsyncClient]:
+    async def session(self, conversation: Conversation) -> AsyncIterator[Session]:
         """The shared client, after dropping any task a previous run left half-asked for this sender."""
         # The server keeps each sender's conversation; /cancel (a button payload) forgets the task in
         # progress, the nearest thing to a fresh start that a client can ask for.
@@ -754,7 +949,7 @@ class ServerTarget:
                 headers={"Authorization": f"Bearer {self.token}"},
                 json={"sender": conversation.sender, "message": "/cancel"},
             )
-        yield self._http
+        yield Session(self._http, RestChat(self._http, self.token, conversation.sender))
 
 
 # --- reporting ----------------------------------------------------------------------------------
@@ -795,6 +990,7 @@ def run_files(
     token: str | None = None,
     settings: Settings | None = None,
     as_json: bool = False,
+    channel: ChannelName = "rest",
 ) -> int:
     """`crmbot test conversations`: validate every file, run, print the report; the exit code."""
     try:
@@ -809,7 +1005,7 @@ def run_files(
             async with ServerTarget.start(url, token or "") as server:
                 return await run_conversations(conversations, server)
         print("Loading the demo data into a throw-away database and the NLU model…", file=sys.stderr)
-        async with InProcessTarget.start(settings or Settings()) as local:
+        async with InProcessTarget.start(settings or Settings(), channel=channel) as local:
             return await run_conversations(conversations, local)
 
     try:
@@ -825,7 +1021,11 @@ def run_files(
                 print("\n".join(format_failure(outcome)) + "\n")
         print(
             f"{len(report.outcomes)} conversations in {report.seconds:.1f} s "
-            + ("in process, each on its own copy of the demo database" if url is None else f"against {url}")
+            + (
+                f"in process through the {channel} channel, each on its own copy of the demo database"
+                if url is None
+                else f"against {url}"
+            )
         )
         print(report.summary())
     return 1 if report.failed else 0

@@ -14,9 +14,11 @@ from pathlib import Path
 
 import pytest
 import uvicorn
+from rich.console import Console
 from typer.testing import CliRunner
 
 from bot.assistant import Assistant, RateLimit
+from bot.messages import Button, Reply
 from bot.nlu.embedded import EmbeddedNlu
 from bot.nlu.service import default_model_path, ensure_model
 from core.container import build_core
@@ -33,6 +35,7 @@ from crmbot.conversations import (
     lookup,
     matches,
     prepare_demo_database,
+    read_terminal,
     run_conversations,
 )
 
@@ -68,6 +71,13 @@ async def target(settings: Settings, nlu: EmbeddedNlu, template: Path) -> AsyncI
         yield started
 
 
+@pytest.fixture(scope="module")
+async def terminal(settings: Settings, nlu: EmbeddedNlu, template: Path) -> AsyncIterator[InProcessTarget]:
+    """The same, typing into the terminal chat (`crmbot chat`) instead of posting to the REST channel."""
+    async with InProcessTarget.start(settings, nlu=nlu, template=template, channel="terminal") as started:
+        yield started
+
+
 @pytest.fixture
 def cli(settings: Settings, nlu: EmbeddedNlu, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> CliRunner:
     """The command line, finding the already trained model in its data directory."""
@@ -97,6 +107,13 @@ def failures(report: Report) -> str:
 async def test_conversation_file_passes(path: Path, target: InProcessTarget) -> None:
     report = await run_conversations(load_files([path]), target)
     failed = report.failed  # a plain number, so pytest prints the failures and not the whole report
+    assert failed == 0, failures(report)
+
+
+@pytest.mark.parametrize("path", CONVERSATION_FILES, ids=lambda path: path.name)
+async def test_conversation_file_passes_in_the_terminal(path: Path, terminal: InProcessTarget) -> None:
+    report = await run_conversations(load_files([path]), terminal)
+    failed = report.failed
     assert failed == 0, failures(report)
 
 
@@ -153,6 +170,75 @@ conversations:
     assert "no button titled /Launch the rocket/" in failure.problems[0]
     # The replies it looked in are shown, titles included.
     assert "buttons: [Request a repair]" in failures(report)
+
+
+async def test_in_the_terminal_a_button_is_its_number_on_screen_or_its_title(
+    terminal: InProcessTarget, tmp_path: Path
+) -> None:
+    report = await run_text(
+        terminal,
+        tmp_path,
+        """
+conversations:
+  - name: warranty then repair, by number
+    sender: demo-customer
+    steps:
+      - user: "is WM2023-00917 still under warranty?"
+      - button: "(?i)request a REPAIR"
+        expect: {intent: open_service_request, reply: "What's wrong"}
+  - name: pressed, answered otherwise
+    sender: demo-customer
+    steps:
+      - user: "is WM2023-00917 still under warranty?"
+      - button: "Request a repair"
+        expect: {reply: "Launched"}
+""",
+    )
+    assert [outcome.passed for outcome in report.outcomes] == [True, False], failures(report)
+    # The terminal user types the number of the choice printed under the reply.
+    assert "  pressed: 1\n" in failures(report)
+
+
+def test_the_terminal_output_is_read_back_into_replies() -> None:
+    printed = (
+        "crmbot: Your requests:\n"
+        "SR-1 · new\n"
+        "  (chart: open requests, 512 bytes)\n"
+        "  1. Check SR-1\n"
+        "  2. [Drop it]\n"
+        "crmbot: Anything else?\n"
+    )
+    assert read_terminal(printed) == [
+        {"text": "Your requests:\nSR-1 · new", "buttons": [{"title": "Check SR-1"}, {"title": "[Drop it]"}],
+         "image": True},
+        {"text": "Anything else?", "buttons": []},
+    ]
+
+
+async def test_a_reply_the_terminal_mangles_fails_the_step(
+    terminal: InProcessTarget, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The terminal prints replies with rich: what it shows must be what the assistant said."""
+
+    def careless(console: Console, replies: list[Reply]) -> list[Button]:
+        for reply in replies:
+            console.print(f"crmbot: {reply.text}", markup=True, highlight=False, soft_wrap=True)
+        return []
+
+    monkeypatch.setattr("bot.channels.terminal.render", careless)
+    report = await run_text(
+        terminal,
+        tmp_path,
+        """
+conversations:
+  - name: any question with buttons
+    sender: demo-customer-en
+    steps:
+      - user: "is WM2023-00917 still under warranty?"
+""",
+    )
+    assert report.failed == 1
+    assert "buttons printed as []" in failures(report)
 
 
 async def test_each_conversation_starts_from_a_fresh_copy(target: InProcessTarget, tmp_path: Path) -> None:

@@ -7,8 +7,8 @@ import io
 from rich.console import Console
 
 from bot.assistant import Assistant
-from bot.channels.terminal import chat_loop, resolve_choice
-from bot.messages import Button
+from bot.channels.terminal import chat_loop, render, resolve_choice
+from bot.messages import Button, Reply
 from core.container import Core
 from tests.chat import ScriptedNlu
 from tests.world import World
@@ -37,3 +37,12 @@ async def test_a_conversation_in_the_terminal(core: Core, world: World) -> None:
     # "2" was sent as the second button's payload: the help intent, without asking the NLU.
     assert [text for text, _context in nlu.seen] == ["is WM2023-00917 under warranty?", "blah"]
     assert "Request a repair" in printed
+
+
+def test_replies_are_printed_as_typed_never_as_markup() -> None:
+    output = io.StringIO()
+    console = Console(file=output, width=200, color_system=None)
+    reply = Reply(text="Type [/drop_form] or [bold]x[/bold]", buttons=(Button("[Continue]", "/c"),))
+    choices = render(console, [reply])
+    assert output.getvalue() == "crmbot: Type [/drop_form] or [bold]x[/bold]\n  1. [Continue]\n"
+    assert [button.payload for button in choices] == ["/c"]

@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import Callable
 
 from rich.console import Console
+from rich.markup import escape
 
 from bot.assistant import Assistant
 from bot.messages import Button, IncomingMessage, Reply
@@ -19,15 +20,16 @@ def render(console: Console, replies: list[Reply]) -> list[Button]:
     """Print replies; return the buttons of the last reply that had any, numbered from 1."""
     choices: list[Button] = []
     for reply in replies:
-        console.print(
-            f"[bold cyan]crmbot:[/bold cyan] {reply.text}", markup=True, highlight=False, soft_wrap=True
-        )
+        # The reply is text, not markup: "[/drop_form]" or "[Continue]" in it is printed as typed.
+        text = escape(reply.text)
+        console.print(f"[bold cyan]crmbot:[/bold cyan] {text}", markup=True, highlight=False, soft_wrap=True)
         if reply.image is not None:
-            console.print(f"  [dim](chart: {reply.image_alt or 'image'}, {len(reply.image)} bytes)[/dim]")
+            alt = escape(reply.image_alt or "image")
+            console.print(f"  [dim](chart: {alt}, {len(reply.image)} bytes)[/dim]", highlight=False)
         if reply.buttons:
             choices = list(reply.buttons)
             for number, button in enumerate(choices, start=1):
-                console.print(f"  [bold]{number}[/bold]. {button.title}", highlight=False)
+                console.print(f"  [bold]{number}[/bold]. {escape(button.title)}", highlight=False)
     return choices
 
 
