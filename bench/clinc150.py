@@ -127,6 +127,16 @@ def parse_latency(model: Path, texts: list[str], count: int) -> tuple[float, flo
     return timings[len(timings) // 2], timings[min(len(timings) - 1, int(0.99 * len(timings)))]
 
 
+def _crmbot(command: list[str], env: dict[str, str]) -> tuple[str, float]:
+    """Run a crmbot command; its output and wall time (the benchmark stops if it fails)."""
+    started = time.perf_counter()
+    done = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
+    wall = time.perf_counter() - started
+    if done.returncode != 0:
+        sys.exit(f"{' '.join(command[-6:])} failed:\n{done.stdout}{done.stderr}")
+    return done.stdout, wall
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -158,30 +168,12 @@ def main() -> None:
         command = crmbot_command()
         # A model path is given to every command: no settings or database are needed.
         env = dict(os.environ, CRMBOT_DATA_DIR=str(folder))
-        started = time.perf_counter()
-        trained = subprocess.run(
-            [*command, "nlu", "train", "--data", str(train_file), "--out", str(model)],
-            capture_output=True,
-            text=True,
-            env=env,
-            check=False,
-        )
-        train_wall = time.perf_counter() - started
-        if trained.returncode != 0:
-            sys.exit(f"crmbot nlu train failed:\n{trained.stdout}{trained.stderr}")
-        print(" ".join(trained.stdout.split()))
-        started = time.perf_counter()
-        tested = subprocess.run(
-            [*command, "nlu", "test", str(test_file), "--model", str(model), "--json"],
-            capture_output=True,
-            text=True,
-            env=env,
-            check=False,
-        )
-        test_wall = time.perf_counter() - started
-        if tested.returncode != 0:
-            sys.exit(f"crmbot nlu test failed:\n{tested.stdout}{tested.stderr}")
-        report = json.loads(tested.stdout)
+        train = [*command, "nlu", "train", "--data", str(train_file), "--out", str(model)]
+        trained, train_wall = _crmbot(train, env)
+        print(" ".join(trained.split()))
+        test = [*command, "nlu", "test", str(test_file), "--model", str(model), "--json"]
+        tested, test_wall = _crmbot(test, env)
+        report = json.loads(tested)
         in_scope, in_support, oos_recall, oos_support = summarise(report)
         rows = data[args.split] + data[f"oos_{args.split}"]
         p50, p99 = parse_latency(model, [text for text, _label in rows], args.parses)

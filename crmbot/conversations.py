@@ -191,14 +191,17 @@ def _label(item: Any, index: int) -> str:
     return json.dumps(name, ensure_ascii=False) if isinstance(name, str) and name.strip() else f"#{index}"
 
 
+def _only(mapping: dict[Any, Any], allowed: frozenset[str], listed: str) -> None:
+    """Refuse keys the format does not know (a typo would otherwise silently check nothing)."""
+    unknown = set(mapping) - allowed
+    if unknown:
+        raise _Problem(f"unknown key(s) {', '.join(sorted(map(str, unknown)))} (allowed: {listed})")
+
+
 def _conversation(file: str, item: Any, label: str, problems: list[str]) -> Conversation | None:
     if not isinstance(item, dict):
         raise _Problem("must be a mapping with name, sender and steps")
-    unknown = set(item) - CONVERSATION_KEYS
-    if unknown:
-        raise _Problem(
-            f"unknown key(s) {', '.join(sorted(map(str, unknown)))} (allowed: name, sender, steps)"
-        )
+    _only(item, CONVERSATION_KEYS, "name, sender, steps")
     name, sender, steps = item.get("name"), item.get("sender"), item.get("steps")
     if not isinstance(name, str) or not name.strip():
         raise _Problem("`name` must be non-empty text")
@@ -223,12 +226,7 @@ def _conversation(file: str, item: Any, label: str, problems: list[str]) -> Conv
 def _step(number: int, raw: Any) -> Step:
     if not isinstance(raw, dict):
         raise _Problem("must be a mapping with one of user, button or api")
-    unknown = set(raw) - STEP_KEYS
-    if unknown:
-        raise _Problem(
-            f"unknown key(s) {', '.join(sorted(map(str, unknown)))} "
-            "(allowed: user, button, api, body, expect)"
-        )
+    _only(raw, STEP_KEYS, "user, button, api, body, expect")
     kinds = [kind for kind in ("user", "button", "api") if kind in raw]
     if len(kinds) != 1:
         raise _Problem(
@@ -528,15 +526,7 @@ async def _say(
         response = await _request(
             step, http, "POST", WEBHOOK, headers, {"sender": sender, "message": message}
         )
-        if response.status_code != 200:
-            raise _StepFailed(
-                Failure(
-                    step,
-                    (f"the REST channel answered HTTP {response.status_code}",),
-                    status=response.status_code,
-                    body=response.text[:2000],
-                )
-            )
+        _expect_ok(step, response, "the REST channel")
         try:
             replies = response.json()
         except ValueError:
@@ -555,6 +545,19 @@ async def _say(
     raise _StepFailed(Failure(step, ("the server kept saying to slow down",)))
 
 
+def _expect_ok(step: Step, response: httpx.Response, what: str) -> None:
+    """Fail the step, with the status and body, unless `what` answered 200."""
+    if response.status_code != 200:
+        raise _StepFailed(
+            Failure(
+                step,
+                (f"{what} answered HTTP {response.status_code}",),
+                status=response.status_code,
+                body=response.text[:2000],
+            )
+        )
+
+
 async def _intent(
     step: Step, http: httpx.AsyncClient, headers: dict[str, str], message: str
 ) -> tuple[str, float]:
@@ -564,15 +567,7 @@ async def _intent(
     if payload is not None:
         return payload.intent, payload.confidence
     response = await _request(step, http, "POST", PARSE, headers, {"text": message})
-    if response.status_code != 200:
-        raise _StepFailed(
-            Failure(
-                step,
-                (f"{PARSE} answered HTTP {response.status_code}",),
-                status=response.status_code,
-                body=response.text[:2000],
-            )
-        )
+    _expect_ok(step, response, PARSE)
     try:
         intent = response.json()["intent"]
         return str(intent["name"]), float(intent["confidence"])

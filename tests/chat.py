@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import AsyncIterator, Collection
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
+from typing import Any
 
-from bot.assistant import Assistant
+import httpx
+
+from bot.assistant import Assistant, RateLimit
 from bot.messages import IncomingMessage, Reply
 from bot.nlu.embedded import EmbeddedNlu, TrainConfig
 from bot.nlu.lang import detect_lang
 from bot.nlu.service import DEFAULT_DATA_DIR
-from bot.nlu.types import Entity, ParseContext, ParseResult
+from bot.nlu.types import Entity, NluEngine, ParseContext, ParseResult
 from bot.nlu.yaml_data import load_nlu_data
 from core.container import Core
 
@@ -110,3 +114,28 @@ def nlu_for(intents: Collection[str]) -> EmbeddedNlu:
         TrainConfig(folds=3),
     )
     return engine
+
+
+async def say_over_rest(
+    client: httpx.AsyncClient, sender: str, message: str, headers: dict[str, str]
+) -> list[dict[str, Any]]:
+    """Post one message to the REST channel as `rest:<sender>`; its replies, addressed to the sender."""
+    response = await client.post(
+        "/webhooks/rest/webhook", json={"sender": sender, "message": message}, headers=headers
+    )
+    assert response.status_code == 200, response.text
+    replies: list[dict[str, Any]] = response.json()
+    assert replies, f"no reply to {message!r}"
+    assert all(reply["recipient_id"] == sender for reply in replies)
+    return replies
+
+
+@asynccontextmanager
+async def rest_client(core: Core, nlu: NluEngine, token: str) -> AsyncIterator[httpx.AsyncClient]:
+    """The HTTP app as `crmbot run` builds it over this core and NLU, with a rate limit no test reaches."""
+    from crmbot.app import create_app
+
+    assistant = Assistant(core, nlu, rate_limit=RateLimit(burst=100, per_second=100))
+    app = create_app(core, token, assistant=assistant, nlu=nlu)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as http:
+        yield http

@@ -26,14 +26,13 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
 import yaml
 
-from bot.assistant import Assistant, RateLimit
 from bot.nlu.embedded import EmbeddedNlu
 from bot.nlu.lang import detect_lang
 from bot.nlu.rasa import RasaNlu, export_rasa
@@ -42,7 +41,7 @@ from bot.nlu.types import FALLBACK_INTENT, ParseContext
 from bot.nlu.yaml_data import load_nlu_data
 from core.container import Core
 from core.settings import Settings
-from crmbot.app import create_app
+from tests.chat import rest_client, say_over_rest
 from tests.world import World
 
 pytestmark = pytest.mark.rasa
@@ -84,6 +83,16 @@ def _rasa_venv() -> Path:
 
 class RasaSkipped(UserWarning):
     """Why the real-Rasa tests did not run."""
+
+
+def _rasa(venv: Path, *arguments: str) -> list[str]:
+    """A `rasa` command line of the cached venv."""
+    return [str(venv / "bin" / "rasa"), *arguments]
+
+
+def _logged_to(sink: IO[Any]) -> dict[str, Any]:
+    """How Rasa runs here: our environment, no input, everything it prints into `sink`."""
+    return {"env": _rasa_env(), "stdin": subprocess.DEVNULL, "stdout": sink, "stderr": subprocess.STDOUT}
 
 
 def _rasa_env() -> dict[str, str]:
@@ -143,26 +152,10 @@ def rasa_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     started = time.monotonic()
     with log.open("w", encoding="utf-8") as sink:
         trained = subprocess.run(
-            [
-                str(venv / "bin" / "rasa"),
-                "train",
-                "nlu",
-                "--config",
-                "config.yml",
-                "--nlu",
-                "data/nlu.yml",
-                "--domain",
-                "domain.yml",
-                "--out",
-                str(out),
-                "--fixed-model-name",
-                "nlu",
-            ],
+            _rasa(venv, "train", "nlu", "--config", "config.yml", "--nlu", "data/nlu.yml",
+                  "--domain", "domain.yml", "--out", str(out), "--fixed-model-name", "nlu"),
             cwd=project,
-            env=_rasa_env(),
-            stdin=subprocess.DEVNULL,
-            stdout=sink,
-            stderr=subprocess.STDOUT,
+            **_logged_to(sink),
             timeout=TRAIN_SECONDS,
             check=False,
         )
@@ -248,22 +241,9 @@ def rasa_started(rasa_model: Path, tmp_path_factory: pytest.TempPathFactory) -> 
     started = time.monotonic()
     with log.open("wb") as sink:
         process = subprocess.Popen(
-            [
-                str(venv / "bin" / "rasa"),
-                "run",
-                "--enable-api",
-                "-m",
-                str(rasa_model),
-                "--port",
-                str(port),
-                "-i",
-                "127.0.0.1",
-            ],
+            _rasa(venv, "run", "--enable-api", "-m", str(rasa_model), "--port", str(port), "-i", "127.0.0.1"),
             cwd=workdir,
-            env=_rasa_env(),
-            stdin=subprocess.DEVNULL,
-            stdout=sink,
-            stderr=subprocess.STDOUT,
+            **_logged_to(sink),
             start_new_session=True,
             preexec_fn=_die_with_us,
         )
@@ -305,9 +285,7 @@ async def rasa_nlu(
 
 @pytest.fixture
 async def client(core: Core, world: World, rasa_nlu: RasaNlu) -> AsyncIterator[httpx.AsyncClient]:
-    assistant = Assistant(core, rasa_nlu, rate_limit=RateLimit(burst=100, per_second=100))
-    app = create_app(core, TOKEN, assistant=assistant, nlu=rasa_nlu)
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as http:
+    async with rest_client(core, rasa_nlu, TOKEN) as http:
         yield http
 
 
@@ -359,13 +337,7 @@ async def test_real_rasa_parse_shapes(
 
 
 async def say(client: httpx.AsyncClient, sender: str, message: str) -> list[dict[str, Any]]:
-    response = await client.post(
-        "/webhooks/rest/webhook", json={"sender": sender, "message": message}, headers=ADMIN
-    )
-    assert response.status_code == 200, response.text
-    replies: list[dict[str, Any]] = response.json()
-    assert replies, f"no reply to {message!r}"
-    return replies
+    return await say_over_rest(client, sender, message, ADMIN)
 
 
 def text(replies: list[dict[str, Any]]) -> str:

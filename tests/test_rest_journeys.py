@@ -9,13 +9,12 @@ from typing import Any
 import httpx
 import pytest
 
-from bot.assistant import Assistant, RateLimit
 from bot.nlu.embedded import EmbeddedNlu
 from bot.nlu.service import ensure_model
 from core.auth import SYSTEM
 from core.container import Core
 from core.schemas import TransitionIn
-from crmbot.app import create_app
+from tests.chat import rest_client, say_over_rest
 from tests.world import World
 
 TOKEN = "test-admin-token"
@@ -30,21 +29,12 @@ def nlu(tmp_path_factory: pytest.TempPathFactory) -> EmbeddedNlu:
 
 @pytest.fixture
 async def client(core: Core, world: World, nlu: EmbeddedNlu) -> AsyncIterator[httpx.AsyncClient]:
-    assistant = Assistant(core, nlu, rate_limit=RateLimit(burst=100, per_second=100))
-    app = create_app(core, TOKEN, assistant=assistant, nlu=nlu)
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as http:
+    async with rest_client(core, nlu, TOKEN) as http:
         yield http
 
 
 async def say(client: httpx.AsyncClient, sender: str, message: str) -> list[dict[str, Any]]:
-    response = await client.post(
-        "/webhooks/rest/webhook", json={"sender": sender, "message": message}, headers=ADMIN
-    )
-    assert response.status_code == 200, response.text
-    replies: list[dict[str, Any]] = response.json()
-    assert replies, f"no reply to {message!r}"
-    assert all(reply["recipient_id"] == sender for reply in replies)
-    return replies
+    return await say_over_rest(client, sender, message, ADMIN)
 
 
 def text(replies: list[dict[str, Any]]) -> str:
