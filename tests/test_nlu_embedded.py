@@ -194,7 +194,8 @@ def test_tiny_and_two_class_data_sets_train() -> None:
     assert report.intents == 2
 
 
-def test_many_intents_train_in_seconds() -> None:
+def test_many_intents_train() -> None:
+    """150 intents, as in CLINC150 (how long it takes is bench/clinc150.py's and bench/nlu.py's to say)."""
     examples = [
         Example(
             f"please do task number {intent} variant {n} {['alpha', 'beta', 'gamma'][n % 3]}",
@@ -203,9 +204,7 @@ def test_many_intents_train_in_seconds() -> None:
         for intent in range(150)
         for n in range(8)
     ]
-    started = time.perf_counter()
     trained, report = EmbeddedNlu.train(examples, TrainConfig(folds=3))
-    assert time.perf_counter() - started < 30
     assert report.intents == 150
     assert len(trained.parse_sync("please do task number 42 variant 1", CONTEXT).ranking) == 10
 
