@@ -9,7 +9,6 @@ import unicodedata
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
-from typing import Any
 
 from bot.charting import IMAGE_CHANNELS, cjk_font
 from bot.dialogue import Handler, Slot, Turn
@@ -464,14 +463,6 @@ class CustomerOverview(CustomerHandler):
         if "customer" not in turn.slots and not query and not turn.slots.get("_choices") and remembered:
             turn.slots.pop("_notes", None)
             await self.take_customer(turn, remembered, "")
-
-    async def validate(self, turn: Turn, slot: Slot, raw: str) -> Any:
-        """A customer by name or code, within the actor's scope."""
-        return await self.customer_answer(turn, raw)
-
-    async def question(self, turn: Turn, slot: Slot) -> list[Reply]:
-        """Which customer (buttons when several match)."""
-        return [self.customer_question(turn, slot.prompt)]
 
     async def execute(self, turn: Turn) -> list[Reply]:
         """The overview, or one section of it in more detail."""

@@ -260,6 +260,15 @@ class CustomerHandler(StaffHandler):
             raise SlotInvalid(turn.t("staff.customer_ambiguous", query=short(raw, 40)))
         raise SlotInvalid(turn.t("staff.customer_unknown", query=short(raw, 40)))
 
+    async def validate_customer(self, turn: Turn, raw: str) -> str:
+        """A customer of the person's, by name or code (typos forgiven; several → buttons)."""
+        return await self.customer_answer(turn, raw)
+
+    async def ask_customer(self, turn: Turn) -> list[Reply]:
+        """Which customer (the form's own question), with the close matches as buttons."""
+        prompt = next(slot.prompt for slot in self.slots if slot.name == "customer")
+        return [self.customer_question(turn, prompt)]
+
     def customer_question(self, turn: Turn, prompt: str) -> Reply:
         """Ask which customer; offer the close matches as buttons carrying the customer code.
 
@@ -484,22 +493,17 @@ class LogVisit(CustomerHandler):
             return self.slots[0] if "customer" not in turn.slots else None
         return super().next_slot(turn)
 
-    async def validate(self, turn: Turn, slot: Slot, raw: str) -> Any:
-        """A customer by name or code; a summary (from which people and the next step are read too)."""
-        if slot.name == "customer":
-            return await self.customer_answer(turn, raw)
+    # One method per question (docs/dialogue.md); the customer's are CustomerHandler's.
+
+    async def validate_summary(self, turn: Turn, raw: str) -> str:
+        """What was discussed (from which the dates, people and next step are read too)."""
         text = raw.strip()
         if len(text) < 3:
             raise SlotInvalid(turn.t("visit.summary_too_short"))
         self._dates(turn, text)
         self._digest(turn, text)
-        return turn.slots["summary"]
-
-    async def question(self, turn: Turn, slot: Slot) -> list[Reply]:
-        """Which customer (with buttons when several match), or what was discussed."""
-        if slot.name == "customer":
-            return [self.customer_question(turn, slot.prompt)]
-        return [turn.say(slot.prompt)]
+        summary: str = turn.slots["summary"]
+        return summary
 
     async def confirmation(self, turn: Turn) -> Reply:
         """The visit as it will be logged (or, for a visit to come, the follow-up task offered instead)."""
@@ -719,46 +723,44 @@ def close_said(text: str) -> str | None:
     return (match.group("said") or match.group("zh") or "").strip()
 
 
+def fill_or_note(turn: Turn, name: str, value: str | int | None, *, said: str) -> None:
+    """A deal field read from a message: its value fills the slot `name`; None (what was `said` is no
+    `name`) is noted and marks the field unclear, so the form asks for it again."""
+    slots = turn.slots
+    if value is None:
+        slots[f"_{name}_unclear"] = said
+        StaffHandler.note(turn, turn.t(f"deal.bad_{name}", given=short(said, 40)))
+    else:
+        slots[name] = value
+        slots.pop(f"_{name}_unclear", None)
+
+
 def read_probability_into(turn: Turn, text: str) -> None:
     """A probability in the message fills the slot; one outside 0–100 is noted and asked again."""
     if not text:
         return
     value, unclear = read_probability(text)
-    if value is not None:
-        turn.slots["probability"] = value
-        turn.slots.pop("_probability_unclear", None)
-    elif unclear is not None:
-        turn.slots["_probability_unclear"] = unclear
-        StaffHandler.note(turn, turn.t("deal.bad_probability", given=short(unclear, 40)))
+    if value is not None or unclear is not None:
+        fill_or_note(turn, "probability", value, said=unclear or "")
 
 
-def read_stage_into(turn: Turn, text: str, *, handler: StaffHandler) -> None:
+def read_stage_into(turn: Turn, text: str) -> None:
     """The stage this message names (its entity, else its words); one that is no stage is noted and asked."""
-    slots = turn.slots
     said = turn.parse.entity("stage")
     if said is not None and any(start < said.end and said.start < end for start, end in closing_spans(text)):
         said = None  # "成交日期改到…": the close date, not the stage "won"
-    raw_stage = said.value if said is not None else None
-    if raw_stage is not None:
-        stage = stage_of(raw_stage)
-        if stage is None:
-            slots["_stage_unclear"] = raw_stage
-            handler.note(turn, turn.t("deal.bad_stage", given=short(raw_stage, 40)))
-        else:
-            slots["stage"] = stage
-            slots.pop("_stage_unclear", None)
+    if said is not None:
+        fill_or_note(turn, "stage", stage_of(said.value), said=said.value)
     elif text and (stage := stage_in_text(text)) is not None:
-        slots["stage"] = stage
-        slots.pop("_stage_unclear", None)
+        fill_or_note(turn, "stage", stage, said=text)
     elif text and (named := STAGE_NAMED.search(text)) is not None:
         # "move Acme to stage banana": a stage was asked for, just not one that exists.
         given = next(group for group in named.groups() if group)
         if stage_of(given) is None:
-            slots["_stage_unclear"] = given
-            handler.note(turn, turn.t("deal.bad_stage", given=short(given, 40)))
+            fill_or_note(turn, "stage", None, said=given)
 
 
-def read_amount_into(turn: Turn, text: str, *, handler: StaffHandler) -> None:
+def read_amount_into(turn: Turn, text: str) -> None:
     """The amount this message states (its entity, else its words); a vague one is noted and asked."""
     slots = turn.slots
     raw_amount = turn.entity("amount")
@@ -766,20 +768,15 @@ def read_amount_into(turn: Turn, text: str, *, handler: StaffHandler) -> None:
         raw_amount = None
     if raw_amount is not None:
         amount = parse_amount(raw_amount)
-        if amount is None:
-            slots["_amount_unclear"] = raw_amount
-            handler.note(turn, turn.t("deal.bad_amount", given=short(raw_amount, 40)))
-        else:
-            slots["amount"] = str(amount)
-            slots.pop("_amount_unclear", None)
+        fill_or_note(turn, "amount", str(amount) if amount is not None else None, said=raw_amount)
     elif text:
         amount = amount_in_text(without_percentages(re.sub(r"(?i)\bOP\s*[-#]?\s*\d+", " ", text)))
         if amount is not None:
-            slots["amount"] = str(amount)
-            slots.pop("_amount_unclear", None)
+            fill_or_note(turn, "amount", str(amount), said=text)
         elif (vague := APPROXIMATE.search(text)) is not None:
+            # Said as typed (not cut short): the words that made the amount vague.
             slots["_amount_unclear"] = vague.group(0)
-            handler.note(turn, turn.t("deal.bad_amount", given=vague.group(0)))
+            StaffHandler.note(turn, turn.t("deal.bad_amount", given=vague.group(0)))
 
 
 def said_close_day(turn: Turn) -> date | None:
@@ -963,58 +960,117 @@ class DealChange(StaffHandler):
         # Elsewhere a deal named but not found is no new value: the answer's check asks which deal next.
         return changed
 
-    async def validate(self, turn: Turn, slot: Slot, raw: str) -> Any:
-        """Check each kind of answer; an unclear one gets a hint and the question again."""
-        slots = turn.slots
-        if slot.name == "deal":
-            return await self._deal_answer(turn, raw)
-        if slot.name not in FREE_TEXT_SLOTS:
-            # Said now beats said before: "mark OP-6 as lost" is about OP-6, whatever was asked.
-            await self._retarget(turn, spoken(turn), words=False)
-        if slot.name == "probability":
-            return probability_answer(turn, raw)
-        if slot.name == "close":
-            return self._close_answer(turn, raw)
-        if slot.name == "stage":
-            return stage_answer(turn, raw)
-        if slot.name == "amount":
-            return amount_answer(turn, raw)
-        if slot.name == "changes":
-            before = self._diff(turn)
-            self._read_changes(turn, spoken(turn) or raw)
-            if "deal" not in slots:
-                return True  # another deal was named and must be found first: its question comes next
-            if slots.get("_stage_unclear") or slots.get("_amount_unclear") or slots.get("_close_refused"):
-                return True
-            if not self._diff(turn):
-                raise SlotInvalid(turn.t("deal.same_values" if before else "deal.no_change_understood"))
-            return True
-        if slot.name == "competitor":
-            return "" if raw.strip().casefold() in NO_ANSWER else raw.strip()[:200]
-        return raw.strip()[:2000]
+    # One method per question (docs/dialogue.md): the dialogue calls validate_<slot> and ask_<slot>. An
+    # unclear answer gets a hint and the question again.
 
-    async def question(self, turn: Turn, slot: Slot) -> list[Reply]:
-        """Questions with buttons: deals, stages, 'no competitor', 'keep the date'."""
-        if slot.name == "deal":
-            return [await self._deal_question(turn)]
-        if slot.name == "stage":
-            return [Reply(text=turn.t("deal.ask_stage"), buttons=tuple(
-                Button(title=turn.t(f"deal.stages.{stage}"), payload=payload("update_deal", stage=stage))
-                for stage in STAGES))]
-        if slot.name == "changes":
-            deal = turn.slots["deal_info"]
-            return [turn.say("deal.ask_changes", ref=deal["ref"], name=deal["name"],
-                             stage=turn.t(f"deal.stages.{deal['stage']}"),
-                             amount=money(deal["amount"], deal.get("currency")))]
-        if slot.name == "close":
-            lines = [turn.slots["_close_refused"]] if turn.slots.get("_close_refused") else []
-            # "/deny", not a word: a button's payload must not say which language the person writes in.
-            return [Reply(text="\n".join([*lines, turn.t("sales.ask_close_again")]),
-                          buttons=(turn.button("sales.keep_close", "/deny"),))]
-        if slot.name == "competitor":
-            return [Reply(text=turn.t("deal.ask_competitor"),
-                          buttons=(Button(title=turn.t("deal.no_competitor"), payload="none"),))]
-        return [turn.say(slot.prompt)]
+    async def validate_deal(self, turn: Turn, raw: str) -> str:
+        """Which deal an answer names: among the deals just offered first, then all of the person's."""
+        text = spoken(turn) or turn.entity("deal") or raw
+        choices = [ref for ref, _title in turn.slots.get("_choices") or []]
+        found = await ground_deal(turn.core, turn.actor, text, among=choices)
+        if found.one is not None:
+            self._chosen(turn, found.one)
+            return found.one.ref
+        if found.matches:
+            offered = found.matches[:MAX_DEAL_CHOICES]
+            turn.slots["_choices"] = [[deal.ref, deal_title(deal)] for deal in offered]
+            raise SlotInvalid(turn.t("sales.deal_several", query=short(found.said or raw, 40)))
+        if (ref := reference(found)) is not None:
+            raise SlotInvalid(turn.t("deal.not_found", ref=ref))
+        raise SlotInvalid(turn.t("deal.unknown", query=short(found.said or raw, 40)))
+
+    async def ask_deal(self, turn: Turn) -> list[Reply]:
+        """The deals offered, else the person's open ones, as buttons (none open: the task ends)."""
+        choices: list[list[str]] = turn.slots.get("_choices") or []
+        if not choices:
+            deals = (await turn.core.sales.list_opportunities(turn.actor, open_only=True,
+                                                              limit=MAX_DEAL_CHOICES)).items
+            if not deals:
+                turn.state.finish()
+                return [turn.say("deal.none_open")]
+            choices = [[deal.ref, deal_title(deal)] for deal in deals]
+        return [Reply(text=turn.t("deal.ask_deal"),
+                      buttons=tuple(Button(title=title, payload=payload(self.intent, deal=ref))
+                                    for ref, title in choices))]
+
+    async def validate_stage(self, turn: Turn, raw: str) -> str:
+        """A stage, by its entity or its words."""
+        await self._follow_deal(turn)
+        return stage_answer(turn, raw)
+
+    async def ask_stage(self, turn: Turn) -> list[Reply]:
+        """The stages as buttons."""
+        return [Reply(text=turn.t("deal.ask_stage"), buttons=tuple(
+            Button(title=turn.t(f"deal.stages.{stage}"), payload=payload("update_deal", stage=stage))
+            for stage in STAGES))]
+
+    async def validate_amount(self, turn: Turn, raw: str) -> str:
+        """An exact amount ('50k', '5万'), never 'fifty-ish'."""
+        await self._follow_deal(turn)
+        return amount_answer(turn, raw)
+
+    async def validate_probability(self, turn: Turn, raw: str) -> int:
+        """0–100."""
+        await self._follow_deal(turn)
+        return probability_answer(turn, raw)
+
+    async def validate_close(self, turn: Turn, raw: str) -> str | None:
+        """A new close date; or, when this answer changes other things instead ('set OP-1 to proposal,
+        probability 40%'), those are taken and the close date stays as it is."""
+        await self._follow_deal(turn)
+        deal = turn.slots.get("deal_info") or {}
+        try:
+            return close_answer(turn, raw, open_deal=self._stays_open(turn), keep=deal.get("close"))
+        except SlotInvalid:
+            text = spoken(turn) or raw
+            self._read_changes(turn, text, skip="close")
+            if not self._diff(turn) or not says_a_change(turn, text):
+                raise
+            turn.slots.pop("_close_refused", None)
+            self.note(turn, turn.t("sales.close_kept"))
+            kept: str | None = deal.get("close")
+            return kept
+
+    async def ask_close(self, turn: Turn) -> list[Reply]:
+        """The close date again (saying why the one said was not taken), with [Keep the date]."""
+        lines = [turn.slots["_close_refused"]] if turn.slots.get("_close_refused") else []
+        # "/deny", not a word: a button's payload must not say which language the person writes in.
+        return [Reply(text="\n".join([*lines, turn.t("sales.ask_close_again")]),
+                      buttons=(turn.button("sales.keep_close", "/deny"),))]
+
+    async def validate_changes(self, turn: Turn, raw: str) -> bool:
+        """What to change, in words; the same values again, or nothing understood, is asked again."""
+        await self._follow_deal(turn)
+        slots = turn.slots
+        before = self._diff(turn)
+        self._read_changes(turn, spoken(turn) or raw)
+        if "deal" not in slots:
+            return True  # another deal was named and must be found first: its question comes next
+        if slots.get("_stage_unclear") or slots.get("_amount_unclear") or slots.get("_close_refused"):
+            return True
+        if not self._diff(turn):
+            raise SlotInvalid(turn.t("deal.same_values" if before else "deal.no_change_understood"))
+        return True
+
+    async def ask_changes(self, turn: Turn) -> list[Reply]:
+        """What to change, with the deal as it stands."""
+        deal = turn.slots["deal_info"]
+        return [turn.say("deal.ask_changes", ref=deal["ref"], name=deal["name"],
+                         stage=turn.t(f"deal.stages.{deal['stage']}"),
+                         amount=money(deal["amount"], deal.get("currency")))]
+
+    async def validate_competitor(self, turn: Turn, raw: str) -> str:
+        """Who won the deal; 'no' / '没有' says nobody."""
+        return "" if raw.strip().casefold() in NO_ANSWER else raw.strip()[:200]
+
+    async def ask_competitor(self, turn: Turn) -> list[Reply]:
+        """Who won it, with [No competitor]."""
+        return [Reply(text=turn.t("deal.ask_competitor"),
+                      buttons=(Button(title=turn.t("deal.no_competitor"), payload="none"),))]
+
+    async def _follow_deal(self, turn: Turn) -> None:
+        """Said now beats said before: "mark OP-6 as lost" is about OP-6, whatever was asked."""
+        await self._retarget(turn, spoken(turn), words=False)
 
     async def confirmation(self, turn: Turn) -> Reply:
         """Old → new for every field that changes, and what was said but cannot be taken."""
@@ -1102,9 +1158,9 @@ class DealChange(StaffHandler):
         the `skip` one)."""
         slots = turn.slots
         if skip != "stage":
-            read_stage_into(turn, text, handler=self)
+            read_stage_into(turn, text)
         if skip != "amount":
-            read_amount_into(turn, text, handler=self)
+            read_amount_into(turn, text)
         if skip != "probability":
             read_probability_into(turn, text)
         if skip != "close":
@@ -1116,21 +1172,6 @@ class DealChange(StaffHandler):
             rival = COMPETITOR_EN.search(text) or COMPETITOR_ZH.search(text)
             if rival and not slots.get("competitor"):
                 slots["competitor"] = rival.group("who").strip()[:200]
-
-    def _close_answer(self, turn: Turn, raw: str) -> str | None:
-        """A new close date; or, when this answer changes other things instead ('set OP-1 to proposal,
-        probability 40%'), those are taken and the close date stays as it is."""
-        deal = turn.slots.get("deal_info") or {}
-        try:
-            return close_answer(turn, raw, open_deal=self._stays_open(turn), keep=deal.get("close"))
-        except SlotInvalid:
-            text = spoken(turn) or raw
-            self._read_changes(turn, text, skip="close")
-            if not self._diff(turn) or not says_a_change(turn, text):
-                raise
-            turn.slots.pop("_close_refused", None)
-            self.note(turn, turn.t("sales.close_kept"))
-            return deal.get("close")
 
     async def _find_deal(self, turn: Turn, text: str, *, first: bool = False) -> None:
         """By OP-n, else by the words of the deal's or its customer's name; a first message that names no
@@ -1189,35 +1230,6 @@ class DealChange(StaffHandler):
         turn.slots["deal_info"] = deal_snapshot(deal)
         turn.slots.pop("_choices", None)
 
-    async def _deal_answer(self, turn: Turn, raw: str) -> str:
-        """Which deal an answer names: among the deals just offered first, then all of the person's."""
-        text = spoken(turn) or turn.entity("deal") or raw
-        choices = [ref for ref, _title in turn.slots.get("_choices") or []]
-        found = await ground_deal(turn.core, turn.actor, text, among=choices)
-        if found.one is not None:
-            self._chosen(turn, found.one)
-            return found.one.ref
-        if found.matches:
-            choices = found.matches[:MAX_DEAL_CHOICES]
-            turn.slots["_choices"] = [[deal.ref, deal_title(deal)] for deal in choices]
-            raise SlotInvalid(turn.t("sales.deal_several", query=short(found.said or raw, 40)))
-        if (ref := reference(found)) is not None:
-            raise SlotInvalid(turn.t("deal.not_found", ref=ref))
-        raise SlotInvalid(turn.t("deal.unknown", query=short(found.said or raw, 40)))
-
-    async def _deal_question(self, turn: Turn) -> Reply:
-        choices: list[list[str]] = turn.slots.get("_choices") or []
-        if not choices:
-            deals = (await turn.core.sales.list_opportunities(turn.actor, open_only=True,
-                                                              limit=MAX_DEAL_CHOICES)).items
-            if not deals:
-                turn.state.finish()
-                return turn.say("deal.none_open")
-            choices = [[deal.ref, deal_title(deal)] for deal in deals]
-        return Reply(text=turn.t("deal.ask_deal"),
-                     buttons=tuple(Button(title=title, payload=payload(self.intent, deal=ref))
-                                   for ref, title in choices))
-
 
 class NewDeal(CustomerHandler):
     """'new deal with Acme: 80 dishwashers, 120k, closing end of March' → a confirmed new opportunity.
@@ -1269,15 +1281,8 @@ class NewDeal(CustomerHandler):
         self._read_values(turn, spoken(turn), skip=turn.state.awaiting or "")
         return [name for name in names if turn.slots.get(name) != before[name]]
 
-    # One method per question (docs/dialogue.md): the dialogue calls validate_<slot> and ask_<slot>.
-
-    async def validate_customer(self, turn: Turn, raw: str) -> str:
-        """A customer of the person's, by name or code (typos forgiven; several → buttons)."""
-        return await self.customer_answer(turn, raw)
-
-    async def ask_customer(self, turn: Turn) -> list[Reply]:
-        """Which customer, with the close matches as buttons."""
-        return [self.customer_question(turn, "deal.ask_customer")]
+    # One method per question (docs/dialogue.md): the dialogue calls validate_<slot> and ask_<slot> (the
+    # customer's are CustomerHandler's).
 
     async def validate_name(self, turn: Turn, raw: str) -> str:
         """A name of a few words."""
@@ -1359,14 +1364,14 @@ class NewDeal(CustomerHandler):
         slots = turn.slots
         if skip != "stage":
             had_stage = slots.get("stage")
-            read_stage_into(turn, text, handler=self)
+            read_stage_into(turn, text)
             if slots.get("stage") not in OPEN_STAGES:
                 if had_stage:
                     slots["stage"] = had_stage
                 else:
                     slots.pop("stage", None)
         if skip != "amount":
-            read_amount_into(turn, text, handler=self)
+            read_amount_into(turn, text)
         if skip != "probability":
             read_probability_into(turn, text)
         if skip != "close":
