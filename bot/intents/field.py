@@ -202,6 +202,13 @@ def decline_reason(text: str) -> str | None:
 DECLINING = Slot("_declining", "jobs.ask_decline_reason", required=False)
 
 
+def job_question(turn: Turn, intent: str, prompt: str) -> Reply:
+    """Which job: the candidates found (`_choices`) as buttons that name the job to `intent`."""
+    choices: list[list[str]] = turn.slots.get("_choices") or []
+    return Reply(text=turn.t(prompt), buttons=tuple(
+        Button(title=title, payload=payload(intent, job_id=ref)) for ref, title in choices))
+
+
 def job_ref(raw: str | None) -> str | None:
     """'RO-12', 'ro 12', '#12', '12' → 'RO-12'."""
     if not raw:
@@ -431,25 +438,29 @@ class AcceptJob(StaffHandler):
         else:
             self.stop(turn, turn.t("jobs.none_to_accept"))
 
-    async def validate(self, turn: Turn, slot: Slot, raw: str) -> Any:
-        """A job reference; a reason of a few words."""
-        if slot.name == "reason":
-            reason = raw.strip()
-            if len(reason) < 3:
-                raise SlotInvalid(turn.t("jobs.decline_reason_hint"))
-            return reason[:500]
+    # One method per question (docs/dialogue.md): the dialogue calls validate_<slot> and ask_<slot>.
+
+    async def validate_job(self, turn: Turn, raw: str) -> str:
+        """A job reference."""
         reference = job_ref(raw)
         if reference is None:
             raise SlotInvalid(turn.t("jobs.bad_ref"))
         return reference
 
-    async def question(self, turn: Turn, slot: Slot) -> list[Reply]:
-        """Which of the new jobs (buttons); why the job is declined."""
-        if slot.name == "reason":
-            return [turn.say("jobs.ask_decline_reason", ref=turn.slots["job"])]
-        choices: list[list[str]] = turn.slots.get("_choices") or []
-        return [Reply(text=turn.t("jobs.ask_accept"), buttons=tuple(
-            Button(title=title, payload=payload(self.intent, job_id=ref)) for ref, title in choices))]
+    async def ask_job(self, turn: Turn) -> list[Reply]:
+        """Which of the new jobs (buttons)."""
+        return [job_question(turn, self.intent, "jobs.ask_accept")]
+
+    async def validate_reason(self, turn: Turn, raw: str) -> str:
+        """Why the job is declined, in a few words."""
+        reason = raw.strip()
+        if len(reason) < 3:
+            raise SlotInvalid(turn.t("jobs.decline_reason_hint"))
+        return reason[:500]
+
+    async def ask_reason(self, turn: Turn) -> list[Reply]:
+        """Why the job is declined."""
+        return [turn.say("jobs.ask_decline_reason", ref=turn.slots["job"])]
 
     async def execute(self, turn: Turn) -> list[Reply]:
         """Accept through the service desk; another technician's job is reported like an unknown one."""
@@ -523,27 +534,36 @@ class CompleteJob(StaffHandler):
             turn.slots["labour"] = int(minutes)
         await self._check_parts(turn)
 
-    async def validate(self, turn: Turn, slot: Slot, raw: str) -> Any:
-        """A job of mine that can be completed; what was done; how long it took."""
-        if slot.name == "job":
-            reference = job_ref(raw)
-            if reference is None:
-                raise SlotInvalid(turn.t("jobs.bad_ref"))
-            problem = await self._take(turn, reference, explicit=False)
-            if problem:
-                raise SlotInvalid(problem)
-            await self._check_parts(turn)
-            return reference
-        if slot.name == "summary":
-            self._read(turn, raw)
-            if "summary" not in turn.slots:
-                if len(raw.strip()) < 3:
-                    raise SlotInvalid(turn.t("jobs.summary_too_short"))
-                turn.slots["summary"] = raw.strip()[:10_000]
-            await self._check_parts(turn)
-            return turn.slots["summary"]
-        if slot.name == "parts":
-            return await self._parts_answer(turn, raw)
+    # One method per question (docs/dialogue.md): the dialogue calls validate_<slot> and ask_<slot>.
+
+    async def validate_job(self, turn: Turn, raw: str) -> str:
+        """A job of mine that can be completed."""
+        reference = job_ref(raw)
+        if reference is None:
+            raise SlotInvalid(turn.t("jobs.bad_ref"))
+        problem = await self._take(turn, reference, explicit=False)
+        if problem:
+            raise SlotInvalid(problem)
+        await self._check_parts(turn)
+        return reference
+
+    async def ask_job(self, turn: Turn) -> list[Reply]:
+        """Which job (buttons)."""
+        return [job_question(turn, self.intent, "jobs.ask_complete")]
+
+    async def validate_summary(self, turn: Turn, raw: str) -> str:
+        """What was done (parts and labour said with it are taken too)."""
+        self._read(turn, raw)
+        if "summary" not in turn.slots:
+            if len(raw.strip()) < 3:
+                raise SlotInvalid(turn.t("jobs.summary_too_short"))
+            turn.slots["summary"] = raw.strip()[:10_000]
+        await self._check_parts(turn)
+        summary: str = turn.slots["summary"]
+        return summary
+
+    async def validate_labour(self, turn: Turn, raw: str) -> int:
+        """How long it took: '45 min', '1.5h', '半小时', or bare minutes."""
         minutes = labour_minutes(raw)
         if minutes is None and raw.strip().isdigit() and 0 < int(raw.strip()) <= 24 * 60:
             minutes = int(raw.strip())
@@ -551,25 +571,27 @@ class CompleteJob(StaffHandler):
             raise SlotInvalid(turn.t("jobs.bad_labour"))
         return minutes
 
-    async def question(self, turn: Turn, slot: Slot) -> list[Reply]:
-        """Which job (buttons), what was done, how long (buttons)."""
-        if slot is DECLINING:
-            return await carry_on(turn, AcceptJob())
-        if slot.name == "job":
-            choices: list[list[str]] = turn.slots.get("_choices") or []
-            return [Reply(text=turn.t("jobs.ask_complete"), buttons=tuple(
-                Button(title=title, payload=payload(self.intent, job_id=ref)) for ref, title in choices))]
-        if slot.name == "labour":
-            return [Reply(text=turn.t("jobs.ask_labour"), buttons=tuple(
-                Button(title=turn.t("jobs.minutes", minutes=minutes),
-                       payload=payload(self.intent, labour=str(minutes)))
-                for minutes in LABOUR_CHOICES))]
-        if slot.name == "parts":
-            problem = turn.slots.get("_parts_problem", "")
-            none = Button(title=turn.t("field.complete.no_parts_button"), payload=NO_PARTS)
-            question = "\n".join([problem, turn.t("field.complete.ask_parts")]).strip()
-            return [Reply(text=question, buttons=(none,))]
-        return [turn.say(slot.prompt)]
+    async def ask_labour(self, turn: Turn) -> list[Reply]:
+        """How long (buttons)."""
+        return [Reply(text=turn.t("jobs.ask_labour"), buttons=tuple(
+            Button(title=turn.t("jobs.minutes", minutes=minutes),
+                   payload=payload(self.intent, labour=str(minutes)))
+            for minutes in LABOUR_CHOICES))]
+
+    async def validate_parts(self, turn: Turn, raw: str) -> list[list[Any]]:
+        """The parts used, again, after the catalogue or the stock said no."""
+        return await self._parts_answer(turn, raw)
+
+    async def ask_parts(self, turn: Turn) -> list[Reply]:
+        """What was wrong with the parts named, and which were used (or [No parts used])."""
+        problem = turn.slots.get("_parts_problem", "")
+        none = Button(title=turn.t("field.complete.no_parts_button"), payload=NO_PARTS)
+        question = "\n".join([problem, turn.t("field.complete.ask_parts")]).strip()
+        return [Reply(text=question, buttons=(none,))]
+
+    async def ask__declining(self, turn: Turn) -> list[Reply]:
+        """Declining words ("decline RO-20") go on as declining the job (DECLINING's question)."""
+        return await carry_on(turn, AcceptJob())
 
     async def correct(self, turn: Turn) -> list[str]:
         """Labour, parts and a warranty exclusion said later change the completion, at the card too."""
@@ -930,32 +952,39 @@ class DispatchJob(StaffHandler):
             return self.slots[2]
         return None
 
-    async def validate(self, turn: Turn, slot: Slot, raw: str) -> Any:
-        """A request in scope that is open; a technician of mine; a time to come."""
-        if slot.name == "request":
-            reference = ticket_ref(raw)
-            if reference is None and not raw.startswith("/"):
-                turn.slots.pop("_stop", None)
-                if await self._find_request(turn, raw):
-                    stop = turn.slots.pop("_stop", None)
-                    if stop is not None:
-                        raise SlotInvalid(stop["text"])
-                    if "request" in turn.slots:
-                        return turn.slots["request"]
-                    raise SlotInvalid(turn.t("field.dispatch.pick_request"))
-            if reference is None:
-                raise SlotInvalid(turn.t("field.dispatch.bad_request"))
-            problem = await self._take_request(turn, reference)
-            if problem:
-                raise SlotInvalid(problem)
-            return reference
-        if slot.name == "technician":
-            exact = bool(turn.entity("tech"))
-            named = None if exact else named_technician(raw)
-            found = await self._take_technician(turn, named[1] if named else raw, exact=exact)
-            if found is None:
-                raise SlotInvalid(turn.t("field.dispatch.pick_again"))
-            return found
+    # One method per question (docs/dialogue.md): the dialogue calls validate_<slot> and ask_<slot>.
+
+    async def validate_request(self, turn: Turn, raw: str) -> str:
+        """A request in scope that is open: by reference, or by its customer's name."""
+        reference = ticket_ref(raw)
+        if reference is None and not raw.startswith("/"):
+            turn.slots.pop("_stop", None)
+            if await self._find_request(turn, raw):
+                stop = turn.slots.pop("_stop", None)
+                if stop is not None:
+                    raise SlotInvalid(stop["text"])
+                if "request" in turn.slots:
+                    found: str = turn.slots["request"]
+                    return found
+                raise SlotInvalid(turn.t("field.dispatch.pick_request"))
+        if reference is None:
+            raise SlotInvalid(turn.t("field.dispatch.bad_request"))
+        problem = await self._take_request(turn, reference)
+        if problem:
+            raise SlotInvalid(problem)
+        return reference
+
+    async def validate_technician(self, turn: Turn, raw: str) -> str:
+        """A technician of mine (by username from a button, else by name)."""
+        exact = bool(turn.entity("tech"))
+        named = None if exact else named_technician(raw)
+        found = await self._take_technician(turn, named[1] if named else raw, exact=exact)
+        if found is None:
+            raise SlotInvalid(turn.t("field.dispatch.pick_again"))
+        return found
+
+    async def validate_when(self, turn: Turn, raw: str) -> str:
+        """A time to come, or no time yet."""
         if raw.strip() == NO_TIME:
             return NO_TIME
         value = iso_value(raw) or said_moment(turn, raw)
@@ -1008,20 +1037,24 @@ class DispatchJob(StaffHandler):
             turn.slots.pop(REFUSED_CORRECTIONS)
         return changed
 
-    async def question(self, turn: Turn, slot: Slot) -> list[Reply]:
-        """Which request; which technician (matches or suggestions as buttons); when (buttons)."""
-        if slot.name == "request":
-            requests: list[list[str]] = turn.slots.pop("_request_choices", None) or []
-            return [Reply(text=turn.t("field.dispatch.ask_request"), buttons=tuple(
-                Button(title=title, payload=payload(self.intent, sr=ref)) for ref, title in requests))]
-        if slot.name == "technician":
-            choices: list[list[str]] = turn.slots.get("_tech_choices") or []
-            if choices:
-                return [Reply(text=turn.t("field.dispatch.pick_technician"), buttons=tuple(
-                    Button(title=short(f"{name} ({username})", 60),
-                           payload=payload(self.intent, tech=username))
-                    for username, name in choices))]
-            return [await self._suggestions(turn)]
+    async def ask_request(self, turn: Turn) -> list[Reply]:
+        """Which request (the customer's open ones as buttons)."""
+        requests: list[list[str]] = turn.slots.pop("_request_choices", None) or []
+        return [Reply(text=turn.t("field.dispatch.ask_request"), buttons=tuple(
+            Button(title=title, payload=payload(self.intent, sr=ref)) for ref, title in requests))]
+
+    async def ask_technician(self, turn: Turn) -> list[Reply]:
+        """Which technician: the matches, else suggestions, as buttons."""
+        choices: list[list[str]] = turn.slots.get("_tech_choices") or []
+        if choices:
+            return [Reply(text=turn.t("field.dispatch.pick_technician"), buttons=tuple(
+                Button(title=short(f"{name} ({username})", 60),
+                       payload=payload(self.intent, tech=username))
+                for username, name in choices))]
+        return [await self._suggestions(turn)]
+
+    async def ask_when(self, turn: Turn) -> list[Reply]:
+        """When (the customer's preferred time, tomorrow morning, or no time yet, as buttons)."""
         turn.slots["_asked_when"] = True
         buttons = []
         preferred = iso_value(turn.slots.get("preferred") or "")
@@ -1268,11 +1301,14 @@ class JobPicker(StaffHandler):
             raise SlotInvalid(problem)
         return reference
 
-    def job_question(self, turn: Turn, prompt: str) -> Reply:
-        """Which job: buttons when there are candidates."""
-        choices: list[list[str]] = turn.slots.get("_choices") or []
-        return Reply(text=turn.t(prompt), buttons=tuple(
-            Button(title=title, payload=payload(self.intent, job_id=ref)) for ref, title in choices))
+    async def validate_job(self, turn: Turn, raw: str) -> str:
+        """One of my jobs this form can act on."""
+        return await self.job_answer(turn, raw)
+
+    async def ask_job(self, turn: Turn) -> list[Reply]:
+        """Which job (the form's own question): buttons when there are candidates."""
+        prompt = next(slot.prompt for slot in self.slots if slot.name == "job")
+        return [job_question(turn, self.intent, prompt)]
 
 
 class OnMyWay(JobPicker):
@@ -1297,10 +1333,10 @@ class OnMyWay(JobPicker):
             if eta is not None:
                 turn.slots["eta"] = eta.isoformat()
 
-    async def validate(self, turn: Turn, slot: Slot, raw: str) -> Any:
-        """A job of mine under way; minutes or a clock time."""
-        if slot.name == "job":
-            return await self.job_answer(turn, raw)
+    # One method per question (docs/dialogue.md); the job's are JobPicker's.
+
+    async def validate_eta(self, turn: Turn, raw: str) -> str:
+        """Minutes from now or a clock time."""
         if raw.strip().isdigit() and 0 < int(raw.strip()) <= 12 * 60:
             return (turn.now + timedelta(minutes=int(raw.strip()))).isoformat()
         eta = self._eta(turn, raw)
@@ -1308,10 +1344,8 @@ class OnMyWay(JobPicker):
             raise SlotInvalid(turn.t("field.way.bad_eta"))
         return eta.isoformat()
 
-    async def question(self, turn: Turn, slot: Slot) -> list[Reply]:
-        """Which job; how long until you get there (buttons)."""
-        if slot.name == "job":
-            return [self.job_question(turn, "field.way.ask_job")]
+    async def ask_eta(self, turn: Turn) -> list[Reply]:
+        """How long until you get there (buttons)."""
         return [Reply(text=turn.t("field.way.ask_eta"), buttons=tuple(
             turn.button("jobs.minutes", payload(self.intent, minutes=str(minutes)), minutes=minutes)
             for minutes in ETA_CHOICES))]
@@ -1373,10 +1407,10 @@ class RescheduleJob(JobPicker):
             else:
                 turn.slots["when"] = when.isoformat()
 
-    async def validate(self, turn: Turn, slot: Slot, raw: str) -> Any:
-        """A job that can move; a time to come."""
-        if slot.name == "job":
-            return await self.job_answer(turn, raw)
+    # One method per question (docs/dialogue.md); the job's are JobPicker's.
+
+    async def validate_when(self, turn: Turn, raw: str) -> str:
+        """A time to come."""
         value = iso_value(raw) or said_moment(turn, raw)
         if value is None:
             raise SlotInvalid(turn.t("field.reschedule.bad_when"))
@@ -1392,21 +1426,23 @@ class RescheduleJob(JobPicker):
             return DECLINING
         return super().next_slot(turn)
 
-    async def question(self, turn: Turn, slot: Slot) -> list[Reply]:
-        """Which job; what time (a customer's answer to our proposal goes on as confirm_visit)."""
-        if slot is VISIT_ANSWER:
-            answered = await answer_to_proposal(turn)
-            if answered is not None:
-                return answered
-            # Customers do not move visits themselves: a colleague arranges it.
-            turn.state.finish()
-            return [turn.say("field.visit.nothing_to_move",
-                             turn.button("fallback.human_button", "/human_handoff"))]
-        if slot is DECLINING:
-            return await carry_on(turn, AcceptJob())
-        if slot.name == "job":
-            return [self.job_question(turn, "field.reschedule.ask_job")]
+    async def ask_when(self, turn: Turn) -> list[Reply]:
+        """What time."""
         return [turn.say("field.reschedule.ask_when", ref=turn.slots["job"])]
+
+    async def ask__visit_answer(self, turn: Turn) -> list[Reply]:
+        """A customer's words go on as their answer to our proposal (VISIT_ANSWER's question)."""
+        answered = await answer_to_proposal(turn)
+        if answered is not None:
+            return answered
+        # Customers do not move visits themselves: a colleague arranges it.
+        turn.state.finish()
+        return [turn.say("field.visit.nothing_to_move",
+                         turn.button("fallback.human_button", "/human_handoff"))]
+
+    async def ask__declining(self, turn: Turn) -> list[Reply]:
+        """Declining words ("拒绝RO-20") go on as declining the job (DECLINING's question)."""
+        return await carry_on(turn, AcceptJob())
 
     async def correct(self, turn: Turn) -> list[str]:
         """A new time said later ("make it 3pm", "改到下午3点") changes the proposal, at the card too."""
@@ -1565,21 +1601,36 @@ class ConfirmVisit(StaffHandler):
             return self.slots[2]
         return None
 
-    async def validate(self, turn: Turn, slot: Slot, raw: str) -> Any:
-        """A pending job; yes/no (in words, with a time of their own); a time to come or none."""
-        if slot.name == "job":
-            reference = job_ref(raw)
-            pending = {order.ref: order for order in await pending_proposals(turn)}
-            if reference not in pending:
-                raise SlotInvalid(turn.t("field.visit.nothing_pending"))
-            turn.slots["proposed"] = (pending[reference].proposed_at or turn.now).isoformat()
-            return reference
-        if slot.name == "decision":
-            if raw in ("yes", "no"):
-                return raw
-            if not self._take_answer(turn):
-                raise SlotInvalid(turn.t("field.visit.yes_or_no"))
-            return turn.slots["decision"]
+    # One method per question (docs/dialogue.md): the dialogue calls validate_<slot> and ask_<slot>.
+
+    async def validate_job(self, turn: Turn, raw: str) -> str:
+        """A job with a time proposed to this customer."""
+        reference = job_ref(raw)
+        pending = {order.ref: order for order in await pending_proposals(turn)}
+        if reference is None or reference not in pending:
+            raise SlotInvalid(turn.t("field.visit.nothing_pending"))
+        turn.slots["proposed"] = (pending[reference].proposed_at or turn.now).isoformat()
+        return reference
+
+    async def ask_job(self, turn: Turn) -> list[Reply]:
+        """Which proposal (buttons)."""
+        return [job_question(turn, self.intent, "field.visit.ask_job")]
+
+    async def validate_decision(self, turn: Turn, raw: str) -> str:
+        """Yes or no (in words, with a time of their own)."""
+        if raw in ("yes", "no"):
+            return raw
+        if not self._take_answer(turn):
+            raise SlotInvalid(turn.t("field.visit.yes_or_no"))
+        decision: str = turn.slots["decision"]
+        return decision
+
+    async def ask_decision(self, turn: Turn) -> list[Reply]:
+        """Confirm or not."""
+        return [self.decision_question(turn)]
+
+    async def validate_suggested(self, turn: Turn, raw: str) -> str:
+        """A time of their own to come, or none."""
         if raw.strip() == NO_TIME:
             return NO_TIME
         value = iso_value(raw) or said_moment(turn, raw)
@@ -1589,14 +1640,8 @@ class ConfirmVisit(StaffHandler):
             raise SlotInvalid(turn.t("field.past", when=moment_label(turn, value)))
         return value.isoformat()
 
-    async def question(self, turn: Turn, slot: Slot) -> list[Reply]:
-        """Which proposal; confirm or not; which time instead."""
-        if slot.name == "job":
-            choices: list[list[str]] = turn.slots.get("_choices") or []
-            return [Reply(text=turn.t("field.visit.ask_job"), buttons=tuple(
-                Button(title=title, payload=payload(self.intent, job_id=ref)) for ref, title in choices))]
-        if slot.name == "decision":
-            return [self.decision_question(turn)]
+    async def ask_suggested(self, turn: Turn) -> list[Reply]:
+        """Which time instead (or [No preference])."""
         return [Reply(text=turn.t("field.visit.ask_time"), buttons=(
             Button(title=turn.t("field.visit.no_preference"), payload=payload(self.intent, when=NO_TIME)),))]
 
