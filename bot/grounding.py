@@ -101,7 +101,10 @@ _PAYLOAD = re.compile(r"^/[a-z_]+(\{.*\})?$", re.DOTALL)
 # Identifiers that are not serials: SR-12, RO-3, OP-7, parts (P-100), and quantities ("1400rpm", "8kg").
 _NOT_SERIAL_KEY = re.compile(r"^(?:SR|RO|OP)\d+$|^P\d{2,6}$")
 _QUANTITY = re.compile(r"^\d+[A-Za-z]+$")
-_CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]+")
+# Chinese characters (the unified ideographs, extension A and the compatibility block): one range for every
+# reader of names here and in bot/grounding_sales.py.
+CJK_CHARS = "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
+CJK_RUN = re.compile(f"[{CJK_CHARS}]+")
 # What a correction says it does NOT mean ("not the washer, the dishwasher", "不是洗衣机，是洗碗机",
 # "the dishwasher, not the washer"): blanked out before matching, so only the meant appliance is left.
 # "是不是洗衣机的问题" asks a question and keeps its word.
@@ -275,8 +278,8 @@ def _kind_from_name(name: str) -> str | None:
     lowered = name.lower()
     for kind, names in KIND_SYNONYMS.items():
         for synonym in sorted(names, key=len, reverse=True):
-            if (_CJK.fullmatch(synonym) and synonym in name) or (
-                not _CJK.search(synonym) and re.search(rf"\b{re.escape(synonym)}\b", lowered)
+            if (CJK_RUN.fullmatch(synonym) and synonym in name) or (
+                not CJK_RUN.search(synonym) and re.search(rf"\b{re.escape(synonym)}\b", lowered)
             ):
                 return kind
     return None
@@ -296,7 +299,7 @@ def build_vocabulary(catalogue: tuple[tuple[str, str, str], ...]) -> Vocabulary:
             synonyms.add((kind, category.replace("_", " ")))
         code_words = set(_words(code))
         for part in name.split("/"):
-            for phrase in _CJK.findall(part):
+            for phrase in CJK_RUN.findall(part):
                 if len(phrase) >= 2:
                     product_terms.setdefault(Term(kind, cjk=phrase), set()).add(code)
             words = tuple(w for w in _words(part) if w not in code_words and not _NAME_NOISE.match(w))
@@ -304,7 +307,7 @@ def build_vocabulary(catalogue: tuple[tuple[str, str, str], ...]) -> Vocabulary:
                 product_terms.setdefault(Term(kind, words=words), set()).add(code)
     generic = set()
     for kind, synonym in synonyms:
-        term = Term(kind, cjk=synonym) if _CJK.fullmatch(synonym) else Term(kind, words=_words(synonym))
+        term = Term(kind, cjk=synonym) if CJK_RUN.fullmatch(synonym) else Term(kind, words=_words(synonym))
         if term.words or term.cjk:
             generic.add(term)
             terms.append(term)

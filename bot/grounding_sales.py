@@ -18,15 +18,14 @@ from typing import Protocol
 
 from rapidfuzz import fuzz, process, utils
 
-from bot.grounding import Found, Grounded, Mention
+from bot.grounding import CJK_CHARS, CJK_RUN, Found, Grounded, Mention
 from bot.parsing import PERCENT, PROBABILITY_NUMBER, entities_of
 from core.auth import Actor
 from core.container import Core
 from core.errors import NotFound, ValidationFailed
 from core.schemas import OpportunityOut
 
-CJK = re.compile("[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
-CJK_RUN = re.compile("[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]+")
+CJK = re.compile(f"[{CJK_CHARS}]")
 LATIN_WORD = re.compile(r"[A-Za-z0-9][A-Za-z0-9&'’.\-]*")
 CODE_LIKE = re.compile(r"(?<![A-Za-z0-9-])([A-Za-z]{1,12}-?\d{1,12}(?:-[A-Za-z0-9]{1,12})*)(?![A-Za-z0-9-])")
 CLAUSE = re.compile(r"[,.;:!?，。；：！？、\n()（）\"“”‘’\[\]]+")
