@@ -16,7 +16,7 @@ import logging
 import re
 import unicodedata
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, ClassVar
 
@@ -55,34 +55,43 @@ DROP_INTENT = "drop_form"
 MAX_REMEMBERED_BUTTONS = 25
 # Where a form's refused corrections wait to be explained (a slot name no form declares).
 REFUSED_CORRECTIONS = "_corrections_refused"
+# Where notes wait for the next question, and a stop for the next step (slot names no form declares).
+NOTES_KEY = "_notes"
+STOP_KEY = "_stop"
 # Typed labels this similar to a button's (0-100, after normalising) press it; short labels must match.
 BUTTON_LABEL_SIMILARITY = 88
 BUTTON_FUZZY_MIN_LENGTH = 5
 # Slots of these entity kinds are also set by the other one: "后天" changes a visit time's day.
 ENTITY_FAMILIES: dict[str, tuple[str, ...]] = {"time": ("time", "date"), "date": ("date", "time")}
+
+
+def cue(english: str, other: str = "") -> re.Pattern[str]:
+    """Words that cue something, whatever the case: English alternatives (a regex) as whole words, then
+    `other` (Chinese phrases, punctuation) matched anywhere."""
+    words = rf"\b(?:{english})\b"
+    return re.compile(f"{words}|{other}" if other else words, re.IGNORECASE)
+
+
 # Words that say "I am changing what I said", in either language: with them a message that looks like
 # another request ("change the time to 3pm" reads like rescheduling) corrects the form instead.
-CORRECTION_CUE = re.compile(
-    r"\b(change|changed|make it|instead|actually|rather|correction|i meant|i mean|not\b.{1,30}\bbut|"
-    r"switch (it|that) to|set (it|that) to|update (it|that) to|move (it|that) to|oops|sorry)\b"
-    r"|改成|改为|改到|换成|换到|改一下|改下|不是|应该是|其实|我是说|更正|调整为|调成|重新|那就改",
-    re.IGNORECASE,
+CORRECTION_CUE = cue(
+    r"change|changed|make it|instead|actually|rather|correction|i meant|i mean|not\b.{1,30}\bbut|"
+    r"switch (it|that) to|set (it|that) to|update (it|that) to|move (it|that) to|oops|sorry",
+    "改成|改为|改到|换成|换到|改一下|改下|不是|应该是|其实|我是说|更正|调整为|调成|重新|那就改",
 )
 # Words that ask for something (a question, a verb of a request) rather than name a value, in either language.
-COMMAND_CUE = re.compile(
-    r"\b(show|list|check|status|what|where|when|who|how|why|find|search|tell|give|send|open|update|mark|move|"
+COMMAND_CUE = cue(
+    r"show|list|check|status|what|where|when|who|how|why|find|search|tell|give|send|open|update|mark|move|"
     r"assign|dispatch|create|new|log|book|pipeline|warranty|cancel|help|"
     # A problem described is a request of its own ("error E13 on my dishwasher"), not an appliance named.
-    r"error|broken|leak\w*|noise|noisy|fault\w*|not working|doesn'?t work|won'?t|[a-z]\d{1,3})\b|[?？]"
-    r"|看看|查|显示|列出|帮我|怎么|多少|进度|哪|什么|吗|派|更新|新建|保修|漏斗|给我|有没有"
-    r"|故障|坏|漏水|不工作|不转|异响|报错|错误|代码",
-    re.IGNORECASE,
+    r"error|broken|leak\w*|noise|noisy|fault\w*|not working|doesn'?t work|won'?t|[a-z]\d{1,3}",
+    "[?？]|看看|查|显示|列出|帮我|怎么|多少|进度|哪|什么|吗|派|更新|新建|保修|漏斗|给我|有没有"
+    "|故障|坏|漏水|不工作|不转|异响|报错|错误|代码",
 )
 # What may stand around a value in a bare answer ("it's Acme", "就是张伟吧") without making it a command.
-ANSWER_FILLERS = re.compile(
-    r"\b(it'?s|it is|the|a|an|is|for|to|please|pls|ok|okay|yes|no|um|uh|just|maybe|i think|that'?s)\b"
-    r"|就是|是|吧|呢|啊|呀|的|好的|嗯|请|那个|这个|可能|应该",
-    re.IGNORECASE,
+ANSWER_FILLERS = cue(
+    r"it'?s|it is|the|a|an|is|for|to|please|pls|ok|okay|yes|no|um|uh|just|maybe|i think|that'?s",
+    "就是|是|吧|呢|啊|呀|的|好的|嗯|请|那个|这个|可能|应该",
 )
 
 
@@ -318,13 +327,16 @@ class Handler:
     """Base of intent handlers (forms): slots, extract/validate/ask per slot, confirm, then act via core.
 
     Per-slot behaviour lives in methods the base class dispatches to by name — `extract_<slot>(turn)`,
-    `validate_<slot>(turn, raw)`, `ask_<slot>(turn)` — so a form reads as one method per question.
+    `validate_<slot>(turn, raw)`, `ask_<slot>(turn)`, `needs_<slot>(turn)` — so a form reads as one method
+    per question. `note` explains something with the next question; `stop` ends the task with a message.
     """
 
     intent: ClassVar[str] = ""
     roles: ClassVar[frozenset[Role] | None] = None
     slots: ClassVar[tuple[Slot, ...]] = ()
     needs_confirmation: ClassVar[bool] = False
+    # Asked (never answered) when a stop is pending: `ask` says the stop's message and ends the task.
+    STOP: ClassVar[Slot] = Slot(STOP_KEY, "staff.stopped", required=False)
 
     def slot(self, name: str) -> Slot | None:
         """The declared slot called `name`."""
@@ -349,6 +361,10 @@ class Handler:
         extract = getattr(self, f"extract_{slot.name}", None)
         if extract is not None:
             return await extract(turn)
+        return await self.plain_answer(turn, slot)
+
+    async def plain_answer(self, turn: Turn, slot: Slot) -> Any:
+        """The answer read the default way: the slot's entity, else the text, then `validate`."""
         raw: str | None = turn.entity(slot.entity) if slot.entity else None
         if raw is None:
             raw = turn.text.strip()
@@ -363,7 +379,37 @@ class Handler:
             return await check(turn, raw)
         return raw.strip()[:2000]
 
+    @staticmethod
+    def note(turn: Turn, text: str) -> None:
+        """Say this together with the next question."""
+        turn.slots.setdefault(NOTES_KEY, []).append(text)
+
+    @staticmethod
+    def notes(turn: Turn) -> list[str]:
+        """The notes waiting to be said, taken once (for a reply that is no question: a card, a result)."""
+        taken: list[str] = turn.slots.pop(NOTES_KEY, [])
+        return taken
+
+    @staticmethod
+    def stop(turn: Turn, text: str, *buttons: Button) -> None:
+        """End the task with this message instead of asking anything."""
+        turn.slots[STOP_KEY] = {"text": text, "buttons": [[item.title, item.payload] for item in buttons]}
+
     async def ask(self, turn: Turn, slot: Slot) -> list[Reply]:
+        """The question, preceded by any notes; or the stop message, which ends the task."""
+        stop = turn.slots.get(STOP_KEY)
+        if stop is not None:
+            turn.state.finish()
+            buttons = tuple(Button(title, data) for title, data in stop["buttons"])
+            return [Reply(text=stop["text"], buttons=buttons)]
+        notes = self.notes(turn)
+        replies = await self.question(turn, slot)
+        if notes and replies:
+            # Joined into the question itself: an explanation on its own reads as the assistant's last word.
+            replies[0] = replace(replies[0], text="\n".join([*notes, replies[0].text]))
+        return replies
+
+    async def question(self, turn: Turn, slot: Slot) -> list[Reply]:
         """The question for a missing slot (`ask_<slot>`, else the slot's prompt)."""
         question = getattr(self, f"ask_{slot.name}", None)
         if question is not None:
@@ -407,8 +453,17 @@ class Handler:
         raise NotImplementedError
 
     def missing(self, turn: Turn) -> Slot | None:
-        """The next required slot without a value."""
-        return next((slot for slot in self.slots if slot.required and slot.name not in turn.slots), None)
+        """A pending stop first, then the first slot without a value that is needed (`needs_<slot>`, else
+        whether it is required)."""
+        if STOP_KEY in turn.slots:
+            return self.STOP
+        unfilled = (slot for slot in self.slots if slot.name not in turn.slots)
+        return next((slot for slot in unfilled if self.needs(turn, slot)), None)
+
+    def needs(self, turn: Turn, slot: Slot) -> bool:
+        """Whether `slot` is asked now (`needs_<slot>`, else whether it is required)."""
+        needed = getattr(self, f"needs_{slot.name}", None)
+        return bool(needed(turn)) if needed is not None else slot.required
 
     def title(self, turn: Turn) -> str:
         """What this form is, for "shall we go on with …?"."""

@@ -182,7 +182,9 @@ async def test_remembered_serial_and_unknown_or_foreign_serial_never_leaks(core:
     await chat.say("stop", "cancel")
     unknown = await chat.say("my dishwasher ZZ99999 is broken", "open_service_request",
                              serial_number="ZZ99999")
-    assert foreign[0].text == "I couldn't find a product with serial number AB12345 on your account."
+    # The explanation is said with the question that follows it, on its first line.
+    said = "I couldn't find a product with serial number AB12345 on your account."
+    assert foreign[0].text.splitlines()[0] == said
     assert unknown[0].text == foreign[0].text.replace("AB12345", "ZZ99999")
     # Both then offer only the customer's own products; nothing about Globex or its dishwasher.
     assert payloads(foreign) == payloads(unknown) == ["DW500-00001", "WM2023-00917"]
@@ -366,9 +368,11 @@ async def test_j2_own_other_unknown_serial_and_staff(core: Core, world: World) -
 
     other = await chat.say("is AB12345 still under warranty?", "check_warranty", serial_number="AB12345")
     unknown = await chat.say("is QQ77777 still under warranty?", "check_warranty", serial_number="QQ77777")
-    assert other[0].text == ("I couldn't find a product with serial number AB12345 on your account. "
-                             "Please check the number on the label.")
-    assert unknown[0].text == other[0].text.replace("AB12345", "QQ77777")
+    assert other[0].text.splitlines()[0] == ("I couldn't find a product with serial number AB12345 on your "
+                                             "account. Please check the number on the label.")
+    # The first names the serial with the question (a note); the second, an answer to that question, is told
+    # on its own before the question is asked again: the same words either way.
+    assert unknown[0].text == other[0].text.splitlines()[0].replace("AB12345", "QQ77777")
     assert payloads(other) == payloads(unknown)
     assert "Globex" not in texts(other) and "Dishwasher DW-500 (AB12345)" not in texts(other)
 

@@ -12,8 +12,8 @@ import re
 from datetime import datetime
 from typing import Any, ClassVar
 
-from bot.dialogue import Handler, Slot, SlotInvalid, Turn
-from bot.intents.sales import StaffHandler, payload
+from bot.dialogue import Handler, Slot, SlotInvalid, Turn, cue
+from bot.intents.sales import payload
 from bot.messages import Button, Reply
 from core.domain.enums import Role
 from core.domain.quiet import parse_quiet_hours
@@ -33,13 +33,12 @@ QUIET_ENTITY = "quiet"
 # "reminders" / "提醒" on their own: the reminders this person's role gets.
 REMINDERS = "reminders"
 REMINDER_KINDS = {"customer": ("warranty_expiring", "maintenance_due"), "staff": ("task_due",)}
-ALL_WORDS = re.compile(r"\b(?:all|every|everything|any|anything)\b|所有|全部|一切|任何", re.IGNORECASE)
+ALL_WORDS = cue("all|every|everything|any|anything", "所有|全部|一切|任何")
 # "stop", "don't", "no more", "mute" … (not "unmute": \b keeps it out).
-NEGATIVE = re.compile(
-    r"\b(?:stop|stopped|don'?t|dont|do not|no more|no longer|never|mute|silence|turn off|switch off|"
-    r"disable|unsubscribe|opt out|quit|hate|enough|without|no)\b|"
-    r"不要|别|不用|停止|停掉|停发|关掉|关闭|取消|屏蔽|不想|不再|退订|静音|不需要",
-    re.IGNORECASE,
+NEGATIVE = cue(
+    r"stop|stopped|don'?t|dont|do not|no more|no longer|never|mute|silence|turn off|switch off|"
+    r"disable|unsubscribe|opt out|quit|hate|enough|without|no",
+    "不要|别|不用|停止|停掉|停发|关掉|关闭|取消|屏蔽|不想|不再|退订|静音|不需要",
 )
 # Within the clause before a channel: that channel is not wanted.
 NOT_THIS = re.compile(
@@ -47,17 +46,13 @@ NOT_THIS = re.compile(
     re.IGNORECASE,
 )
 CLAUSE_BREAK = re.compile(r"[,，.。;；!！?？]|\bbut\b|但是|可是")
-AGAIN = re.compile(
-    r"\b(?:unmute|resume|turn (?:\w+ )?back on|turn on|switch on|enable|start|again|resubscribe|back)\b|"
-    r"恢复|重新|打开|开启|继续|订阅",
-    re.IGNORECASE,
+AGAIN = cue(
+    r"unmute|resume|turn (?:\w+ )?back on|turn on|switch on|enable|start|again|resubscribe|back",
+    "恢复|重新|打开|开启|继续|订阅",
 )
-QUESTION = re.compile(
-    r"\b(?:what|which|show|list|current|do i (?:get|receive))\b|\?|？|哪些|什么|查看|看看|现在|目前|吗",
-    re.IGNORECASE,
-)
-AFTER = re.compile(r"\b(?:after|from|past|since)\b|以后|之后|后|从|起", re.IGNORECASE)
-BEFORE = re.compile(r"\b(?:before|until|till|til)\b|以前|之前|前|到", re.IGNORECASE)
+QUESTION = cue("what|which|show|list|current|do i (?:get|receive)", r"\?|？|哪些|什么|查看|看看|现在|目前|吗")
+AFTER = cue("after|from|past|since", "以后|之后|后|从|起")
+BEFORE = cue("before|until|till|til", "以前|之前|前|到")
 WINDOW = re.compile(
     r"(?<!\d)([01]?\d|2[0-3])[:：.]([0-5]\d)\s*(?:-|–|—|~|～|to|到|至)\s*([01]?\d|2[0-3])[:：.]([0-5]\d)(?!\d)"
 )
@@ -196,7 +191,7 @@ def read_request(turn: Turn) -> dict[str, Any]:
     return plan
 
 
-class NotificationSettings(StaffHandler):
+class NotificationSettings(Handler):
     """Mute or unmute kinds of message, choose the channel first, set quiet hours, or say how it stands."""
 
     intent = INTENT
@@ -206,16 +201,19 @@ class NotificationSettings(StaffHandler):
     QUIET: ClassVar[Slot] = Slot("quiet", "preferences.ask_quiet", entity=QUIET_ENTITY)
     slots = (KINDS, CHANNELS, QUIET)
 
-    def next_slot(self, turn: Turn) -> Slot | None:
-        """What is still missing for the change asked for."""
-        op = turn.slots.get("op")
-        if op in ("mute", "unmute") and not turn.slots.get("kinds"):
-            return self.KINDS
-        if op in ("channel", "avoid") and not turn.slots.get("channels"):
-            return self.CHANNELS
-        if op == "quiet" and not (turn.slots.get("start") and turn.slots.get("end")):
-            return self.QUIET
-        return None
+    # Each question belongs to one kind of change: only the one asked for is asked, while it is missing.
+
+    def needs_kinds(self, turn: Turn) -> bool:
+        """Which kinds, to mute or unmute."""
+        return turn.slots.get("op") in ("mute", "unmute") and not turn.slots.get("kinds")
+
+    def needs_channels(self, turn: Turn) -> bool:
+        """Which channel first, to choose or avoid one."""
+        return turn.slots.get("op") in ("channel", "avoid") and not turn.slots.get("channels")
+
+    def needs_quiet(self, turn: Turn) -> bool:
+        """Both ends of the quiet hours."""
+        return turn.slots.get("op") == "quiet" and not (turn.slots.get("start") and turn.slots.get("end"))
 
     async def prefill(self, turn: Turn) -> None:
         """Read the request, fill in what it leaves to the current settings, and stop early when there is
@@ -316,53 +314,64 @@ class NotificationSettings(StaffHandler):
         turn.slots["end"] = end or default_end
         turn.slots["quiet"] = f"{turn.slots['start']}-{turn.slots['end']}"
 
-    async def fill_from_answer(self, turn: Turn, slot: Slot) -> Any:
-        """Answers may name several kinds or channels, or give two times."""
+    async def extract_kinds(self, turn: Turn) -> list[str]:
+        """Kinds named in the answer (several, or "all")."""
         current = await turn.core.preferences.get(turn.actor)
-        if slot.name == "kinds":
-            kinds = expand_kinds(turn, turn.parse.values(KIND_ENTITY))
-            if not kinds and ALL_WORDS.search(turn.text):
-                kinds = list(current.receiving if turn.slots.get("op") == "mute" else current.muted)
-            if not kinds:
-                raise SlotInvalid(turn.t("preferences.kind_hint"))
-            self._set_kinds(turn, current, kinds)
-            return turn.slots.get("kinds") or kinds
-        if slot.name == "channels":
-            channels = [value.strip().lower() for value in turn.parse.values(CHANNEL_ENTITY)]
-            if not channels:
-                raise SlotInvalid(turn.t("preferences.channel_hint"))
-            self._set_channels(turn, current, channels)
-            return turn.slots.get("channels") or channels
+        kinds = expand_kinds(turn, turn.parse.values(KIND_ENTITY))
+        if not kinds and ALL_WORDS.search(turn.text):
+            kinds = list(current.receiving if turn.slots.get("op") == "mute" else current.muted)
+        if not kinds:
+            raise SlotInvalid(turn.t("preferences.kind_hint"))
+        self._set_kinds(turn, current, kinds)
+        chosen: list[str] = turn.slots.get("kinds") or kinds
+        return chosen
+
+    async def extract_channels(self, turn: Turn) -> list[str]:
+        """Channels named in the answer, in order."""
+        current = await turn.core.preferences.get(turn.actor)
+        channels = [value.strip().lower() for value in turn.parse.values(CHANNEL_ENTITY)]
+        if not channels:
+            raise SlotInvalid(turn.t("preferences.channel_hint"))
+        self._set_channels(turn, current, channels)
+        chosen: list[str] = turn.slots.get("channels") or channels
+        return chosen
+
+    async def extract_quiet(self, turn: Turn) -> str:
+        """Two times: the start and the end of the quiet hours."""
+        current = await turn.core.preferences.get(turn.actor)
         start, end, timed = quiet_times(turn)
         if not timed or start is None or end is None:
             raise SlotInvalid(turn.t("preferences.quiet_hint"))
         self._set_quiet(turn, current, start, end)
-        return turn.slots["quiet"]
+        return str(turn.slots["quiet"])
 
-    async def question(self, turn: Turn, slot: Slot) -> list[Reply]:
-        """Ask with buttons: the kinds that can change, the channels that reach the person, common hours."""
+    async def ask_kinds(self, turn: Turn) -> list[Reply]:
+        """The kinds that can change, as buttons."""
         current = await turn.core.preferences.get(turn.actor)
-        if slot.name == "kinds":
-            op = turn.slots.get("op")
-            choices = list(current.receiving) if op == "mute" else list(current.muted)
-            buttons = tuple(
-                Button(
-                    turn.t(f"preferences.buttons.{kind}"), payload(INTENT, notification_kind=kind, op=str(op))
-                )
-                for kind in choices
+        op = turn.slots.get("op")
+        choices = list(current.receiving) if op == "mute" else list(current.muted)
+        buttons = tuple(
+            Button(turn.t(f"preferences.buttons.{kind}"), payload(INTENT, notification_kind=kind, op=str(op)))
+            for kind in choices
+        )
+        key = "preferences.ask_mute" if op == "mute" else "preferences.ask_unmute"
+        return [Reply(text=turn.t(key), buttons=buttons)]
+
+    async def ask_channels(self, turn: Turn) -> list[Reply]:
+        """The channels that reach the person (not one they want to avoid), as buttons."""
+        current = await turn.core.preferences.get(turn.actor)
+        buttons = tuple(
+            Button(
+                turn.t(f"preferences.channels.{name}"),
+                payload(INTENT, channel=name, op="channel"),
             )
-            key = "preferences.ask_mute" if op == "mute" else "preferences.ask_unmute"
-            return [Reply(text=turn.t(key), buttons=buttons)]
-        if slot.name == "channels":
-            buttons = tuple(
-                Button(
-                    turn.t(f"preferences.channels.{name}"),
-                    payload(INTENT, channel=name, op="channel"),
-                )
-                for name in current.reachable
-                if name not in turn.slots.get("avoided", [])
-            )
-            return [Reply(text=turn.t("preferences.ask_channel"), buttons=buttons)]
+            for name in current.reachable
+            if name not in turn.slots.get("avoided", [])
+        )
+        return [Reply(text=turn.t("preferences.ask_channel"), buttons=buttons)]
+
+    async def ask_quiet(self, turn: Turn) -> list[Reply]:
+        """Common quiet hours, as buttons."""
         buttons = tuple(
             Button(
                 turn.t("preferences.quiet_button", start=start, end=end),
@@ -375,7 +384,7 @@ class NotificationSettings(StaffHandler):
     async def confirmation(self, turn: Turn) -> Reply:
         """What will change, with [Yes] [No]."""
         op = turn.slots.get("op")
-        notes: list[str] = turn.slots.pop("_notes", [])
+        notes = self.notes(turn)
         if op == "mute":
             text = turn.t("preferences.confirm_mute", kinds=kind_names(turn, turn.slots["kinds"]))
         elif op == "unmute":

@@ -16,7 +16,7 @@ from datetime import date, datetime, timedelta
 from typing import Any
 
 from bot.charting import cjk_font
-from bot.dialogue import Handler, Turn
+from bot.dialogue import Handler, Turn, cue
 from bot.i18n import t
 from bot.intents.sales import local_today, payload, spoken, whens
 from bot.messages import Button, Reply
@@ -49,20 +49,18 @@ BAR_COLOURS = ("#16a34a", "#f59e0b", "#dc2626")  # ≥ 80 %, ≥ 60 %, below
 
 # --- which grouping ------------------------------------------------------------------------------------
 
-_BY_MONTH = re.compile(
-    r"\b(?:by|per|each|every)\s+month\b|\bmonth[\s-]*(?:by|on|over)[\s-]*month\b|\bmonthly\b|\btrend"
-    r"|\bover\s+(?:the\s+)?months\b|按月|每月|每个月|各月|逐月|分月|月度|趋势|走势",
-    re.IGNORECASE,
+_BY_MONTH = cue(
+    r"(?:by|per|each|every)\s+month|month[\s-]*(?:by|on|over)[\s-]*month|monthly|trend\w*"
+    r"|over\s+(?:the\s+)?months",
+    "按月|每月|每个月|各月|逐月|分月|月度|趋势|走势",
 )
-_BY_TEAM = re.compile(
-    r"\bteams?\b|\bdepartments?\b|\bdepts?\b|\bbranch(?:es)?\b|\bgroups?\b|\bunits?\b|\bdivisions?\b"
-    r"|团队|部门|分公司|网点|小组|班组|各组|分部|服务站",
-    re.IGNORECASE,
+_BY_TEAM = cue(
+    r"teams?|departments?|depts?|branch(?:es)?|groups?|units?|divisions?",
+    "团队|部门|分公司|网点|小组|班组|各组|分部|服务站",
 )
-_BY_TECHNICIAN = re.compile(
-    r"\btech(?:nician)?s?\b|\bengineers?\b|\bper\s+person\b|\bby\s+person\b|\bindividual|\bstaff\b"
-    r"|\bwho\b|技师|师傅|工程师|技术员|维修工|个人|每个人|每人|员工",
-    re.IGNORECASE,
+_BY_TECHNICIAN = cue(
+    r"tech(?:nician)?s?|engineers?|per\s+person|by\s+person|individual\w*|staff|who",
+    "技师|师傅|工程师|技术员|维修工|个人|每个人|每人|员工",
 )
 
 

@@ -9,7 +9,7 @@ from datetime import date, datetime, time, timedelta
 from typing import Any, ClassVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from bot.dialogue import SWITCH_CONFIDENCE, Handler, Slot, SlotInvalid, Turn
+from bot.dialogue import SWITCH_CONFIDENCE, Handler, Slot, SlotInvalid, Turn, cue
 from bot.grounding import Found, Grounded, Mention, installed_units, vocabulary
 from bot.intents.smalltalk import not_a_person_request
 from bot.messages import Button, Reply
@@ -37,7 +37,6 @@ ASAP = "asap"
 # When someone names only a day, the visit is asked for at the start of the working day.
 DEFAULT_VISIT_TIME = time(9, 0)
 MAX_VISIT_AHEAD = timedelta(days=365)
-NOTICE = "_notice"
 # The appliances to offer (and what to say) when a mention needs the person to choose: kept in the slots.
 UNIT_QUESTION = "_unit_question"
 # What a repair request keeps about a knowledge-base article (found for, or tried on, one appliance).
@@ -90,19 +89,18 @@ _COMPLAINT_PHRASES_ZH = (
 )
 
 # A complaint is high severity when it shows anger or rudeness, a repeated failure, or a safety risk.
-_SAFETY_EN = re.compile(
-    r"\b(fire|flames?|smoke|smoking|smoky|burning|burnt|burned|sparks?|sparking|shock(ed|s)?|electrocut\w*|"
-    r"explod\w*|explosion|gas leak|melt(ed|ing)?)\b",
-    re.I,
+_SAFETY_EN = cue(
+    r"fire|flames?|smoke|smoking|smoky|burning|burnt|burned|sparks?|sparking|shock(ed|s)?|electrocut\w*|"
+    r"explod\w*|explosion|gas leak|melt(ed|ing)?"
 )
 _SAFETY_ZH = ("起火", "着火", "冒烟", "漏电", "触电", "烧焦", "爆炸", "火花", "煤气泄漏", "燃气泄漏", "冒火")
-_ANGER_EN = re.compile(
-    r"\b(rude\w*|unacceptable|disgust\w*|terrible|horrible|awful|worst|furious|angry|outrage\w*|ridiculous|"
+_ANGER_EN = cue(
+    r"rude\w*|unacceptable|disgust\w*|terrible|horrible|awful|worst|furious|angry|outrage\w*|ridiculous|"
     r"useless|incompetent|scam\w*|insult\w*|shout\w*|yell\w*|swore|swearing|lawyers?|sue|never again|"
     r"fed up|sick of|again|still (not|broken)|(second|third|fourth|fifth) time|\d+ times|"
     r"(two|three|four|five|several|many) times|repeated\w*|keeps? (breaking|failing|happening)|"
-    r"same (problem|issue|fault))\b|!{2,}",
-    re.I,
+    r"same (problem|issue|fault)",
+    "!{2,}",
 )
 _ANGER_ZH = (
     "态度差", "态度很差", "态度恶劣", "粗鲁", "骂", "太差", "垃圾", "愤怒", "气死", "太过分", "无法接受",
@@ -111,17 +109,14 @@ _ANGER_ZH = (
 )
 
 # Typed answers to "add to SR-n, or open a new request?" (the buttons say it exactly).
-_ADD_WORDS = re.compile(
-    r"\b(add|append|attach|same|existing|that one|the open one)\b|补充|追加|加到|加进|合并|同一个", re.I
-)
-_NEW_WORDS = re.compile(r"\b(new|another|separate|second|anyway)\b|新建|新开|新的|另开|另外|单独|重新", re.I)
+_ADD_WORDS = cue("add|append|attach|same|existing|that one|the open one", "补充|追加|加到|加进|合并|同一个")
+_NEW_WORDS = cue("new|another|separate|second|anyway", "新建|新开|新的|另开|另外|单独|重新")
 
 # "Where is my technician?" asks about the person's own jobs, not the request last mentioned.
-_TECHNICIAN = re.compile(
-    r"\b(technicians?|engineers?|repair ?m[ae]n|repairers?|service ?m[ae]n|fitters?|installers?|plumbers?|"
-    r"electricians?)\b|\bwho(?:'s| is) coming\b|\b(?:someone|somebody|anyone|anybody) (?:coming|come)\b"
-    r"|师傅|技师|维修员|维修工|维修人员|工程师|上门|派人|有人来|谁来",
-    re.I,
+_TECHNICIAN = cue(
+    r"technicians?|engineers?|repair ?m[ae]n|repairers?|service ?m[ae]n|fitters?|installers?|plumbers?|"
+    r"electricians?|who(?:'s| is) coming|(?:someone|somebody|anyone|anybody) (?:coming|come)",
+    "师傅|技师|维修员|维修工|维修人员|工程师|上门|派人|有人来|谁来",
 )
 # A question about a request is no description of a problem.
 _QUESTION = re.compile(
@@ -130,10 +125,8 @@ _QUESTION = re.compile(
     re.I,
 )
 # "status of my requests" asks for all of them, not the one just talked about.
-_ALL_REQUESTS = re.compile(
-    r"\b(requests|tickets|cases|repairs|complaints|all|every|list|open ones)\b"
-    r"|所有|全部|哪些|几个|都|列表|们",
-    re.I,
+_ALL_REQUESTS = cue(
+    "requests|tickets|cases|repairs|complaints|all|every|list|open ones", "所有|全部|哪些|几个|都|列表|们"
 )
 
 _STAR_WORDS = {
@@ -306,12 +299,6 @@ def _warranty_type(turn: Turn, value: str) -> str:
     return turn.t(f"warranty.types.{value}") if value in ("standard", "extended", "none") else value
 
 
-def _note(turn: Turn, hint: str) -> None:
-    """Keep an explanation to show before the next question."""
-    earlier = turn.slots.get(NOTICE)
-    turn.slots[NOTICE] = f"{earlier}\n{hint}" if earlier else hint
-
-
 def _topic(turn: Turn, text: str) -> None:
     """Remember what the person is dealing with, so a hand-off can tell a colleague."""
     turn.state.context["topic"] = " ".join(text.split())[:200]
@@ -333,16 +320,7 @@ class ServiceHandler(Handler):
                 turn.slots[slot.name] = await self.validate(turn, slot, raw)
             except SlotInvalid as invalid:
                 if now is not None:
-                    _note(turn, invalid.hint)
-
-    def notices(self, turn: Turn) -> list[Reply]:
-        """The pending explanation, once."""
-        notice = turn.slots.pop(NOTICE, None)
-        return [Reply(text=str(notice))] if notice else []
-
-    async def ask(self, turn: Turn, slot: Slot) -> list[Reply]:
-        """The question, after any pending explanation."""
-        return [*self.notices(turn), turn.say(slot.prompt)]
+                    self.note(turn, invalid.hint)
 
 
 # --- J1: open a repair request -------------------------------------------------------------------
@@ -363,22 +341,24 @@ class OpenServiceRequest(ServiceHandler):
     )
     needs_confirmation = True
 
-    def missing(self, turn: Turn) -> Slot | None:
-        """The next question; the open-request and article questions only when there is one to ask about."""
-        # Adding to an open request needs just the description.
-        s = turn.slots
-        adding = s.get("duplicate") == "add"
-        for slot in self.slots:
-            if slot.name in s:
-                continue
-            if slot.name == "duplicate" and "duplicate_of" not in s:
-                continue
-            if slot.name == "kb_choice" and ("kb_hit" not in s or adding):
-                continue
-            if slot.name == "preferred_time" and adding:
-                continue
-            return slot
-        return None
+    # The open-request and article questions are asked only when there is one to ask about; adding to an
+    # open request needs just the description.
+
+    def needs_duplicate(self, turn: Turn) -> bool:
+        """Asked only when the appliance already has an open request."""
+        return "duplicate_of" in turn.slots
+
+    def needs_kb_choice(self, turn: Turn) -> bool:
+        """Asked only when an article was found, and not when adding to an open request."""
+        return "kb_hit" in turn.slots and not self._adding(turn)
+
+    def needs_preferred_time(self, turn: Turn) -> bool:
+        """Not asked when adding to an open request: its visit is already arranged."""
+        return not self._adding(turn)
+
+    @staticmethod
+    def _adding(turn: Turn) -> bool:
+        return turn.slots.get("duplicate") == "add"
 
     async def prefill(self, turn: Turn) -> None:
         """Take the article (from a search button), product, problem and visit time from this message."""
@@ -441,7 +421,7 @@ class OpenServiceRequest(ServiceHandler):
             return
         if not turn.actor.is_customer:
             if grounded.found is Found.NONE:
-                _note(turn, turn.t("service_request.unknown_serial_staff", serial=grounded.said[:64]))
+                self.note(turn, turn.t("service_request.unknown_serial_staff", serial=grounded.said[:64]))
             name = turn.remembered("customer")
             code = await self._match_customer(turn, name) if name else None
             if code:
@@ -451,13 +431,13 @@ class OpenServiceRequest(ServiceHandler):
         if not units:
             # Nothing registered for this customer: the request goes to their account without a product.
             if grounded.found is Found.NONE and grounded.by is Mention.SERIAL:
-                _note(turn, turn.t("service_request.unknown_serial", serial=grounded.said[:64]))
+                self.note(turn, turn.t("service_request.unknown_serial", serial=grounded.said[:64]))
             s["product"] = ""
             return
         if grounded.found in (Found.SEVERAL, Found.SUGGESTED, Found.NONE):
             question = _unit_question(turn, grounded, "service_request.unknown_serial")
             if "hint" in question:
-                _note(turn, question.pop("hint"))
+                self.note(turn, question.pop("hint"))
             s[UNIT_QUESTION] = question
             return
         # Came from a knowledge-base article: the customer's only unit of that model is the one.
@@ -504,44 +484,25 @@ class OpenServiceRequest(ServiceHandler):
         return partial[0] if len(partial) == 1 else None
 
     async def fill_from_answer(self, turn: Turn, slot: Slot) -> Any:
-        """Answers for each question; after product and problem are known, look in the knowledge base."""
-        s = turn.slots
-        if slot.name == "product":
-            await self._answer_product(turn)
-        elif slot.name == "duplicate":
-            self._take_duplicate_choice(turn)
-        elif slot.name == "description":
-            text = turn.text.strip()
-            if _is_payload(text) or len(text) < 3:
-                raise SlotInvalid(turn.t("service_request.description_short"))
-            s["description"] = text[:MAX_TEXT]
-        elif slot.name == "kb_choice":
-            code = turn.entity("kb_article_code")
-            hit = s["kb_hit"]
-            if code == hit["code"] or turn.parse.intent in ("deny", self.intent):
-                s["kb_choice"] = "repair"
-                s.update(kb_article_code=hit["code"], kb_title=hit["title"])
-            else:
-                raise SlotInvalid(turn.t("service_request.kb_hint"))
-        elif slot.name == "preferred_time":
-            s["preferred_time"] = self._visit_time(turn)
+        """Any answer (`extract_<slot>`); once product and problem are known, look in the knowledge base."""
+        # Kept at once, not only by the dialogue afterwards: the knowledge-base look-up reads it.
+        turn.slots[slot.name] = value = await super().fill_from_answer(turn, slot)
         await self._check_kb(turn)
-        return s[slot.name]
+        return value
 
-    async def _answer_product(self, turn: Turn) -> None:
+    async def extract_product(self, turn: Turn) -> str:
         """An answer to "which appliance?" (button, serial, model, kind; staff: a customer), afresh."""
         if turn.entity("appliance") == "other":
             # "Another appliance": one they have not registered; the request goes to their account.
-            turn.slots["product"] = ""
             turn.slots.pop(UNIT_QUESTION, None)
-            return
+            return ""
         raw = turn.entity("serial_number") or turn.text.strip()
         if not raw or _is_payload(raw):
             raise SlotInvalid(turn.t("warranty.bad_serial"))
         grounded = await _ground(turn, raw, remembered=False)
         if grounded.one is not None:
             await self._take_unit(turn, grounded.one)
-            return
+            return grounded.one.serial_number
         if turn.actor.is_customer:
             if grounded.found is Found.UNSAID:
                 raise SlotInvalid(turn.t("service_request.which_unit"))
@@ -553,9 +514,10 @@ class OpenServiceRequest(ServiceHandler):
         code = await self._match_customer(turn, turn.entity("customer") or raw)
         if code is None:
             raise SlotInvalid(turn.t("service_request.unknown_target_staff", text=raw[:64]))
-        turn.slots["product"], turn.slots["customer_code"] = "", code
+        turn.slots["customer_code"] = code
+        return ""
 
-    def _take_duplicate_choice(self, turn: Turn) -> None:
+    async def extract_duplicate(self, turn: Turn) -> str:
         """[Add to SR-n] / [Open a new one anyway], pressed or typed."""
         if "duplicate_of" not in turn.slots:
             # A button of an earlier question, pressed after the appliance changed: nothing to choose.
@@ -570,7 +532,27 @@ class OpenServiceRequest(ServiceHandler):
                 choice = "new"
         if choice not in ("add", "new"):
             raise SlotInvalid(turn.t("service_request.duplicate_hint", ref=ref))
-        turn.slots["duplicate"] = choice
+        return choice
+
+    async def extract_description(self, turn: Turn) -> str:
+        """What is wrong, in the person's words."""
+        text = turn.text.strip()
+        if _is_payload(text) or len(text) < 3:
+            raise SlotInvalid(turn.t("service_request.description_short"))
+        return text[:MAX_TEXT]
+
+    async def extract_kb_choice(self, turn: Turn) -> str:
+        """"Still need a repair" (the button, or a no) under the article offered."""
+        s = turn.slots
+        hit = s["kb_hit"]
+        if turn.entity("kb_article_code") != hit["code"] and turn.parse.intent not in ("deny", self.intent):
+            raise SlotInvalid(turn.t("service_request.kb_hint"))
+        s.update(kb_article_code=hit["code"], kb_title=hit["title"])
+        return "repair"
+
+    async def extract_preferred_time(self, turn: Turn) -> str:
+        """A visit time in the future (or as soon as possible)."""
+        return self._visit_time(turn)
 
     async def _check_kb(self, turn: Turn) -> None:
         """Once product and problem are known, a strong knowledge-base match is offered before a visit."""
@@ -614,34 +596,29 @@ class OpenServiceRequest(ServiceHandler):
             raise SlotInvalid(turn.t("service_request.time_far"))
         return moment.isoformat()
 
-    async def ask(self, turn: Turn, slot: Slot) -> list[Reply]:
-        """Product buttons, the article offer, and the warranty statement before the time question."""
-        s = turn.slots
-        notices = self.notices(turn)
-        if slot.name == "product":
-            return [*notices, *await self._ask_product(turn)]
-        if slot.name == "duplicate":
-            return [*notices, self._ask_duplicate(turn)]
-        if slot.name == "kb_choice":
-            hit = s["kb_hit"]
-            return [*notices, turn.say(
-                "service_request.kb_offer",
-                turn.button("kb.solved_button", _button_payload("kb_solved", code=hit["code"])),
-                turn.button("service_request.kb_still_button",
-                            _button_payload(self.intent, kb_article_code=hit["code"])),
-                title=hit["title"], code=hit["code"], solution=hit["solution"],
-            )]
-        if slot.name == "preferred_time":
-            replies = list(notices)
-            if not s.get("warranty_said") and s.get("unit"):
-                s["warranty_said"] = True
-                replies.append(Reply(text=self._warranty_line(turn)))
-            asap = turn.button("service_request.asap_button", _button_payload(self.intent, time=ASAP))
-            replies.append(turn.say("service_request.ask_time", asap))
-            return replies
-        return [*notices, turn.say(slot.prompt)]
+    async def ask_kb_choice(self, turn: Turn) -> list[Reply]:
+        """The article found, with [This solved it] [I still need a repair]."""
+        hit = turn.slots["kb_hit"]
+        return [turn.say(
+            "service_request.kb_offer",
+            turn.button("kb.solved_button", _button_payload("kb_solved", code=hit["code"])),
+            turn.button("service_request.kb_still_button",
+                        _button_payload(self.intent, kb_article_code=hit["code"])),
+            title=hit["title"], code=hit["code"], solution=hit["solution"],
+        )]
 
-    async def _ask_product(self, turn: Turn) -> list[Reply]:
+    async def ask_preferred_time(self, turn: Turn) -> list[Reply]:
+        """The visit time, after the warranty statement (once)."""
+        s = turn.slots
+        replies = []
+        if not s.get("warranty_said") and s.get("unit"):
+            s["warranty_said"] = True
+            replies.append(Reply(text=self._warranty_line(turn)))
+        asap = turn.button("service_request.asap_button", _button_payload(self.intent, time=ASAP))
+        replies.append(turn.say("service_request.ask_time", asap))
+        return replies
+
+    async def ask_product(self, turn: Turn) -> list[Reply]:
         """The customer's appliances as buttons (only those that fit what was said, when it was said)."""
         if not turn.actor.is_customer:
             return [turn.say("service_request.ask_product_staff")]
@@ -660,12 +637,12 @@ class OpenServiceRequest(ServiceHandler):
         key = "ask_product" if len(offered) <= MAX_PRODUCT_BUTTONS else "ask_product_more"
         return [turn.say(f"service_request.{key}", *buttons)]
 
-    def _ask_duplicate(self, turn: Turn) -> Reply:
+    async def ask_duplicate(self, turn: Turn) -> list[Reply]:
         """"You already have SR-n open for this appliance": add to it, open another anyway, or look at it."""
         s = turn.slots
         open_one, unit = s["duplicate_of"], s["unit"]
         ref = open_one["ref"]
-        return turn.say(
+        return [turn.say(
             "service_request.duplicate",
             turn.button("service_request.duplicate_add_button",
                         _button_payload(self.intent, duplicate="add"), ref=ref),
@@ -675,7 +652,7 @@ class OpenServiceRequest(ServiceHandler):
                         _button_payload("check_request_status", ticket_id=ref), ref=ref),
             ref=ref, product=_in_sentence(unit["name"], turn.lang), serial=unit["serial"],
             subject=_short(open_one["subject"], 80), status=turn.t(f"status.statuses.{open_one['status']}"),
-        )
+        )]
 
     def _warranty_line(self, turn: Turn) -> str:
         unit = turn.slots["unit"]
@@ -818,15 +795,17 @@ class FileComplaint(ServiceHandler):
             try:
                 turn.slots["ticket"] = await self.validate(turn, self.slots[1], said)
             except SlotInvalid as invalid:
-                _note(turn, invalid.hint)
+                self.note(turn, invalid.hint)
 
-    async def validate(self, turn: Turn, slot: Slot, raw: str) -> Any:
-        """The description as text; the related request must be one the person can see."""
-        if slot.name == "description":
-            text = raw.strip()
-            if _is_payload(text) or len(text) < 3:
-                raise SlotInvalid(turn.t("complaint.description_short"))
-            return text[:MAX_TEXT]
+    async def validate_description(self, turn: Turn, raw: str) -> str:
+        """What happened, as text."""
+        text = raw.strip()
+        if _is_payload(text) or len(text) < 3:
+            raise SlotInvalid(turn.t("complaint.description_short"))
+        return text[:MAX_TEXT]
+
+    async def validate_ticket(self, turn: Turn, raw: str) -> str:
+        """The related request: one the person can see."""
         ticket = _ticket_ref(raw)
         if ticket is None:
             raise SlotInvalid(turn.t("status.bad_ref"))
@@ -841,8 +820,7 @@ class FileComplaint(ServiceHandler):
         """What will be sent to the service manager."""
         s = turn.slots
         _topic(turn, s["description"])
-        lines = [*(reply.text for reply in self.notices(turn)),
-                 turn.t("complaint.summary", description=s["description"])]
+        lines = [*self.notes(turn), turn.t("complaint.summary", description=s["description"])]
         if s.get("ticket"):
             lines.append(turn.t("complaint.summary_ticket", ticket=s["ticket"]))
         lines.append(turn.t("complaint.summary_question"))
@@ -902,7 +880,7 @@ class CheckRequestStatus(ServiceHandler):
         Slot("ticket", "status.list", entity="ticket_id", remember=True, required=False),
     )
 
-    async def validate(self, turn: Turn, slot: Slot, raw: str) -> Any:
+    async def validate_ticket(self, turn: Turn, raw: str) -> str:
         """SR-n in any common spelling."""
         ticket = _ticket_ref(raw)
         if ticket is None:
@@ -916,7 +894,7 @@ class CheckRequestStatus(ServiceHandler):
         if said:
             ticket = _ticket_ref(said)
             if ticket is None:
-                _note(turn, turn.t("status.bad_ref"))
+                self.note(turn, turn.t("status.bad_ref"))
             else:
                 s["ticket"], s["said"] = ticket, True
             return
@@ -938,7 +916,9 @@ class CheckRequestStatus(ServiceHandler):
     async def execute(self, turn: Turn) -> list[Reply]:
         """Show the request, the technicians coming, or list open ones."""
         s = turn.slots
-        notices = self.notices(turn)
+        # No question follows: a note waiting (a reference that is no request) is said on its own, first.
+        notes = self.notes(turn)
+        notices = [Reply(text="\n".join(notes))] if notes else []
         if s.get("technician"):
             return [*notices, *await self._technicians(turn)]
         ticket = s.get("ticket")
@@ -1105,11 +1085,11 @@ class CheckWarranty(ServiceHandler):
         """The appliance named (serial of any shape, model, kind), else the one just talked about."""
         self._take(turn, await _ground(turn), turn.entity("serial_number"))
 
-    async def fill_from_answer(self, turn: Turn, slot: Slot) -> Any:
+    async def extract_serial(self, turn: Turn) -> str:
         """An answer to "which appliance?" (a button, a serial, "the fridge", "冰箱"): grounded afresh."""
         grounded = await _ground(turn, remembered=False)
         if self._take(turn, grounded, turn.entity("serial_number")):
-            return turn.slots["serial"]
+            return str(turn.slots["serial"])
         question = turn.slots.get(UNIT_QUESTION) or {}
         raise SlotInvalid(_unit_hint(turn, question))
 
@@ -1128,21 +1108,20 @@ class CheckWarranty(ServiceHandler):
         if grounded.found is not Found.UNSAID:
             question = _unit_question(turn, grounded, "warranty.not_found")
             if "hint" in question and not turn.state.awaiting:
-                _note(turn, question.pop("hint"))
+                self.note(turn, question.pop("hint"))
             s[UNIT_QUESTION] = question
         return False
 
-    async def ask(self, turn: Turn, slot: Slot) -> list[Reply]:
+    async def ask_serial(self, turn: Turn) -> list[Reply]:
         """A button per own product (those that fit what was said, if anything was), else a typed serial."""
-        notices = self.notices(turn)
         units = await _own_units(turn)
         if not units:
-            return [*notices, turn.say("warranty.ask")]
+            return [turn.say("warranty.ask")]
         question = turn.slots.pop(UNIT_QUESTION, None) or {}
         offered = [unit for unit in units if unit.serial_number in question.get("serials", ())] or units
         if question.get("question"):
-            return [*notices, Reply(text=question["question"], buttons=tuple(self._buttons(offered)))]
-        return [*notices, turn.say("warranty.ask_buttons", *self._buttons(offered))]
+            return [Reply(text=question["question"], buttons=tuple(self._buttons(offered)))]
+        return [turn.say("warranty.ask_buttons", *self._buttons(offered))]
 
     def _buttons(self, units: list[InstalledProductOut]) -> list[Button]:
         return [
@@ -1268,19 +1247,16 @@ class RateService(ServiceHandler):
 
     intent = "rate_service"
     roles: ClassVar[frozenset[Role] | None] = frozenset({Role.CUSTOMER})
+    # Asked once the rating is recorded (execute sets it as the pending question); never required. Not free
+    # text: a message that confidently asks for something else is done instead (extract_comment).
+    COMMENT: ClassVar[Slot] = Slot("comment", "survey_chat.ask_comment", required=False)
     slots: ClassVar[tuple[Slot, ...]] = (
         # Recorded as soon as both are known, so a later message never "corrects" them: a new rating is a
         # new request (already rated, or another ticket).
         Slot("ticket", "rating.ask_ticket", entity="ticket_id", remember=True, correctable=False),
         Slot("rating", "rating.ask", entity="rating", correctable=False),
-        # Asked once the rating is recorded (execute sets it as the pending question); never required. Not
-        # free text: a message that confidently asks for something else is done instead (fill_from_answer).
-        Slot("comment", "survey_chat.ask_comment", required=False),
+        COMMENT,
     )
-
-    def missing(self, turn: Turn) -> Slot | None:
-        """Nothing more to ask once it is clear there is nothing to rate."""
-        return None if "blocked" in turn.slots else super().missing(turn)
 
     async def prefill(self, turn: Turn) -> None:
         """Pick the request: the one named, the one in context, or the only one waiting for a rating."""
@@ -1291,7 +1267,7 @@ class RateService(ServiceHandler):
         if said:
             ticket = _ticket_ref(said) or said
             if ticket not in rateable:
-                s["blocked"] = await self._why_not(turn, ticket)
+                self.stop(turn, await self._why_not(turn, ticket))
                 return
             s["ticket"] = ticket
         elif remembered in rateable:
@@ -1299,14 +1275,14 @@ class RateService(ServiceHandler):
         elif len(rateable) == 1:
             s["ticket"] = rateable[0]
         elif not rateable:
-            s["blocked"] = turn.t("rating.nothing")
+            self.stop(turn, turn.t("rating.nothing"))
             return
         rating = turn.entity("rating")
         if rating is not None:
             try:
                 s["rating"] = await self.validate(turn, self.slots[1], rating)
             except SlotInvalid as invalid:
-                _note(turn, invalid.hint)
+                self.note(turn, invalid.hint)
 
     async def _rateable(self, turn: Turn) -> list[str]:
         """Requests with a survey waiting for this customer's answer, newest first."""
@@ -1329,12 +1305,10 @@ class RateService(ServiceHandler):
                 return turn.t(key, ticket=detail.ref)
         return turn.t("rating.nothing_for", ticket=detail.ref)
 
-    async def fill_from_answer(self, turn: Turn, slot: Slot) -> Any:
+    async def extract_comment(self, turn: Turn) -> str | None:
         """While waiting for a comment, another rating (a survey's button, "rate SR-3 4") is not a comment:
         it starts over with what it says; and a message that clearly asks for something else ("my dishwasher
         is broken again", hours later) is not one either: the comment is dropped and that is done."""
-        if slot.name != "comment":
-            return await super().fill_from_answer(turn, slot)
         parse = turn.parse
         if parse.intent == self.intent and (
             _is_payload(turn.text) or (turn.entity("ticket_id") and turn.entity("rating"))
@@ -1344,19 +1318,24 @@ class RateService(ServiceHandler):
             return None
         if parse.intent not in (self.intent, *_NOT_A_REQUEST) and parse.confidence >= SWITCH_CONFIDENCE:
             raise SlotInvalid(turn.t("survey_chat.ask_comment", ticket=turn.slots.get("ticket", "")))
-        return await super().fill_from_answer(turn, slot)
+        comment: str = await self.plain_answer(turn, self.COMMENT)
+        return comment
 
-    async def validate(self, turn: Turn, slot: Slot, raw: str) -> Any:
-        """A request waiting for a rating; a rating from 1 to 5; any comment ("no" / "No comment": none)."""
-        if slot.name == "comment":
-            if turn.parse.intent == "deny" or _NO_COMMENT.match(raw) or _is_payload(raw):
-                return ""
-            return raw.strip()[:MAX_TEXT]
-        if slot.name == "rating":
-            stars = _stars(raw)
-            if not 1 <= stars <= 5:
-                raise SlotInvalid(turn.t("rating.hint"))
-            return stars
+    async def validate_comment(self, turn: Turn, raw: str) -> str:
+        """Any comment ("no" / "No comment": none)."""
+        if turn.parse.intent == "deny" or _NO_COMMENT.match(raw) or _is_payload(raw):
+            return ""
+        return raw.strip()[:MAX_TEXT]
+
+    async def validate_rating(self, turn: Turn, raw: str) -> int:
+        """A rating from 1 to 5."""
+        stars = _stars(raw)
+        if not 1 <= stars <= 5:
+            raise SlotInvalid(turn.t("rating.hint"))
+        return stars
+
+    async def validate_ticket(self, turn: Turn, raw: str) -> str:
+        """A request waiting for this customer's rating."""
         ticket = _ticket_ref(raw)
         if ticket is None:
             raise SlotInvalid(turn.t("status.bad_ref"))
@@ -1364,20 +1343,23 @@ class RateService(ServiceHandler):
             raise SlotInvalid(await self._why_not(turn, ticket))
         return ticket
 
-    async def ask(self, turn: Turn, slot: Slot) -> list[Reply]:
-        """Buttons for the requests, five star buttons, or the comment question with a "No comment" button."""
-        notices = self.notices(turn)
-        if slot.name == "ticket":
-            buttons = []
-            for ticket in (await self._rateable(turn))[:MAX_LISTED]:
-                detail = await turn.core.service_desk.get_request(turn.actor, ticket)
-                title = turn.t("rating.ticket_button", ticket=ticket, subject=_short(detail.subject, 40))
-                buttons.append(Button(title=title, payload=_button_payload(self.intent, ticket_id=ticket)))
-            return [*notices, turn.say("rating.ask_ticket", *buttons)]
-        if slot.name == "comment":
-            return [*notices, self._comment_question(turn)]
+    async def ask_ticket(self, turn: Turn) -> list[Reply]:
+        """A button for each request waiting for a rating."""
+        buttons = []
+        for ticket in (await self._rateable(turn))[:MAX_LISTED]:
+            detail = await turn.core.service_desk.get_request(turn.actor, ticket)
+            title = turn.t("rating.ticket_button", ticket=ticket, subject=_short(detail.subject, 40))
+            buttons.append(Button(title=title, payload=_button_payload(self.intent, ticket_id=ticket)))
+        return [turn.say("rating.ask_ticket", *buttons)]
+
+    async def ask_rating(self, turn: Turn) -> list[Reply]:
+        """Five star buttons."""
         stars = [turn.button("rating.star_button", str(n), n=n) for n in range(1, 6)]
-        return [*notices, turn.say("rating.ask", *stars, ticket=turn.slots["ticket"])]
+        return [turn.say("rating.ask", *stars, ticket=turn.slots["ticket"])]
+
+    async def ask_comment(self, turn: Turn) -> list[Reply]:
+        """The comment question with a "No comment" button."""
+        return [self._comment_question(turn)]
 
     def _comment_question(self, turn: Turn) -> Reply:
         low = int(turn.slots.get("rating") or 5) <= 2
@@ -1388,8 +1370,6 @@ class RateService(ServiceHandler):
     async def execute(self, turn: Turn) -> list[Reply]:
         """Record the rating on the survey and ask for a comment; then record the comment, if any."""
         s = turn.slots
-        if "blocked" in s:
-            return [Reply(text=str(s["blocked"]))]
         if s.get(RATED):
             return await self._take_comment(turn)
         s.pop("comment", None)
