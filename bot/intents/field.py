@@ -8,7 +8,7 @@ from datetime import date, datetime, time, timedelta
 from decimal import Decimal
 from typing import Any, ClassVar
 
-from bot.dialogue import REFUSED_CORRECTIONS, Handler, Slot, SlotInvalid, Turn
+from bot.dialogue import REFUSED_CORRECTIONS, STOP_KEY, Handler, Slot, SlotInvalid, Turn
 from bot.intents.sales import (
     CJK,
     LATIN_WORD,
@@ -958,9 +958,9 @@ class DispatchJob(StaffHandler):
         """A request in scope that is open: by reference, or by its customer's name."""
         reference = ticket_ref(raw)
         if reference is None and not raw.startswith("/"):
-            turn.slots.pop("_stop", None)
+            turn.slots.pop(STOP_KEY, None)
             if await self._find_request(turn, raw):
-                stop = turn.slots.pop("_stop", None)
+                stop = turn.slots.pop(STOP_KEY, None)
                 if stop is not None:
                     raise SlotInvalid(stop["text"])
                 if "request" in turn.slots:
@@ -1294,10 +1294,10 @@ class JobPicker(StaffHandler):
         reference = job_ref(raw)
         if reference is None:
             raise SlotInvalid(turn.t("jobs.bad_ref"))
-        turn.slots.pop("_stop", None)
+        turn.slots.pop(STOP_KEY, None)
         await self.take_job(turn, reference)
-        if "_stop" in turn.slots:
-            problem = turn.slots.pop("_stop")["text"]
+        if STOP_KEY in turn.slots:
+            problem = turn.slots.pop(STOP_KEY)["text"]
             raise SlotInvalid(problem)
         return reference
 

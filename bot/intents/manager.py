@@ -11,7 +11,7 @@ from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
 from bot.charting import IMAGE_CHANNELS, cjk_font
-from bot.dialogue import Handler, Slot, Turn
+from bot.dialogue import NOTES_KEY, Handler, Slot, Turn
 from bot.i18n import t
 from bot.intents.sales import (
     SALES_ROLES,
@@ -461,7 +461,7 @@ class CustomerOverview(CustomerHandler):
         await self.take_customer(turn, query, text)
         remembered = turn.state.context.get("customer")
         if "customer" not in turn.slots and not query and not turn.slots.get("_choices") and remembered:
-            turn.slots.pop("_notes", None)
+            turn.slots.pop(NOTES_KEY, None)
             await self.take_customer(turn, remembered, "")
 
     async def execute(self, turn: Turn) -> list[Reply]:

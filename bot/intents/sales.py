@@ -10,12 +10,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
-from typing import Any, ClassVar
+from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from rapidfuzz import fuzz, utils
 
-from bot.dialogue import CONFIRM, Handler, Slot, SlotInvalid, Turn
+from bot.dialogue import CONFIRM, STOP_KEY, Handler, Slot, SlotInvalid, Turn
 from bot.grounding import Found, Grounded
 
 # Customer matching lives with the deal grounding; field.py still imports these five from here.
@@ -151,52 +151,18 @@ def whens(turn: Turn) -> list[date | datetime]:
 
 
 class StaffHandler(Handler):
-    """A handler that can explain why it asks (notes shown with the next question) or stop with a message."""
-
-    STOP: ClassVar[Slot] = Slot("_stop", "staff.stopped", required=False)
-
-    @staticmethod
-    def note(turn: Turn, text: str) -> None:
-        """Say this together with the next question."""
-        turn.slots.setdefault("_notes", []).append(text)
-
-    @staticmethod
-    def stop(turn: Turn, text: str, *buttons: Button) -> None:
-        """End the task with this message instead of asking anything."""
-        turn.slots["_stop"] = {"text": text, "buttons": [[item.title, item.payload] for item in buttons]}
+    """A handler whose next question follows a rule of its own (`next_slot`); notes and stops are the base
+    class's (`Handler.note`, `Handler.stop`)."""
 
     def missing(self, turn: Turn) -> Slot | None:
         """A pending stop first, then the handler's own rule."""
-        if "_stop" in turn.slots:
+        if STOP_KEY in turn.slots:
             return self.STOP
         return self.next_slot(turn)
 
     def next_slot(self, turn: Turn) -> Slot | None:
-        """The next slot to ask for (default: the first required one without a value)."""
+        """The next slot to ask for (default: the base rule, the first needed one without a value)."""
         return super().missing(turn)
-
-    async def ask(self, turn: Turn, slot: Slot) -> list[Reply]:
-        """The question, preceded by any notes; or the stop message, which ends the task."""
-        stop = turn.slots.get("_stop")
-        if stop is not None:
-            turn.state.finish()
-            buttons = tuple(Button(title, data) for title, data in stop["buttons"])
-            return [Reply(text=stop["text"], buttons=buttons)]
-        notes: list[str] = turn.slots.pop("_notes", [])
-        replies = await self.question(turn, slot)
-        if notes and replies:
-            first = replies[0]
-            replies[0] = Reply(text="\n".join([*notes, first.text]), buttons=first.buttons, image=first.image,
-                               image_alt=first.image_alt)
-        return replies
-
-    async def question(self, turn: Turn, slot: Slot) -> list[Reply]:
-        """The slot's own `ask_<slot>` question, else its prompt."""
-        ask = getattr(self, f"ask_{slot.name}", None)
-        if ask is not None:
-            replies: list[Reply] = await ask(turn)
-            return replies
-        return [turn.say(slot.prompt)]
 
 
 # --- finding customers by what people call them (bot/grounding_sales.py) ----------------------------------
@@ -729,7 +695,7 @@ def fill_or_note(turn: Turn, name: str, value: str | int | None, *, said: str) -
     slots = turn.slots
     if value is None:
         slots[f"_{name}_unclear"] = said
-        StaffHandler.note(turn, turn.t(f"deal.bad_{name}", given=short(said, 40)))
+        Handler.note(turn, turn.t(f"deal.bad_{name}", given=short(said, 40)))
     else:
         slots[name] = value
         slots.pop(f"_{name}_unclear", None)
@@ -776,7 +742,7 @@ def read_amount_into(turn: Turn, text: str) -> None:
         elif (vague := APPROXIMATE.search(text)) is not None:
             # Said as typed (not cut short): the words that made the amount vague.
             slots["_amount_unclear"] = vague.group(0)
-            StaffHandler.note(turn, turn.t("deal.bad_amount", given=vague.group(0)))
+            Handler.note(turn, turn.t("deal.bad_amount", given=vague.group(0)))
 
 
 def said_close_day(turn: Turn) -> date | None:
@@ -1075,7 +1041,7 @@ class DealChange(StaffHandler):
     async def confirmation(self, turn: Turn) -> Reply:
         """Old → new for every field that changes, and what was said but cannot be taken."""
         deal = turn.slots["deal_info"]
-        lines: list[str] = turn.slots.pop("_notes", [])
+        lines = self.notes(turn)
         lines.append(turn.t("deal.card_title", ref=deal["ref"], name=deal["name"], customer=deal["customer"]))
         for field_name, old, new in self._diff(turn):
             lines.append(turn.t(f"deal.card_{field_name}", old=self._shown(turn, field_name, old),
@@ -1324,7 +1290,7 @@ class NewDeal(CustomerHandler):
         slots = turn.slots
         stage = slots.get("stage") or OpportunityStage.QUALIFICATION.value
         lines = [
-            *slots.pop("_notes", []),
+            *self.notes(turn),
             turn.t("deal.new_card_title"),
             turn.t("deal.new_card_customer", name=slots["customer_name"], code=slots["customer"]),
             turn.t("deal.new_card_name", name=slots["name"]),
