@@ -76,8 +76,9 @@ def cue(english: str, other: str = "") -> re.Pattern[str]:
 # another request ("change the time to 3pm" reads like rescheduling) corrects the form instead.
 CORRECTION_CUE = cue(
     r"change|changed|make it|instead|actually|rather|correction|i meant|i mean|not\b.{1,30}\bbut|"
-    r"switch (it|that) to|set (it|that) to|update (it|that) to|move (it|that) to|oops|sorry",
-    "改成|改为|改到|换成|换到|改一下|改下|不是|应该是|其实|我是说|更正|调整为|调成|重新|那就改",
+    r"switch (it|that) to|set (it|that) to|update (it|that) to|move (it|that) to|oops|sorry|no wait|"
+    r"how about|what about",
+    "改成|改为|改到|换成|换到|改一下|改下|不是|不对|应该是|其实|我是说|更正|调整为|调成|重新|那就改|要不",
 )
 # Words that ask for something (a question, a verb of a request) rather than name a value, in either language.
 COMMAND_CUE = cue(
@@ -486,6 +487,12 @@ def role_reading(role: Role, intent: str, turn: Turn) -> str:
     return intent
 
 
+def _offered_back(state: State) -> bool:
+    """Whether the last reply asked to go on with a kept form (its buttons continue it or drop it)."""
+    payloads = {payload for _title, payload in state.buttons}
+    return {f"/{RESUME_INTENT}", f"/{DROP_INTENT}"} <= payloads and bool(state.kept)
+
+
 class Dialogue:
     """Routes each parsed message to the right form and keeps the form state (see the module docstring)."""
 
@@ -506,6 +513,9 @@ class Dialogue:
 
     async def _read(self, turn: Turn) -> list[Reply]:
         state, intent = turn.state, turn.parse.intent
+        if intent in ("affirm", "deny") and state.active is None and _offered_back(state):
+            # "Shall we go on?" [Continue] [Drop it] answered "yes" or "no": the answer is the button.
+            intent = RESUME_INTENT if intent == "affirm" else DROP_INTENT
         if intent == RESUME_INTENT:
             return await self._resume(turn)
         if intent == DROP_INTENT:
@@ -543,7 +553,9 @@ class Dialogue:
             # (or "tomorrow 10am" under the knowledge-base offer) says nothing for the question asked, which
             # is simply asked again, with the value kept.
             slot = active.slot(state.awaiting)
-            if slot is not None and self._answers_too(turn, slot):
+            # A correction may have made the question moot (a new appliance: the tip offered was for the
+            # old one); then there is nothing left to answer.
+            if slot is not None and not self._moot(turn, active, slot) and self._answers_too(turn, slot):
                 try:
                     state.slots[slot.name] = await active.fill_from_answer(turn, slot)
                 except SlotInvalid as invalid:
@@ -694,6 +706,11 @@ class Dialogue:
         return [turn.say("dialogue.updated")] if corrected else []
 
     @staticmethod
+    def _moot(turn: Turn, active: Handler, slot: Slot) -> bool:
+        """Whether a question asked only sometimes (`needs_<slot>`) is no longer needed."""
+        return hasattr(active, f"needs_{slot.name}") and not active.needs(turn, slot)
+
+    @staticmethod
     def _answers_too(turn: Turn, slot: Slot) -> bool:
         """Whether a correcting message also answers the question asked (its entity, or words of its own)."""
         if slot.entity and turn.says_any(slot.entity_kinds):
@@ -711,6 +728,9 @@ class Dialogue:
         if parse.entities and not turn.remainder():
             # A bare value ("后天下午3点") is a value, whatever intent its words resemble.
             return True
+        if parse.intent == "out_of_scope":
+            # "what's the weather tomorrow?" names a day, yet asks about something else entirely.
+            return False
         return not self._confident_other(turn, active)
 
     def _confident_other(self, turn: Turn, active: Handler) -> bool:

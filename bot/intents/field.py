@@ -8,7 +8,7 @@ from datetime import date, datetime, time, timedelta
 from decimal import Decimal
 from typing import Any, ClassVar
 
-from bot.dialogue import REFUSED_CORRECTIONS, STOP_KEY, Handler, Slot, SlotInvalid, Turn
+from bot.dialogue import CONFIRM, REFUSED_CORRECTIONS, STOP_KEY, Handler, Slot, SlotInvalid, Turn
 from bot.intents.sales import (
     CJK,
     LATIN_WORD,
@@ -613,6 +613,10 @@ class CompleteJob(StaffHandler):
                 turn.slots["parts"] = [[code, quantity] for code, quantity in merged.items()]
                 await self._check_parts(turn)
                 changed.append("parts")
+                if asked not in (None, CONFIRM):
+                    # Said while another question is asked ("P-100" for how long): say it was heard.
+                    noted = ", ".join(f"{quantity} × {code}" for code, quantity in found)
+                    self.note(turn, turn.t("field.complete.parts_noted", parts=noted))
         exclusion = WARRANTY_EXCLUSION.search(text)
         if asked != "summary" and exclusion and not turn.slots.get("excluded"):
             turn.slots["excluded"] = exclusion.group(0).strip()

@@ -388,6 +388,9 @@ class OpenServiceRequest(ServiceHandler):
         # Kinds, models and names carry no entity, so the dialogue's own corrections cannot see them.
         changed = await super().correct(turn)
         s = turn.slots
+        if "preferred_time" in changed and turn.state.awaiting == "kb_choice" and "kb_hit" in s:
+            # A visit time said under the tip ("明天上午10点") answers it: they still want the visit.
+            s.update(kb_choice="repair", kb_article_code=s["kb_hit"]["code"], kb_title=s["kb_hit"]["title"])
         if "product" in changed or turn.state.awaiting == "product" or "product" not in s:
             return changed
         if not turn.actor.is_customer or _is_payload(turn.text) or turn.entity("serial_number"):
@@ -542,7 +545,8 @@ class OpenServiceRequest(ServiceHandler):
         return text[:MAX_TEXT]
 
     async def extract_kb_choice(self, turn: Turn) -> str:
-        """"Still need a repair" (the button, or a no) under the article offered."""
+        """"Still need a repair" (the button, or a no) under the article offered; a visit time said here is
+        taken by `correct`."""
         s = turn.slots
         hit = s["kb_hit"]
         if turn.entity("kb_article_code") != hit["code"] and turn.parse.intent not in ("deny", self.intent):
@@ -1226,6 +1230,8 @@ class KbSolved(Handler):
             # Counted so the knowledge team sees which articles really help; an unknown code is ignored.
             await turn.core.knowledge.mark_solved(turn.actor, str(code))
         turn.state.context.pop("kb_query", None)
+        # Pressed under the tip offered in a repair request: solved means that request is not wanted.
+        turn.state.kept = [form for form in turn.state.kept if form.intent != OpenServiceRequest.intent]
         return [turn.say("kb.thanks")]
 
 
