@@ -422,7 +422,8 @@ class Handler:
         """Take the values this message gives for slots other than the one asked; the names of those changed.
 
         Said now beats said before. A new value that does not fit is explained and the old one kept; a
-        slot not filled yet simply stays to be asked ("leaking since yesterday" is no visit time).
+        slot not filled yet simply stays to be asked ("leaking since yesterday" is no visit time), except at
+        the confirmation, where the value was meant for the card.
         """
         changed: list[str] = []
         for slot in self.slots:
@@ -436,9 +437,12 @@ class Handler:
             except SlotInvalid as invalid:
                 if had:
                     turn.slots[slot.name] = before
-                    turn.slots.setdefault(REFUSED_CORRECTIONS, []).append(invalid.hint)
                 else:
                     turn.slots.pop(slot.name, None)
+                if had or turn.state.awaiting == CONFIRM:
+                    # At the card nothing else is asked: a value that does not fit ("SR-3", not theirs) is
+                    # explained, never met with "please answer yes or no".
+                    turn.slots.setdefault(REFUSED_CORRECTIONS, []).append(invalid.hint)
                 continue
             turn.slots[slot.name] = value
             if not had or value != before:

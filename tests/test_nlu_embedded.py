@@ -292,7 +292,9 @@ def test_no_intent_claiming_a_message_is_a_fallback(shipped_engine: EmbeddedNlu)
     the threshold as its confidence; an intent more likely than not, or out_of_scope itself, stands."""
     assert set(shipped_engine.novelty) >= {"en", "zh"}
     threshold = round(shipped_engine.threshold_for("en"), 6)
-    candidates = [shipped_engine.parse_sync(text, CONTEXT) for text in ("Saturday morning then", "hmm maybe")]
+    # Vague words the shipped model claims weakly; which of them it is depends on the training data.
+    vague = ("Saturday morning then", "hmm maybe", "that one", "the other thing", "not sure yet", "so what")
+    candidates = [shipped_engine.parse_sync(text, CONTEXT) for text in vague]
     unsure = next(r for r in candidates if threshold <= r.confidence < 0.5 and r.intent != OUT_OF_SCOPE)
     sure = shipped_engine.parse_sync("my washing machine is leaking", CONTEXT)
     assert sure.intent == "open_service_request" and sure.confidence > 0.9
