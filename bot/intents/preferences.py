@@ -12,7 +12,7 @@ import re
 from datetime import datetime
 from typing import Any, ClassVar
 
-from bot.dialogue import Handler, Slot, SlotInvalid, Turn, cue
+from bot.dialogue import CONFIRM, Handler, Slot, SlotInvalid, Turn, cue
 from bot.intents.sales import payload
 from bot.messages import Button, Reply
 from core.domain.enums import Role
@@ -243,6 +243,16 @@ class NotificationSettings(Handler):
                 )
         elif op == "quiet":
             self._set_quiet(turn, current, plan.get("start"), plan.get("end"))
+
+    async def correct(self, turn: Turn) -> list[str]:
+        """At the card, another settings request ("晚上十点以后别发消息" after "不要保修提醒") is read afresh
+        and replaces the one not yet confirmed: the new card says exactly what will change."""
+        if turn.state.awaiting != CONFIRM or turn.parse.intent != self.intent:
+            return await super().correct(turn)
+        before = dict(turn.slots)
+        turn.slots.clear()
+        await self.prefill(turn)
+        return [] if turn.slots == before else ["op"]
 
     def _set_kinds(self, turn: Turn, current: Preferences, kinds: list[str]) -> None:
         unknown = [kind for kind in kinds if kind not in MUTABLE_KINDS]
