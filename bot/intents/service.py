@@ -1161,6 +1161,31 @@ class CheckWarranty(ServiceHandler):
         return [Reply(text="\n".join(lines), buttons=offer)]
 
 
+class MyProducts(Handler):
+    """"What appliances do I have?": the customer's registered units, each with its warranty."""
+
+    intent = "my_products"
+    roles: ClassVar[frozenset[Role] | None] = frozenset({Role.CUSTOMER})
+
+    async def execute(self, turn: Turn) -> list[Reply]:
+        """One line per unit (the first MAX_PRODUCT_BUTTONS also as [Check warranty] buttons), or none."""
+        units = await _own_units(turn)
+        if not units:
+            return [turn.say("my_products.none")]
+        lines = [turn.t("my_products.title", count=len(units))]
+        for unit in units:
+            key = "my_products.covered" if unit.in_warranty else "my_products.expired"
+            lines.append(turn.t(key, product=unit.product_name, serial=unit.serial_number,
+                                ends_on=unit.warranty_ends_on.isoformat()))
+        lines.append(turn.t("my_products.next"))
+        buttons = tuple(
+            Button(title=_product_label(unit),
+                   payload=_button_payload("open_service_request", serial_number=unit.serial_number))
+            for unit in units[:MAX_PRODUCT_BUTTONS]
+        )
+        return [Reply(text="\n".join(lines), buttons=buttons)]
+
+
 # --- J3: knowledge base --------------------------------------------------------------------------
 
 
@@ -1438,5 +1463,5 @@ class HumanHandoff(Handler):
 
 def handlers() -> list[Handler]:
     """One instance of every customer-service handler."""
-    return [OpenServiceRequest(), FileComplaint(), CheckRequestStatus(), CheckWarranty(), SearchKnowledge(),
-            KbSolved(), RateService(), HumanHandoff()]
+    return [OpenServiceRequest(), FileComplaint(), CheckRequestStatus(), CheckWarranty(), MyProducts(),
+            SearchKnowledge(), KbSolved(), RateService(), HumanHandoff()]
