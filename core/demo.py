@@ -1888,7 +1888,7 @@ async def _personas(core: Core) -> list[tuple[str, str, str]]:
          "'show me Acme', 'mark the hospital deal as won'."),
         ("sun.li", "manager",
          "Shanghai service manager (complaints and escalations land here), identity demo-service-manager. "
-         "Try 'show me Acme', 'status of SR-1'."),
+         "Try 'any complaints this week?', 'escalated requests', 'status of SR-9'."),
         ("liu.yang", "agent",
          "Shanghai service desk, identity demo-agent. Try 'status of SR-1', "
          "'error E21 on the washing machine'."),

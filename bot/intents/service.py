@@ -125,6 +125,10 @@ _QUESTION = re.compile(
     re.I,
 )
 # "status of my requests" asks for all of them, not the one just talked about.
+# What staff ask to see across the desk ("any complaints this week?", "escalated requests", "这周有投诉吗").
+_COMPLAINTS = cue("complaints?", "投诉")
+_ESCALATED = cue(r"escalat\w*", "升级|上报")
+_THIS_WEEK = cue("this week", "本周|这周|这个星期|这星期")
 _ALL_REQUESTS = cue(
     "requests|tickets|cases|repairs|complaints|all|every|list|open ones", "所有|全部|哪些|几个|都|列表|们"
 )
@@ -902,6 +906,8 @@ class CheckRequestStatus(ServiceHandler):
             else:
                 s["ticket"], s["said"] = ticket, True
             return
+        if not turn.actor.is_customer and not _is_payload(turn.text) and self._desk_filter(turn):
+            return
         if turn.actor.is_customer and not _is_payload(turn.text):
             grounded = await _ground(turn, remembered=False)
             if grounded.said_now and grounded.matches:
@@ -936,14 +942,58 @@ class CheckRequestStatus(ServiceHandler):
                 # Only a request named now is reported missing; a remembered one that is not theirs is
                 # no answer to "what's the status?": their own requests are.
                 return [*notices, *await self._list(turn)]
-            # Someone else's request reads exactly like one that does not exist.
-            return [*notices, turn.say("status.not_found", ticket=ticket)]
+            # Someone else's request reads exactly like one that does not exist; staff are told it is not
+            # in what they may see (another branch's, or none), not that they typed it wrong.
+            key = "status.not_found" if turn.actor.is_customer else "status.not_found_staff"
+            return [*notices, turn.say(key, ticket=ticket)]
         turn.state.context["ticket_id"] = detail.ref
         return [*notices, Reply(text=await self._render(turn, detail))]
+
+    @staticmethod
+    def _desk_filter(turn: Turn) -> bool:
+        """Staff asking across the desk: complaints, escalated ones, this week's; whether any was asked."""
+        text, s = turn.text, turn.slots
+        if _COMPLAINTS.search(text):
+            s["kind"] = RequestKind.COMPLAINT.value
+        if _ESCALATED.search(text):
+            s["status"] = "escalated"
+        if _THIS_WEEK.search(text):
+            today = turn.now.astimezone(_tz(turn)).date()
+            s["since"] = (today - timedelta(days=today.weekday())).isoformat()
+        return any(key in s for key in ("kind", "status", "since"))
+
+    async def _desk_list(self, turn: Turn) -> list[Reply]:
+        """What staff asked to see in their scope (not only what is assigned to them), newest first."""
+        s = turn.slots
+        page = await turn.core.service_desk.list_requests(
+            turn.actor, kind=s.get("kind"), status=s.get("status"),
+            # "complaints this week" counts closed ones too; without a period, what is still open.
+            open_only="since" not in s and "status" not in s, limit=50,
+        )
+        items = list(page.items)
+        if "since" in s:
+            since = date.fromisoformat(s["since"])
+            items = [item for item in items if item.created_at.astimezone(_tz(turn)).date() >= since]
+        what = turn.t("status.desk." + ("escalated_" if "status" in s else "") + (
+            "complaints" if "kind" in s else "requests"))
+        when = turn.t("status.desk.this_week") if "since" in s else ""
+        if not items:
+            return [turn.say("status.desk.none", what=what, when=when)]
+        shown = items[:MAX_OPEN_LISTED]
+        buttons = tuple(
+            Button(title=turn.t("status.item", ref=item.ref, subject=_short(item.subject, 40),
+                                status=turn.t(f"status.statuses.{item.status}")),
+                   payload=_button_payload(self.intent, ticket_id=item.ref))
+            for item in shown
+        )
+        text = turn.t("status.desk.list", what=what, when=when, count=len(items))
+        return [Reply(text=text, buttons=buttons)]
 
     async def _list(self, turn: Turn) -> list[Reply]:
         """Every open request, newest first, a button each (customers: of the appliance named, if one was)."""
         actor, s = turn.actor, turn.slots
+        if not actor.is_customer and any(key in s for key in ("kind", "status", "since")):
+            return await self._desk_list(turn)
         assignee = None if actor.is_customer else actor.username
         page = await turn.core.service_desk.list_requests(
             actor, open_only=True, assignee=assignee, limit=MAX_OPEN_LISTED
