@@ -76,6 +76,16 @@ DECLINE_WORDS = re.compile(
     r"|不接|拒绝|拒单|退单|接不了|不能接|没法接|无法接|去不了|不去了?",
     re.IGNORECASE)
 REASON_LEAD = re.compile(r"^\s*(?:because|as|since|due\s+to|—|-|:|因为|由于|原因是?)\s*", re.IGNORECASE)
+# "any new jobs?", "有新工单吗": the jobs waiting to be accepted, on whatever day they are.
+NEW_JOBS = re.compile(
+    r"\bnew\s+(?:jobs?|work\s*orders?|ros?|assignments?|orders?)\b|\bunaccepted\b|\bnot\s+accepted\b"
+    r"|\b(?:waiting\s+)?(?:for\s+me\s+)?to\s+accept\b|新(?:的)?(?:工单|单子|任务|派单)|新派|待接|未接|没接的?",
+    re.IGNORECASE)
+# A bare yes/no/ok, which says nothing about why a job is declined.
+BARE_ANSWER = re.compile(
+    r"[\s.,!?。，！？]*(?:yes|yeah|yep|yup|ya|ok|okay|sure|fine|right|no|nope|nah|y|n|confirm|decline|"
+    r"是的?|好的?|对|嗯|行|可以|确认|不|不是|没有|拒绝)[\s.,!?。，！？~～]*",
+    re.IGNORECASE)
 LABOUR_CHOICES = (30, 45, 60, 90, 120)
 ACTIVE_LIMIT = 200  # active jobs read for "my jobs" (a technician has a handful; a board, dozens)
 NO_PARTS = "none"  # the [No parts used] button's answer (a plain word: a /payload would be an intent)
@@ -283,7 +293,18 @@ class MyJobs(StaffHandler):
     roles = frozenset({Role.TECHNICIAN, Role.MANAGER})
 
     async def execute(self, turn: Turn) -> list[Reply]:
-        """The active jobs of the period (and any left over from before it, and any not yet scheduled)."""
+        """The active jobs of the period (and any left over from before it, and any not yet scheduled);
+        "any new jobs?" lists the ones waiting to be accepted, whatever their day."""
+        if turn.actor.role is Role.TECHNICIAN and NEW_JOBS.search(spoken(turn)):
+            waiting = await self._waiting(turn)
+            if waiting is not None:
+                return [waiting]
+            # Said with the usual list, so "nothing new" never hides what is already on.
+            return [turn.say("jobs.none_to_accept"), *await self._listing(turn)]
+        return await self._listing(turn)
+
+    async def _listing(self, turn: Turn) -> list[Reply]:
+        """The period's list (a manager's: the team's board)."""
         first, last, period = self._period(turn)
         tz = zone(turn)
         start = datetime.combine(first, time(0), tzinfo=tz)
@@ -327,6 +348,18 @@ class MyJobs(StaffHandler):
             if order.status == RepairStatus.DISPATCHED.value and order.technician == actor.username
         )
         return [Reply(text="\n".join(lines), buttons=buttons[:10])]
+
+    async def _waiting(self, turn: Turn) -> Reply | None:
+        """The technician's jobs not accepted yet, each with [Accept]; None when there are none."""
+        desk, actor = turn.core.service_desk, turn.actor
+        new = [order for order in (await desk.list_repair_orders(
+            actor, status=RepairStatus.DISPATCHED.value, limit=ACTIVE_LIMIT)).items
+            if order.technician == actor.username]
+        if not new:
+            return None
+        lines = [turn.t("field.new_jobs", count=len(new))]
+        lines.extend([await self._line(turn, order, True) for order in new])
+        return Reply(text="\n".join(lines), buttons=tuple(accept_button(turn, order) for order in new[:10]))
 
     async def _board(self, turn: Turn, period: str, days: tuple[date, date], scheduled: list[RepairOrderOut],
                      active: list[RepairOrderOut]) -> Reply:
@@ -454,7 +487,8 @@ class AcceptJob(StaffHandler):
     async def validate_reason(self, turn: Turn, raw: str) -> str:
         """Why the job is declined, in a few words."""
         reason = raw.strip()
-        if len(reason) < 3:
+        # "yes" / "ok" typed under the question answers nothing: the dispatcher needs a reason to act on.
+        if len(reason) < 3 or BARE_ANSWER.fullmatch(reason):
             raise SlotInvalid(turn.t("jobs.decline_reason_hint"))
         return reason[:500]
 
@@ -793,14 +827,18 @@ class CompleteJob(StaffHandler):
 TICKET_REF = re.compile(r"(?<![A-Za-z0-9])SR\s*[-#]?\s*(\d{1,9})(?![0-9])", re.IGNORECASE)
 NO_TIME = "none"
 DEFAULT_HOUR = 9
+# Orders carry no duration: a visit is taken to last about an hour when looking for a clash.
+VISIT_SPAN = timedelta(hours=1)
+ACTIVE_STATES = frozenset(
+    {RepairStatus.DISPATCHED.value, RepairStatus.ACCEPTED.value, RepairStatus.IN_PROGRESS.value})
 # "to Tom", "send Tom to", "派给张伟", "让张伟去": the words that name who should go.
 NAMED_EN = re.compile(
     r"\b(?:to|for)\s+(?P<a>[A-Za-z][\w.'’-]*(?:\s+[A-Z][\w.'’-]*)?)"
-    r"|\bsend\s+(?P<b>[A-Za-z][\w.'’-]*(?:\s+[A-Z][\w.'’-]*)?)\s+(?:to|over|out)\b",
+    r"|\bsend\s+(?P<b>[A-Za-z][\w.'’-]*(?:\s+[A-Z][\w.'’-]*)?)\s+(?:to|over|out|instead)\b",
     re.IGNORECASE)
 NAMED_ZH = re.compile(
-    r"(?:派给|交给|分给|安排给|指派给)\s*(?P<a>[A-Za-z.]{2,30}|[\u4e00-\u9fff]{2,3}?)(?=[，,。.\s]|明天|今天|后天|"
-    r"大后天|周|星期|下周|礼拜|上午|下午|晚上|早上|中午|去|$)"
+    r"(?:派给|交给|分给|安排给|指派给|改派给?|换成|改成)\s*(?P<a>[A-Za-z.]{2,30}|[\u4e00-\u9fff]{2,3}?)"
+    r"(?=[，,。.!！\s]|明天|今天|后天|大后天|周|星期|下周|礼拜|上午|下午|晚上|早上|中午|去|吧|啊|呢|$)"
     r"|(?:让|派|叫)\s*(?P<b>[\u4e00-\u9fff]{2,3}?)\s*(?:去|上门|跑一趟|处理)")
 # Words around a name in a dispatch that are never the name.
 DISPATCH_WORDS = frozenset((
@@ -816,6 +854,9 @@ DISPATCH_ZH = re.compile(
     r"SR\s*-?\s*\d+|派给|交给|分给|安排给|指派给|派单|派工|派|谁能去|谁可以去|谁去|谁能|谁有空|安排|一下|"
     r"明天|今天|后天|大后天|下周.|周.|星期.|上午|下午|晚上|早上|中午|[零一二两三四五六七八九十\d]+点(?:半|\d+分?)?|"
     r"[，,。？?！!\s]", re.IGNORECASE)
+# "换成明天下午": a day or a part of the day after 换成/改成 is a new time, not who goes.
+TIME_NOT_NAME = re.compile(
+    r"大?后天|[今明]天|下?(?:周|星期|礼拜)[一二三四五六日天末]|上午|下午|晚上|早上|中午|傍晚")
 USERNAME = re.compile(r"[A-Za-z0-9]+[._][A-Za-z0-9._-]+")
 # Open requests read to find one by its customer's name, and how many of them are offered as buttons.
 REQUEST_LOOKUP_LIMIT = 200
@@ -838,7 +879,7 @@ def named_technician(text: str) -> tuple[str, str] | None:
         return None
     said = (named.group("a") or named.group("b") or "").strip()
     words = [word for word in said.split() if word.casefold() not in DISPATCH_WORDS]
-    if not words or TICKET_REF.fullmatch(said):
+    if not words or TICKET_REF.fullmatch(said) or TIME_NOT_NAME.match(said):
         return None
     shown = said.split()
     while shown and shown[-1].casefold() in DISPATCH_WORDS:
@@ -1082,7 +1123,9 @@ class DispatchJob(StaffHandler):
         text = turn.t("field.dispatch.card", request=slots["request"], customer=slots.get("customer", ""),
                       subject=short(slots.get("subject", ""), 60), name=slots.get("technician_name", ""),
                       when=moment_label(turn, when) if when else turn.t("jobs.no_time"))
-        return confirm_card(turn, text)
+        # What "yes" would overlook is said before it: who has the request now, and a clash in the slot.
+        warnings = [*await self._held(turn), *await self._clashes(turn, when)]
+        return confirm_card(turn, "\n".join([text, *warnings]))
 
     async def execute(self, turn: Turn) -> list[Reply]:
         """Create the repair order: the technician gets the dispatch card through the notifier."""
@@ -1183,6 +1226,40 @@ class DispatchJob(StaffHandler):
         if found:
             turn.slots["_tech_choices"] = [[item.code, item.name] for item in found]
         return None
+
+    async def _held(self, turn: Turn) -> list[str]:
+        """The request's active jobs, each with its technician, status and time (dispatching adds another)."""
+        desk = turn.core.service_desk
+        try:
+            request = await desk.get_request(turn.actor, turn.slots["request"])
+        except (NotFound, PermissionDenied, ValidationFailed):
+            return []
+        names = dict(await desk.dispatchable_technicians(turn.actor))
+        lines = []
+        for reference in request.repair_orders:
+            try:
+                order = await desk.get_repair_order(turn.actor, reference)
+            except (NotFound, PermissionDenied):
+                continue
+            if order.status in ACTIVE_STATES and order.technician:
+                lines.append(turn.t("field.dispatch.held", request=request.ref, ref=order.ref,
+                                    name=names.get(order.technician, order.technician),
+                                    status=status_text(turn, order.status), when=when_text(turn, order)))
+        return lines
+
+    async def _clashes(self, turn: Turn, when: datetime | None) -> list[str]:
+        """The technician's active jobs within a visit's length of `when`, said on the card."""
+        if when is None or "technician" not in turn.slots:
+            return []
+        found = (await turn.core.service_desk.list_repair_orders(
+            turn.actor, technician=turn.slots["technician"], active_only=True,
+            scheduled_from=when - VISIT_SPAN, scheduled_to=when + VISIT_SPAN, limit=10)).items
+        jobs = [turn.t("field.dispatch.clash_job", ref=order.ref, when=when_text(turn, order),
+                       customer=order.customer_name or order.customer_code) for order in found]
+        if not jobs:
+            return []
+        name = turn.slots.get("technician_name", turn.slots["technician"])
+        return [turn.t("field.dispatch.clash", name=name, jobs=turn.t("field.why.join").join(jobs))]
 
     def _take_when(self, turn: Turn, raw: str) -> None:
         """A time said or chosen; a past one is refused with a note (and asked again)."""
