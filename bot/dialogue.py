@@ -89,6 +89,8 @@ COMMAND_CUE = cue(
     "[?？]|看看|查|显示|列出|帮我|怎么|多少|进度|哪|什么|吗|派|更新|新建|保修|漏斗|给我|有没有"
     "|故障|坏|漏水|不工作|不转|异响|报错|错误|代码",
 )
+# A sales person asking for their follow-up tasks rather than their visits.
+FOLLOW_UPS_CUE = cue(r"follow[- ]?ups?|to-?dos?|tasks?|reminders?", "待办|跟进|任务|提醒")
 # What may stand around a value in a bare answer ("it's Acme", "就是张伟吧") without making it a command.
 ANSWER_FILLERS = cue(
     r"it'?s|it is|the|a|an|is|for|to|please|pls|ok|okay|yes|no|um|uh|just|maybe|i think|that'?s",
@@ -491,6 +493,17 @@ def role_reading(role: Role, intent: str, turn: Turn) -> str:
     return intent
 
 
+def task_reading(role: Role, intent: str, turn: Turn) -> str:
+    """A sales person's "my to-dos" / "我的待办" / "my follow-ups" asks for their follow-up tasks (a rep has
+    no jobs; a manager's "jobs today" is the team's board). Only for a request served, never for a guess
+    offered: the list has no NLU intent of its own."""
+    if (role is Role.REP and intent == "my_jobs") or (
+            role in (Role.REP, Role.MANAGER) and intent in ("my_jobs", "list_visits")
+            and FOLLOW_UPS_CUE.search(turn.text)):
+        return "list_follow_ups"
+    return intent
+
+
 def _offered_back(state: State) -> bool:
     """Whether the last reply asked to go on with a kept form (its buttons continue it or drop it)."""
     payloads = {payload for _title, payload in state.buttons}
@@ -517,6 +530,12 @@ class Dialogue:
 
     async def _read(self, turn: Turn) -> list[Reply]:
         state, intent = turn.state, turn.parse.intent
+        if state.active is None and _offered_back(state) and CORRECTION_CUE.search(turn.text):
+            # "见的是王经理，不是李娜" under "Shall we go on?" corrects the kept form: it goes on, corrected
+            # (its "不是" is no "no", its "met" no new visit).
+            corrected = await self._resume_corrected(turn)
+            if corrected:
+                return corrected
         if intent in ("affirm", "deny") and state.active is None and _offered_back(state):
             # "Shall we go on?" [Continue] [Drop it] answered "yes" or "no": the answer is the button.
             intent = RESUME_INTENT if intent == "affirm" else DROP_INTENT
@@ -589,7 +608,7 @@ class Dialogue:
     async def start(self, turn: Turn, intent: str) -> list[Reply]:
         """Begin a handler for `intent` with what this message says."""
         state = turn.state
-        intent = role_reading(turn.actor.role, intent, turn)
+        intent = task_reading(turn.actor.role, role_reading(turn.actor.role, intent, turn), turn)
         handler = self._handlers.get(intent)
         if handler is None or intent in ("out_of_scope", FALLBACK_INTENT):
             return await self._fallback(turn)
@@ -674,6 +693,29 @@ class Dialogue:
         if turn.state.awaiting is None:
             return await self._advance(turn, handler)
         return await self._reask(turn, handler)
+
+    async def _resume_corrected(self, turn: Turn) -> list[Reply]:
+        """Take the kept form back when this message corrects it, and show it again; nothing (and nothing
+        changed) when the message is no correction of it or another request the NLU is sure of."""
+        state = turn.state
+        form = state.kept[-1]
+        handler = self._handlers.get(form.intent)
+        if handler is None or not form.awaiting:
+            return []
+        if turn.parse.intent not in ("affirm", "deny", form.intent) and self._confident_other(turn, handler):
+            return []
+        kept = copy.deepcopy(state.kept)
+        state.resume()
+        filled = set(state.slots)
+        changed = await handler.correct(turn)
+        refused = [Reply(text=hint) for hint in state.slots.pop(REFUSED_CORRECTIONS, [])]
+        if not changed and not refused:
+            state.finish()
+            state.kept = kept
+            return []
+        state.attempts = 0
+        updated = self._updated(turn, [name for name in changed if name in filled])
+        return [*refused, *updated, *await self._advance(turn, handler)]
 
     def _stuck(self, turn: Turn) -> Reply:
         """Three answers the form could not use: keep it, and offer help, a person, or to try again."""

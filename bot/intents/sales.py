@@ -287,6 +287,18 @@ MORE_NAMES_EN = re.compile(
     r"(?=\s*(?:,|\band\b|[.;:!?\n]|\b(?:about|to|for|re|regarding|today|yesterday)\b|$))")
 NAME_SPLIT = re.compile(r"\s*(?:,|，|、|&|/|\band\b|和|及|以及)\s*", re.IGNORECASE)
 DUE_HOUR = 9
+# Who was met, said again at the card: "见的是王经理，不是李娜", "是和王经理谈的" (English "met …" is MET_EN).
+MET_AGAIN_ZH = re.compile(
+    r"(?:见的是|见到的是|见的人是|是和|是跟|是与)(?P<who>[\u4e00-\u9fffA-Za-z·\s]{1,20}?)"
+    r"(?=一起|聊|谈|[，,。；;]|不是|而不是|$)")
+# The person a correction takes back: "not Li Na", "不是李娜".
+NOT_MET_EN = re.compile(
+    r"\bnot\s+(?P<who>(?:(?:Mr|Mrs|Ms|Miss|Dr)\.?\s+)?[A-Z][\w'’-]*(?:\s+[A-Z][\w'’-]*)?)")
+NOT_MET_ZH = re.compile(r"(?:而不是|不是)(?P<who>[\u4e00-\u9fffA-Za-z·]{1,20}?)(?=[，,。；;]|$)")
+# "change it to next friday": a change said with "next", to the day the card already shows.
+NEXT_AGAIN = re.compile(r"\b(?:change|move|push|make)\b.*\bnext\b|(?:改|推|挪|换).{0,3}下", re.IGNORECASE)
+# "also met Mr Wang", "还见了王经理": one more person, not a replacement.
+ALSO_MET = re.compile(r"\b(?:also|too|as\s+well)\b|还|也", re.IGNORECASE)
 
 
 def contacts_met(text: str) -> list[str]:
@@ -409,6 +421,24 @@ DONE_VISIT = re.compile(
     r"|拜访了|见了|去了|走访了|聊了|谈了", re.IGNORECASE)
 
 
+# "remind me to call Li Na at Acme next Tuesday", "提醒我下周二给Acme的李娜打电话": a call to make, no visit.
+CALL_EN = re.compile(
+    r"\b(?:[Cc]all|[Pp]hone|[Rr]ing)\b(?:\s+up)?(?:\s+(?P<who>(?:(?:Mr|Mrs|Ms|Miss|Dr)\.?\s+)?[A-Z][\w'’-]*"
+    r"(?:\s+[A-Z][\w'’-]*)?))?")
+CALL_ZH = re.compile(
+    r"(?:给|跟|和)(?P<who>[^，,。；;\s]{1,20}?)打(?:个|一个|一下)?电话|打电话给(?P<to>[\u4e00-\u9fff]{1,4})|致电")
+REMIND = re.compile(r"\bremind\s+me\b|提醒我|提醒一下", re.IGNORECASE)
+
+
+def call_to_make(text: str) -> str | None:
+    """Who a call still to be made is to ('' when nobody is named); None when the message plans no call."""
+    match = CALL_EN.search(text) or CALL_ZH.search(text)
+    if match is None or (DONE_VISIT.search(text) and not REMIND.search(text)):
+        return None
+    who = next((group for group in match.groups() if group), "") or ""
+    return who.rsplit("的", 1)[-1].strip()
+
+
 def plans_a_visit(text: str) -> bool:
     """Whether a message tells of a visit to come rather than one that happened."""
     planned = PLAN_EN.search(text) or PLAN_ZH.search(text)
@@ -447,8 +477,11 @@ class LogVisit(CustomerHandler):
         await self.take_customer(turn, turn.entity("customer"), text, people=contacts_met(text))
         turn.slots["visited_on"] = local_today(turn).isoformat()
         self._dates(turn, text)
-        if plans_a_visit(text) or "_planned_for" in turn.slots:
+        call = call_to_make(text) if text else None
+        if plans_a_visit(text) or "_planned_for" in turn.slots or call is not None:
             turn.slots["_plan"] = {"due": turn.slots.pop("_planned_for", None)}
+            if call is not None:
+                turn.slots["_plan"]["call"] = call
             return
         if text and substantive(text, turn.slots.get("customer_name", "")):
             self._digest(turn, text)
@@ -460,6 +493,60 @@ class LogVisit(CustomerHandler):
         return super().next_slot(turn)
 
     # One method per question (docs/dialogue.md); the customer's are CustomerHandler's.
+
+    async def correct(self, turn: Turn) -> list[str]:
+        """At the card, also who was met ("actually I met Mr Wang, not Li Na") and the follow-up's due day
+        ("改成下周五", "follow-up due next Monday"): no slot the NLU fills, yet both are on the card."""
+        changed = await super().correct(turn)
+        if turn.state.awaiting != CONFIRM or "_plan" in turn.slots or "summary" not in turn.slots:
+            return changed
+        text = spoken(turn)
+        if text and self._correct_met(turn, text):
+            changed.append("contacts")
+        if text and self._correct_dates(turn):
+            changed.append("due")
+        return changed
+
+    def _correct_met(self, turn: Turn, text: str) -> bool:
+        """New names of people met replace the old ones (or the one taken back with "not …"/"不是…")."""
+        said = [*contacts_met(text), *(match.group("who").strip() for match in MET_AGAIN_ZH.finditer(text))]
+        taken_back = [match.group("who").strip()
+                      for pattern in (NOT_MET_EN, NOT_MET_ZH) for match in pattern.finditer(text)]
+        said = [name for name in said if name and name not in taken_back]
+        if not said:
+            return False
+        before: list[str] = turn.slots.get("contacts_said") or turn.slots.get("contacts") or []
+        shown: list[str] = turn.slots.get("contacts") or []
+        if taken_back or ALSO_MET.search(text):
+            gone = {name.casefold() for name in taken_back}
+            kept = [name for index, name in enumerate(before)
+                    if name.casefold() not in gone
+                    and (index >= len(shown) or shown[index].casefold() not in gone)]
+        else:
+            kept = []
+        after = list(dict.fromkeys([*kept, *said]))
+        if after == before:
+            return False
+        turn.slots["contacts"] = after
+        turn.slots["contacts_said"] = after
+        return True
+
+    def _correct_dates(self, turn: Turn) -> bool:
+        """A day to come moves the follow-up (when there is one); a day gone by is the visit's own day."""
+        tz, today = zone(turn), local_today(turn)
+        before = (turn.slots.get("due"), turn.slots.get("visited_on"))
+        for when in whens(turn):
+            day = when.astimezone(tz).date() if isinstance(when, datetime) else when
+            if day <= today and not (isinstance(when, datetime) and when > turn.now):
+                turn.slots["visited_on"] = day.isoformat()
+            elif turn.slots.get("next_step"):
+                due = when if isinstance(when, datetime) else self._due_at(turn, day)
+                if due.isoformat() == before[0] and NEXT_AGAIN.search(spoken(turn)):
+                    # "change it to next friday" when the card already says this Friday: a change to the
+                    # day shown would be no change, so the Friday after it is meant.
+                    due += timedelta(days=7)
+                turn.slots["due"] = due.isoformat()
+        return (turn.slots.get("due"), turn.slots.get("visited_on")) != before
 
     async def validate_summary(self, turn: Turn, raw: str) -> str:
         """What was discussed (from which the dates, people and next step are read too)."""
@@ -579,9 +666,11 @@ class LogVisit(CustomerHandler):
     def _plan_card(self, turn: Turn) -> Reply:
         """Visit plans cannot be recorded yet: offer a follow-up task on the planned day instead."""
         slots, due = turn.slots, turn.slots["_plan"].get("due")
+        call = "call" in slots["_plan"]
         lines = [
-            turn.t("sales.plan.not_yet"),
-            turn.t("sales.plan.task", title=self._plan_title(turn)),
+            # A call to make was never a visit: nothing to explain about visit plans.
+            *([] if call else [turn.t("sales.plan.not_yet")]),
+            turn.t("sales.plan.call_task" if call else "sales.plan.task", title=self._plan_title(turn)),
             turn.t("sales.plan.due", day=day_label(turn, date.fromisoformat(due))) if due
             else turn.t("sales.plan.no_due"),
             turn.t("sales.plan.question", name=slots["customer_name"]),
@@ -590,7 +679,12 @@ class LogVisit(CustomerHandler):
             turn.button("sales.plan.add_button", "/affirm"), turn.button("staff.no", "/deny")))
 
     def _plan_title(self, turn: Turn) -> str:
-        return turn.t("sales.plan.title", name=turn.slots["customer_name"])
+        plan, name = turn.slots["_plan"], turn.slots["customer_name"]
+        if "call" not in plan:
+            return turn.t("sales.plan.title", name=name)
+        if plan["call"]:
+            return turn.t("sales.plan.call_title", who=plan["call"], name=name)
+        return turn.t("sales.plan.call_title_customer", name=name)
 
     async def _add_plan_task(self, turn: Turn) -> list[Reply]:
         """The follow-up task for a visit to come, due 09:00 on its day, reminded like any follow-up."""
@@ -1504,6 +1598,10 @@ def asked_period(turn: Turn, text: str, *, future: bool) -> Period | None:
     return None
 
 
+# "my deals", "我的商机", "mine": the speaker's own, even for a manager with a team.
+OWN = re.compile(r"\b(?:my|mine|myself|i\s+own)\b|我的|我自己", re.IGNORECASE)
+
+
 def wants_team(turn: Turn, text: str) -> bool:
     """Whether the person asks about their team rather than themselves."""
     return bool(text) and TEAM.search(text) is not None
@@ -1596,6 +1694,41 @@ class ListVisits(StaffHandler):
         return line
 
 
+class ListFollowUps(StaffHandler):
+    """'my follow-ups', '我的待办': the speaker's open follow-up tasks, soonest due first.
+
+    No NLU intent of its own: the dialogue reads a sales person's "my jobs"/"我的待办" and a visit list that
+    asks for follow-ups or tasks as this (`role_reading`)."""
+
+    intent = "list_follow_ups"
+    roles = SALES_ROLES
+
+    async def execute(self, turn: Turn) -> list[Reply]:
+        """The open tasks assigned to the speaker, through the sales service."""
+        tasks = [task for task in await turn.core.sales.tasks(turn.actor, status="open")
+                 if task.assignee == turn.actor.username]
+        if not tasks:
+            return [turn.say("sales.no_follow_ups")]
+        names = dict(await turn.core.customers.names_in_scope(turn.actor))
+        now = turn.now
+        lines = [turn.t("sales.follow_ups_title", count=len(tasks))]
+        for task in tasks[:MAX_LISTED]:
+            due = turn.t("sales.follow_up_undated")
+            if task.due_at:
+                day = task.due_at.astimezone(zone(turn)).date()
+                due = turn.t("sales.follow_up_due", day=day_label(turn, day))
+            customer = names.get(task.customer_code or "", task.customer_code or "")
+            line = turn.t("sales.follow_up_line", title=short(task.title, 60), due=due)
+            if customer:
+                line += " · " + customer
+            if task.due_at and task.due_at < now:
+                line += " " + turn.t("sales.overdue")
+            lines.append(line)
+        if len(tasks) > MAX_LISTED:
+            lines.append(turn.t("sales.more", count=len(tasks) - MAX_LISTED))
+        return [Reply(text="\n".join(lines))]
+
+
 class ListDeals(StaffHandler):
     """'my deals', 'deals closing this month', 'my deals in negotiation', 'deals over 100k', a manager's
     'my team's deals' → by close date, overdue ones flagged, buttons to update the first few."""
@@ -1622,11 +1755,21 @@ class ListDeals(StaffHandler):
                 for item in STAGES))]
         minimum = self._minimum(turn, text)
         period = asked_period(turn, text, future=True)
-        page = await turn.core.sales.list_opportunities(
-            turn.actor, owner=None if team else turn.actor.username, stage=stage,
-            open_only=stage is None, min_amount=minimum,
-            closing_from=period.start if period else None,
-            closing_before=period.end + timedelta(days=1) if period else None, limit=MAX_LISTED)
+
+        async def listed(whole_team: bool) -> Any:
+            return await turn.core.sales.list_opportunities(
+                turn.actor, owner=None if whole_team else turn.actor.username, stage=stage,
+                open_only=stage is None, min_amount=minimum,
+                closing_from=period.start if period else None,
+                closing_before=period.end + timedelta(days=1) if period else None, limit=MAX_LISTED)
+
+        page = await listed(team)
+        if not page.items and not team and sees_team(turn) and not OWN.search(text):
+            # A director asking "deals at risk this month" owns few deals herself: "none" would read as
+            # "nothing at risk" while her team's are; unless she said "my", the team's are the answer.
+            team_page = await listed(True)
+            if team_page.items:
+                page, team = team_page, True
         filters = [turn.t("sales.filter_stage", stage=turn.t(f"deal.stages.{stage}")) if stage
                    else turn.t("sales.filter_open")]
         if minimum is not None:
@@ -1673,4 +1816,4 @@ class ListDeals(StaffHandler):
 
 def handlers() -> list[Handler]:
     """One instance of every sales handler."""
-    return [LogVisit(), UpdateDeal(), ListVisits(), ListDeals()]
+    return [LogVisit(), UpdateDeal(), ListVisits(), ListFollowUps(), ListDeals()]
