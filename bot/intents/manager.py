@@ -74,19 +74,39 @@ PERIOD_WORDS = re.compile(
     r"(?:\b(?:this|next|last|previous)\s+(?:quarter|month|year|week)\b|\bq[1-4]\b|\bquarter\b|\b\d{4}\b|"
     r"\b(?:jan(?:uary)?|feb(?:ruary)?|mar(?:ch)?|apr(?:il)?|may|june?|july?|aug(?:ust)?|sep(?:t(?:ember)?)?|"
     r"oct(?:ober)?|nov(?:ember)?|dec(?:ember)?|today|tomorrow|ytd)\b|"
-    r"季度|本月|这个月|当月|下个?月|上个?月|今年|本年|全年|^(?:我|我们|我们团队|我团队|团队|全部|所有|整个团队|本)$)",
+    r"季度|本月|这个月|当月|下个?月|上个?月|今年|本年|全年|明年|去年|^(?:我|我们|我们团队|我团队|团队|全部|所有|整个团队|本)$)",
     re.IGNORECASE,
 )
 FILLER = re.compile(r"(?:\b(?:in|for|of|the|and|to|until|from)\b|[\d\s,，.。\-–/])+", re.IGNORECASE)
 # "张伟本季度的销售漏斗": the period around a Chinese name is not part of it.
 ZH_PERIOD_EDGE = re.compile(
-    r"^(?:(?:本|这个?|下个?|上个?|第?[一二三四1-4])季度|本月|这个月|下个?月|上个?月|今年|本年|全年)|"
-    r"(?:(?:本|这个?|下个?|上个?|第?[一二三四1-4])季度|本月|这个月|下个?月|上个?月|今年|本年|全年)$"
+    r"^(?:(?:明年|去年|今年)?(?:本|这个?|下个?|上个?|第?[一二三四1-4])季度|本月|这个月|下个?月|上个?月|今年|本年|全年"
+    r"|明年|去年)|"
+    r"(?:(?:明年|去年|今年)?(?:本|这个?|下个?|上个?|第?[一二三四1-4])季度|本月|这个月|下个?月|上个?月|今年|本年|全年"
+    r"|明年|去年)$"
 )
 SELF_WORDS = frozenset((
     "me", "my", "mine", "myself", "us", "our", "our team", "my team", "the team", "everyone", "all",
     "rep", "reps", "each rep", "every rep",
 ))
+
+
+# "Q1 next year", "明年一季度", "Q3 2025": the year a numbered quarter is in.
+NEXT_YEAR = re.compile(r"\bnext\s+year\b|明年|下一?年")
+LAST_YEAR = re.compile(r"\b(?:last|previous)\s+year\b|去年|上一?年")
+YEAR_NUMBER = re.compile(r"\b(20\d\d)\b|(20\d\d)年")
+
+
+def year_said(text: str, today: date) -> int:
+    """The year a message names for its period (this year unless it says another)."""
+    number = YEAR_NUMBER.search(text)
+    if number:
+        return int(number.group(1) or number.group(2))
+    if NEXT_YEAR.search(text):
+        return today.year + 1
+    if LAST_YEAR.search(text):
+        return today.year - 1
+    return today.year
 
 
 def only_period_words(text: str) -> bool:
@@ -389,7 +409,7 @@ class PipelineSummary(StaffHandler):
         numbered = re.search(r"\bq([1-4])\b|第?([一二三四1-4])季度", text)
         if numbered:
             number = ZH_QUARTER[numbered.group(1) or numbered.group(2)]
-            return quarter(date(today.year, number * 3, 1))
+            return quarter(date(year_said(text, today), number * 3, 1))
         if re.search(r"next\s+month|下(?:个)?月", text):
             return month(month_end(today) + timedelta(days=1))
         if re.search(r"(?:last|previous)\s+month|上(?:个)?月", text):
