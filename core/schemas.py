@@ -428,6 +428,13 @@ class RepairOrderOut(Out):
     proposed_at: datetime | None = None
 
 
+class PartOut(Out):
+    """A spare part of the catalogue, as the field staff name it."""
+
+    code: str
+    name: str
+
+
 class PartCheckOut(Out):
     """Whether a part a technician says they used exists, and how many their job's station holds."""
 

@@ -243,3 +243,11 @@ async def test_unlinked_customer_user_and_bad_references(core: Core, world: Worl
         "SR-99999", "SR-?"
     )
     assert (await core.installed.warranty(world.agent, world.acme_serial)).days_left > 0
+
+
+async def test_the_parts_catalogue_is_for_staff(core: Core, world: World) -> None:
+    """A technician names parts by what they are; customers have no use for the catalogue and prices."""
+    parts = await core.service_desk.parts(world.tech_north)
+    assert [(part.code, part.name) for part in parts][:1] == [("P-100", "Drain pump")]
+    with pytest.raises(PermissionDenied):
+        await core.service_desk.parts(world.acme_customer)

@@ -191,6 +191,36 @@ def parts_used(text: str, entities: list[str]) -> list[list[Any]]:
     return result[:50]
 
 
+async def parts_said(turn: Turn, text: str) -> list[list[Any]]:
+    """Parts by code ("2x P-100") and by what they are ("换了一个加热管", "replaced the heating element"),
+    matched to the catalogue's names (English and Chinese, "Heating element / 加热管")."""
+    found = parts_used(text, turn.parse.values("part"))
+    codes = {code for code, _quantity in found}
+    lowered = text.casefold()
+    for part in await turn.core.service_desk.parts(turn.actor):
+        if part.code in codes:
+            continue
+        for name in _part_names(part.name):
+            if CJK.search(name):
+                match = re.search(re.escape(name), text)
+            else:
+                match = re.search(rf"(?<![a-z]){re.escape(name.casefold())}s?(?![a-z])", lowered)
+            if match is None:
+                continue
+            before = QUANTITY_BEFORE.search(text[max(0, match.start() - 30) : match.start()])
+            number = count(before.group("n")) if before else None
+            found.append([part.code, min(number, 1000) if number and number > 0 else 1])
+            codes.add(part.code)
+            break
+    return found[:50]
+
+
+def _part_names(name: str) -> list[str]:
+    """How a catalogue name is said: each language's side, without its note ("Door seal (washer)")."""
+    sides = (re.sub(r"[(（][^)）]*[)）]", "", side).strip() for side in name.split("/"))
+    return [side for side in sides if len(side) >= 2]
+
+
 def declines(turn: Turn) -> bool:
     """Whether a technician's message turns a job down."""
     return turn.actor.role is Role.TECHNICIAN and DECLINE_WORDS.search(spoken(turn)) is not None
@@ -562,7 +592,7 @@ class CompleteJob(StaffHandler):
             await self._take(turn, named, explicit=True)
         else:
             await self._guess(turn)
-        self._read(turn, text)
+        await self._read(turn, text)
         minutes = turn.entity("labour")
         if minutes and minutes.isdigit():
             turn.slots["labour"] = int(minutes)
@@ -587,7 +617,7 @@ class CompleteJob(StaffHandler):
 
     async def validate_summary(self, turn: Turn, raw: str) -> str:
         """What was done (parts and labour said with it are taken too)."""
-        self._read(turn, raw)
+        await self._read(turn, raw)
         if "summary" not in turn.slots:
             if len(raw.strip()) < 3:
                 raise SlotInvalid(turn.t("jobs.summary_too_short"))
@@ -638,7 +668,7 @@ class CompleteJob(StaffHandler):
         if asked not in ("labour", "summary") and minutes is not None and turn.slots.get("labour") != minutes:
             turn.slots["labour"] = minutes
             changed.append("labour")
-        found = parts_used(text, turn.parse.values("part"))
+        found = await parts_said(turn, text)
         if asked not in ("parts", "summary") and found:
             held = {code: quantity for code, quantity in turn.slots.get("parts", [])}
             # A part named again is its new count ("两个P-100"); a new one is added.
@@ -747,7 +777,7 @@ class CompleteJob(StaffHandler):
         if text == NO_PARTS or text.casefold().strip(" .。!！") in NO_PARTS_WORDS:
             turn.slots["parts"] = []
         else:
-            found = parts_used(text, turn.parse.values("part"))
+            found = await parts_said(turn, text)
             if not found:
                 raise SlotInvalid(turn.t("field.complete.parts_hint"))
             turn.slots["parts"] = found
@@ -800,7 +830,7 @@ class CompleteJob(StaffHandler):
         else:
             self.stop(turn, turn.t("jobs.none_to_complete"))
 
-    def _read(self, turn: Turn, text: str) -> None:
+    async def _read(self, turn: Turn, text: str) -> None:
         """Work summary, parts and labour from what the technician wrote."""
         if not text:
             return
@@ -809,7 +839,7 @@ class CompleteJob(StaffHandler):
         summary = re.sub(r"\s+([,，.。;；:：])", r"\1", re.sub(r"\s{2,}", " ", summary)).strip(" ,，.。:：-")
         if len(LATIN_WORD.findall(summary)) >= 2 or len(CJK.findall(summary)) >= 3:
             turn.slots["summary"] = summary[:10_000]
-        found = parts_used(text, turn.parse.values("part"))
+        found = await parts_said(turn, text)
         if found:
             known = {code: quantity for code, quantity in turn.slots.get("parts", [])}
             known.update({code: quantity for code, quantity in found})

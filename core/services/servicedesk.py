@@ -17,6 +17,7 @@ from core.auth import (
     load_actor,
     repair_order_scope,
     require_role,
+    require_staff,
     service_request_scope,
 )
 from core.clock import Clock
@@ -58,6 +59,7 @@ from core.schemas import (
     HistoryEntryOut,
     Page,
     PartCheckOut,
+    PartOut,
     PartUsedIn,
     RepairActionIn,
     RepairOrderIn,
@@ -1334,6 +1336,13 @@ class ServiceDesk(Service):
                 raise NotFound(f"No service station '{station_code}'.", field="station_code")
             user.station_id = station_id
             await uow.commit()
+
+    async def parts(self, actor: Actor) -> list[PartOut]:
+        """The spare-parts catalogue, by code (for staff: a technician names a part by what it is)."""
+        require_staff(actor, doing="look up spare parts")
+        async with self._uow() as uow:
+            rows = (await uow.session.execute(select(Part).order_by(Part.code))).scalars()
+            return [PartOut(code=part.code, name=part.name) for part in rows]
 
     async def check_parts(
         self, actor: Actor, reference: str | int, parts: Sequence[PartUsedIn]
