@@ -54,6 +54,7 @@ rasa-if-available:
 .PHONY: test-conversations
 test-conversations: $(STAMP)
 	$(BIN)/crmbot test conversations tests/conversations/*.yml
+	$(BIN)/crmbot test conversations tests/conversations/*.yml --channel terminal
 
 clean:
 	rm -rf $(VENV) var crmbot.db crmbot.db-wal crmbot.db-shm .pytest_cache .mypy_cache .ruff_cache .hypothesis
