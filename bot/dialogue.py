@@ -455,6 +455,10 @@ class Handler:
         """The summary shown before acting."""
         raise NotImplementedError
 
+    async def card_question(self, turn: Turn) -> list[Reply]:
+        """The answer to a question about the card shown ("what's the probability now?"); none by default."""
+        return []
+
     async def execute(self, turn: Turn) -> list[Reply]:
         """Do it through core services and say what happened."""
         raise NotImplementedError
@@ -570,6 +574,10 @@ class Dialogue:
                 return [turn.say("dialogue.not_done")]
             if self._is_command(turn, active):
                 return await self._interrupt(turn)
+            answered = await active.card_question(turn)
+            if answered:
+                # "what's the probability now?" asks about the card: answered, and the card shown again.
+                return [*answered, await active.confirmation(turn)]
             return [turn.say("dialogue.confirm_hint"), await active.confirmation(turn)]
         if changed or refused:
             # "OP-6, lost" answers the stage question and corrects the deal in one message; "make it 3pm"

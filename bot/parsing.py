@@ -220,3 +220,26 @@ def quarter_bounds(day: date) -> tuple[date, date]:
     """First and last day of the quarter holding `day`."""
     first = date(day.year, (day.month - 1) // 3 * 3 + 1, 1)
     return first, month_end(date(first.year, first.month + 2, 1))
+
+
+ORDINALS_EN = {"first": 1, "1st": 1, "second": 2, "2nd": 2, "third": 3, "3rd": 3, "fourth": 4, "4th": 4,
+               "fifth": 5, "5th": 5, "sixth": 6, "6th": 6, "seventh": 7, "7th": 7, "eighth": 8, "8th": 8}
+# "the second one", "2nd", "number 2", "第二个", "第2个": a choice among the buttons offered, by its place.
+ORDINAL = re.compile(
+    r"^(?:(?:the|that|this|pick|choose|take|it'?s|ok|okay)\s+)*"
+    r"(?:(?P<en>first|second|third|fourth|fifth|sixth|seventh|eighth|[1-8](?:st|nd|rd|th))"
+    r"|(?:number|no\.?|#)\s*(?P<no>[1-8]))"
+    r"(?:\s+(?:one|deal|option|choice|please|pls))*$"
+    r"|^(?:选|要|就)?第(?P<zh>[一二三四五六七八1-8])(?:个|条|项|单|家)?(?:吧|商机|客户)?$", re.IGNORECASE)
+
+
+def ordinal_choice(text: str) -> int | None:
+    """The place (1-based) a bare ordinal answer names ('the second one', '第二个'), else None."""
+    match = ORDINAL.match(text.strip().strip(" .。!！?？"))
+    if match is None:
+        return None
+    if match["en"]:
+        return ORDINALS_EN[match["en"].casefold()]
+    if match["no"]:
+        return int(match["no"])
+    return cn_number(match["zh"])

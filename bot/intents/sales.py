@@ -44,6 +44,7 @@ from bot.parsing import (
     entities_of,
     month_end,
     month_number,
+    ordinal_choice,
     parse_amount,
     parse_probability,
     parse_when,
@@ -749,6 +750,10 @@ STAGE_NAMED = re.compile(
     r"\s+(?:stage|phase)\b|(?:推进到|推到|移到|改到|进入)([\u4e00-\u9fffA-Za-z]{1,8}?)阶段|阶段(?:改成|改为|设为|调到)"
     r"([\u4e00-\u9fffA-Za-z]{1,8})", re.IGNORECASE)
 FREE_TEXT_SLOTS = frozenset({"lost_reason", "competitor", "name"})
+# A question about the deal's probability at the card ("what's the probability now?", "赢率现在多少？").
+PROBABILITY_ASKED = re.compile(
+    r"\b(?:probability|likelihood|chances?|win\s+rate)\b.*(?:\?|$)|(?:what|how).*\b(?:probability|likely)\b"
+    r"|(?:赢率|概率|把握|可能性|成交率).*(?:多少|几|吗|[?？])", re.IGNORECASE)
 
 
 def creating_deal(text: str) -> bool:
@@ -1027,6 +1032,10 @@ class DealChange(StaffHandler):
         """Which deal an answer names: among the deals just offered first, then all of the person's."""
         text = spoken(turn) or turn.entity("deal") or raw
         choices = [ref for ref, _title in turn.slots.get("_choices") or []]
+        place = ordinal_choice(text) if choices else None
+        if place is not None and place <= len(choices):
+            # "the second one" / "第二个": the deal offered in that place.
+            text = choices[place - 1]
         found = await ground_deal(turn.core, turn.actor, text, among=choices)
         if found.one is not None:
             self._chosen(turn, found.one)
@@ -1151,6 +1160,22 @@ class DealChange(StaffHandler):
             return Reply(text="\n".join(lines), buttons=(
                 turn.button("sales.yes_without_close", "/affirm"), turn.button("staff.no", "/deny")))
         return confirm_card(turn, "\n".join(lines))
+
+    async def card_question(self, turn: Turn) -> list[Reply]:
+        """'what's the probability now?' at the card: the deal's probability, and what this change makes it
+        (a new stage brings its default probability unless one was said, as the sales service does)."""
+        deal = turn.slots.get("deal_info")
+        if not deal or not PROBABILITY_ASKED.search(spoken(turn)) or deal.get("probability") is None:
+            return []
+        old = int(deal["probability"])
+        new = turn.slots.get("probability")
+        stage = turn.slots.get("stage")
+        if new is None and stage and stage != deal["stage"]:
+            new = DEFAULT_STAGE_PROBABILITY[OpportunityStage(stage)]
+        new = old if new is None else int(new)
+        if new == old:
+            return [turn.say("deal.probability_answer_same", old=old)]
+        return [turn.say("deal.probability_answer", old=old, new=new)]
 
     async def execute(self, turn: Turn) -> list[Reply]:
         """Change the deal through the sales service (which records the history)."""
@@ -1494,6 +1519,10 @@ class UpdateDeal(StaffHandler):
     async def confirmation(self, turn: Turn) -> Reply:
         """The form's card."""
         return await self.form(turn).confirmation(turn)
+
+    async def card_question(self, turn: Turn) -> list[Reply]:
+        """The form's answer to a question about its card."""
+        return await self.form(turn).card_question(turn)
 
     async def execute(self, turn: Turn) -> list[Reply]:
         """The form's action."""
