@@ -17,6 +17,10 @@ from bot.nlu.lang import detect_lang
         ("显示 Acme", "zh"),
         ("visited 张三 today with Li", "en"),
         ("log a visit to Acme, met 王经理", "en"),
+        ("show me 仁济医院", "en"),  # a long name is still one name in an English sentence
+        ("王 芳 called about the pump", "en"),
+        ("查一下 Acme Appliances 的商机", "zh"),  # Chinese around an English name
+        ("帮我 update OP-1", "zh"),
         ("SR-12 进度", "zh"),
         ("ＳＲ－１２怎么样了", "zh"),
         ("hello", "en"),

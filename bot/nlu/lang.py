@@ -9,6 +9,11 @@ Lang = Literal["en", "zh"]
 
 # CJK Unified Ideographs, extension A, compatibility ideographs, and the supplementary-plane extensions.
 CJK_RE = re.compile("[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0003134f]")
+# One stretch of ideographs, allowing the blanks and middle dots inside a name ("王 芳", "仁济医院·东院").
+CJK_RUN_RE = re.compile(
+    "[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0003134f]"
+    "(?:[\\s·]*[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0003134f])*"
+)
 # Latin words of two letters or more (a lone "a"/"I" says little about the language).
 LATIN_WORD_RE = re.compile(r"[A-Za-z\u00c0-\u024f]{2,}")
 # Tokens like WM2023-00917, SR-12 or P-100 are identifiers, not English.
@@ -17,11 +22,16 @@ SCAN_LIMIT = 2000
 
 
 def detect_lang(text: str, default: Lang = "en") -> Lang:
-    """ "zh" when ideographs outnumber Latin words by half again (a Chinese name inside an English
-    sentence stays "en"); `default` when the text has neither."""
+    """ "zh" when ideographs outnumber Latin words by half again; `default` when the text has neither.
+
+    A Chinese name inside an English sentence stays "en": one run of ideographs among two English words
+    or more ("show me 仁济医院") is a name, however long it is.
+    """
     sample = text[:SCAN_LIMIT]
     cjk = len(CJK_RE.findall(sample))
     if not cjk:
         return "en" if LATIN_WORD_RE.search(sample) else default
     words = len(LATIN_WORD_RE.findall(IDENTIFIER_RE.sub(" ", sample)))
+    if words >= 2 and len(CJK_RUN_RE.findall(sample)) == 1:
+        return "en"
     return "zh" if cjk * 2 >= words * 3 else "en"
