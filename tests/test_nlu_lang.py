@@ -21,6 +21,8 @@ from bot.nlu.lang import detect_lang
         ("王 芳 called about the pump", "en"),
         ("查一下 Acme Appliances 的商机", "zh"),  # Chinese around an English name
         ("帮我 update OP-1", "zh"),
+        ("Oliver Smith的电话是多少", "zh"),
+        ("Acme Appliances最近怎么样", "zh"),
         ("SR-12 进度", "zh"),
         ("ＳＲ－１２怎么样了", "zh"),
         ("hello", "en"),

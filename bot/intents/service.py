@@ -1256,17 +1256,22 @@ class SearchKnowledge(ServiceHandler):
     async def execute(self, turn: Turn) -> list[Reply]:
         """Search and show the best few."""
         query = turn.slots["query"]
-        unit = await self._named_unit(turn)
+        unit, said_now = await self._named_unit(turn)
         product_code = unit.product_code if unit else None
         hits = await turn.core.knowledge.search(
             turn.actor, query, limit=KB_TOP, product_code=product_code, lang=turn.lang)
         hits = [hit for hit in hits if hit.score >= KB_SHOW_SCORE]
         # The same article in the other language is noise next to the person's own; others only when none.
         hits = [hit for hit in hits if hit.lang == turn.lang] or hits
+        if unit is not None:
+            # About the dishwasher, a washing machine's article is noise too (unless nothing else fits).
+            own = [hit for hit in hits if not await _other_kind(turn, unit, hit.product_code)]
+            hits = own or hits
         turn.state.context["kb_query"] = query
         _topic(turn, query)
-        # A repair opened from here is about the appliance named in the question.
-        named = {"serial_number": unit.serial_number} if unit else {}
+        # A repair opened from here is about the appliance named in the question (one only talked about
+        # before may not be what this question is about: "my toaster sings" after the dishwasher).
+        named = {"serial_number": unit.serial_number} if unit and said_now else {}
         if not hits:
             repair = _button_payload("open_service_request", **named)
             return [turn.say("kb.nothing", turn.button("kb.repair_button", repair),
@@ -1282,14 +1287,16 @@ class SearchKnowledge(ServiceHandler):
             ))
         return replies
 
-    async def _named_unit(self, turn: Turn) -> InstalledProductOut | None:
-        """The appliance named ("洗碗机显示E13"): its articles first, and a repair from here is for it."""
+    async def _named_unit(self, turn: Turn) -> tuple[InstalledProductOut | None, bool]:
+        """The appliance named ("洗碗机显示E13"), else the one being talked about ("it's full of water after
+        the cycle", right after the dishwasher), whose articles come first; and whether it was named now."""
         if _is_payload(turn.text):
-            return None
-        unit = (await _ground(turn, remembered=False)).one
+            return None, False
+        grounded = await _ground(turn)
+        unit = grounded.one
         if unit is not None:
             turn.state.context["serial_number"] = unit.serial_number
-        return unit
+        return unit, grounded.said_now
 
 
 class KbSolved(Handler):

@@ -14,6 +14,8 @@ CJK_RUN_RE = re.compile(
     "[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0003134f]"
     "(?:[\\s·]*[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0003134f])*"
 )
+# Characters that make a run of ideographs a sentence rather than a name ("Oliver Smith的电话是多少").
+CHINESE_GRAMMAR_RE = re.compile("[的是吗了么呢吧我你请把给想怎啥哪谁几多]")
 # Latin words of two letters or more (a lone "a"/"I" says little about the language).
 LATIN_WORD_RE = re.compile(r"[A-Za-z\u00c0-\u024f]{2,}")
 # Tokens like WM2023-00917, SR-12 or P-100 are identifiers, not English.
@@ -25,13 +27,15 @@ def detect_lang(text: str, default: Lang = "en") -> Lang:
     """ "zh" when ideographs outnumber Latin words by half again; `default` when the text has neither.
 
     A Chinese name inside an English sentence stays "en": one run of ideographs among two English words
-    or more ("show me 仁济医院") is a name, however long it is.
+    or more ("show me 仁济医院") is a name, however long it is, unless its words are Chinese grammar
+    ("Oliver Smith的电话是多少" is Chinese around an English name).
     """
     sample = text[:SCAN_LIMIT]
     cjk = len(CJK_RE.findall(sample))
     if not cjk:
         return "en" if LATIN_WORD_RE.search(sample) else default
     words = len(LATIN_WORD_RE.findall(IDENTIFIER_RE.sub(" ", sample)))
-    if words >= 2 and len(CJK_RUN_RE.findall(sample)) == 1:
+    runs = CJK_RUN_RE.findall(sample)
+    if words >= 2 and len(runs) == 1 and not CHINESE_GRAMMAR_RE.search(runs[0]):
         return "en"
     return "zh" if cjk * 2 >= words * 3 else "en"
