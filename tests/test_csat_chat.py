@@ -14,7 +14,7 @@ from bot.dialogue import State, Turn
 from bot.i18n import keys, t
 from bot.intents import reports
 from bot.intents.reports import CsatSummary, chart_texts, csat_period, draw_csat_chart, grouping
-from bot.intents.sales import payload
+from bot.intents.staff import payload
 from bot.messages import IncomingMessage, Reply
 from bot.nlu.embedded import EmbeddedNlu
 from bot.nlu.entities import extract_entities

@@ -9,26 +9,22 @@ from decimal import Decimal
 from typing import Any, ClassVar
 
 from bot.dialogue import CONFIRM, REFUSED_CORRECTIONS, STOP_KEY, Handler, Slot, SlotInvalid, Turn
-from bot.intents.sales import (
-    CJK,
-    LATIN_WORD,
-    Candidate,
+from bot.grounding_sales import CJK, LATIN_WORD, Candidate, find_customers, pick
+from bot.intents.smalltalk import Affirm, Deny
+from bot.intents.staff import (
     StaffHandler,
     confirm_card,
     day_label,
-    find_customers,
     label,
     local_today,
     moment_label,
     money,
     payload,
-    pick,
     short,
     spoken,
     whens,
     zone,
 )
-from bot.intents.smalltalk import Affirm, Deny
 from bot.messages import Button, Reply
 from core.domain.enums import RepairStatus, Role
 from core.errors import InsufficientStock, InvalidTransition, NotFound, PermissionDenied, ValidationFailed

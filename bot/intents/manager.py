@@ -13,10 +13,10 @@ from decimal import Decimal
 from bot.charting import IMAGE_CHANNELS, cjk_font
 from bot.dialogue import NOTES_KEY, Handler, Slot, Turn
 from bot.i18n import t
-from bot.intents.sales import (
+from bot.intents.sales import CustomerHandler
+from bot.intents.staff import (
     SALES_ROLES,
     STAFF_ROLES,
-    CustomerHandler,
     StaffHandler,
     currency,
     day_label,

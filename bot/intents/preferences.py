@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import Any, ClassVar
 
 from bot.dialogue import CONFIRM, Handler, Slot, SlotInvalid, Turn, cue
-from bot.intents.sales import payload
+from bot.intents.staff import payload
 from bot.messages import Button, Reply
 from core.domain.enums import Role
 from core.domain.quiet import parse_quiet_hours

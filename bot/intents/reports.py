@@ -18,7 +18,7 @@ from typing import Any
 from bot.charting import cjk_font
 from bot.dialogue import Handler, Turn, cue
 from bot.i18n import t
-from bot.intents.sales import local_today, payload, spoken, whens
+from bot.intents.staff import local_today, payload, spoken, whens
 from bot.messages import Button, Reply
 from bot.nlu.entities import EN_NUMBERS, cn_number
 from bot.parsing import month_end, quarter_bounds

@@ -1,37 +1,49 @@
-"""Sales staff intents: log a visit, change or open a deal, list visits and deals; the helpers every staff
-intent shares (what is read from messages lives in bot/parsing.py, who and which deal in
-bot/grounding_sales.py)."""
+"""Sales staff intents: log a visit, change or open a deal, list visits and deals (the helpers every staff
+intent shares live in bot/intents/staff.py, what is read from messages in bot/parsing.py, who and which
+deal in bot/grounding_sales.py)."""
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from rapidfuzz import fuzz, utils
 
-from bot.dialogue import CONFIRM, STOP_KEY, Handler, Slot, SlotInvalid, Turn
+from bot.dialogue import CONFIRM, Handler, Slot, SlotInvalid, Turn
 from bot.grounding import Found, Grounded
-
-# Customer matching lives with the deal grounding; field.py still imports these five from here.
-from bot.grounding_sales import CJK as CJK
-from bot.grounding_sales import LATIN_WORD as LATIN_WORD
 from bot.grounding_sales import (
+    CJK,
+    LATIN_WORD,
     STOP_WORDS,
     WORD_MATCH,
+    Candidate,
     deal_by_ref,
     deal_refs,
+    find_customers,
     ground_deal,
+    pick,
     reference,
 )
-from bot.grounding_sales import Candidate as Candidate
-from bot.grounding_sales import find_customers as find_customers
-from bot.grounding_sales import pick as pick
+from bot.intents.staff import (
+    SALES_ROLES,
+    StaffHandler,
+    confirm_card,
+    currency,
+    day_label,
+    local_now,
+    local_today,
+    moment_label,
+    money,
+    payload,
+    short,
+    spoken,
+    whens,
+    zone,
+)
 from bot.messages import Button, Reply
 from bot.nlu.entities import MONTH_NAME_RE, extract_entities
 from bot.nlu.types import ParseContext
@@ -55,116 +67,9 @@ from bot.parsing import (
     stage_of,
     without_percentages,
 )
-from bot.parsing import money as format_money
 from core.domain.enums import DEFAULT_STAGE_PROBABILITY, OpportunityStage, Role
 from core.errors import NotFound, ValidationFailed
 from core.schemas import OpportunityIn, OpportunityOut, OpportunityPatch, VisitIn, VisitOut
-
-SALES_ROLES = frozenset({Role.REP, Role.MANAGER})
-STAFF_ROLES = frozenset({Role.REP, Role.MANAGER, Role.AGENT, Role.TECHNICIAN})
-
-# --- small shared helpers (field.py uses them too) ---------------------------------------------------
-
-
-def zone(turn: Turn) -> ZoneInfo:
-    """The person's timezone, else the company's."""
-    for name in (turn.actor.timezone, turn.core.settings.timezone):
-        if name:
-            try:
-                return ZoneInfo(name)
-            except (ZoneInfoNotFoundError, ValueError):
-                continue
-    return ZoneInfo("UTC")
-
-
-def local_now(turn: Turn) -> datetime:
-    """Now on the person's wall clock."""
-    return turn.now.astimezone(zone(turn))
-
-
-def local_today(turn: Turn) -> date:
-    """Today where the person is."""
-    return local_now(turn).date()
-
-
-def day_label(turn: Turn, day: date) -> str:
-    """'Fri 19 Jun' / '6月19日（周五）' (with the year when it is not this year)."""
-    weekday = turn.t("staff.weekdays").split()[day.weekday()]
-    month = turn.t("staff.months").split()[day.month - 1]
-    key = "staff.day" if day.year == local_today(turn).year else "staff.day_year"
-    return turn.t(key, weekday=weekday, day=day.day, month=month, year=day.year)
-
-
-def moment_label(turn: Turn, moment: datetime) -> str:
-    """Day and wall-clock time in the person's timezone."""
-    local = moment.astimezone(zone(turn))
-    return f"{day_label(turn, local.date())} {local:%H:%M}"
-
-
-def money(value: Decimal | float | int | str, currency: str | None = None) -> str:
-    """An amount with its currency's sign ('¥12,345.50'); without a currency, the configured one's
-    default (CNY) — pass the deal's or `currency(turn)` where the record or the settings say."""
-    return format_money(value, currency or "CNY")
-
-
-def currency(turn: Turn) -> str:
-    """The configured currency (CRMBOT_CURRENCY), for amounts that are not a record's own."""
-    return turn.core.settings.currency
-
-
-def spoken(turn: Turn) -> str:
-    """What the person typed; a button payload says nothing beyond its entities."""
-    return "" if turn.text.startswith("/") else turn.text
-
-
-def confirm_card(turn: Turn, text: str) -> Reply:
-    """A summary with [Yes] [No]."""
-    buttons = (turn.button("staff.yes", "/affirm"), turn.button("staff.no", "/deny"))
-    return Reply(text=text, buttons=buttons)
-
-
-def payload(intent: str, **entities: str) -> str:
-    """A compact button payload (Telegram allows 64 bytes of callback data)."""
-    return f"/{intent}{json.dumps(entities, ensure_ascii=False, separators=(',', ':'))}"
-
-
-def label(turn: Turn, prefix: str, value: str) -> str:
-    """A catalog label for a stored value, or the value itself when the catalog has none."""
-    try:
-        return turn.t(f"{prefix}.{value}")
-    except KeyError:
-        return value.replace("_", " ")
-
-
-def short(text: str, limit: int = 60) -> str:
-    """One line, cut with an ellipsis."""
-    flat = " ".join(text.split())
-    return flat if len(flat) <= limit else flat[: limit - 1].rstrip() + "…"
-
-
-def whens(turn: Turn) -> list[date | datetime]:
-    """Every date and time this message mentions, in text order."""
-    tz = zone(turn)
-    found = [item for item in turn.parse.entities if item.entity in ("date", "time")]
-    found.sort(key=lambda item: item.start)
-    values = [parse_when(item.value, tz) for item in found]
-    return [value for value in values if value is not None]
-
-
-class StaffHandler(Handler):
-    """A handler whose next question follows a rule of its own (`next_slot`); notes and stops are the base
-    class's (`Handler.note`, `Handler.stop`)."""
-
-    def missing(self, turn: Turn) -> Slot | None:
-        """A pending stop first, then the handler's own rule."""
-        if STOP_KEY in turn.slots:
-            return self.STOP
-        return self.next_slot(turn)
-
-    def next_slot(self, turn: Turn) -> Slot | None:
-        """The next slot to ask for (default: the base rule, the first needed one without a value)."""
-        return super().missing(turn)
-
 
 # --- finding customers by what people call them (bot/grounding_sales.py) ----------------------------------
 
