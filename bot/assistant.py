@@ -16,7 +16,7 @@ from bot.i18n import t
 from bot.intents import build_dialogue
 from bot.linking import LinkingFlow
 from bot.messages import IncomingMessage, Reply
-from bot.nlu.lang import detect_lang
+from bot.nlu.lang import detect_lang, reply_lang
 from bot.nlu.types import Entity, NluEngine, ParseContext, ParseResult
 from core.auth import Actor
 from core.container import Core
@@ -243,4 +243,4 @@ class Assistant:
         if state.lang and any(text == payload for _title, payload in state.buttons):
             # A pressed button sends its payload ("none"): the words are ours, not the person's language.
             return known
-        return detect_lang(text)
+        return reply_lang(text)

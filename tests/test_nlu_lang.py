@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bot.nlu.lang import detect_lang
+from bot.nlu.lang import detect_lang, reply_lang
 
 
 @pytest.mark.parametrize(
@@ -17,12 +17,6 @@ from bot.nlu.lang import detect_lang
         ("显示 Acme", "zh"),
         ("visited 张三 today with Li", "en"),
         ("log a visit to Acme, met 王经理", "en"),
-        ("show me 仁济医院", "en"),  # a long name is still one name in an English sentence
-        ("王 芳 called about the pump", "en"),
-        ("查一下 Acme Appliances 的商机", "zh"),  # Chinese around an English name
-        ("帮我 update OP-1", "zh"),
-        ("Oliver Smith的电话是多少", "zh"),
-        ("Acme Appliances最近怎么样", "zh"),
         ("SR-12 进度", "zh"),
         ("ＳＲ－１２怎么样了", "zh"),
         ("hello", "en"),
@@ -37,3 +31,19 @@ def test_no_letters_uses_the_default() -> None:
     assert detect_lang("👍", default="en") == "en"
     assert detect_lang("", default="zh") == "zh"
     assert detect_lang("WM2023-00917", default="zh") == "en"  # Latin letters, even in an identifier
+
+
+@pytest.mark.parametrize(
+    ("text", "lang"),
+    [
+        ("show me 仁济医院", "en"),  # a long name is still one name in an English sentence
+        ("王 芳 called about the pump", "en"),
+        ("查一下 Acme Appliances 的商机", "zh"),  # Chinese around an English name
+        ("帮我 update OP-1", "zh"),
+        ("Oliver Smith的电话是多少", "zh"),
+        ("Acme Appliances最近怎么样", "zh"),
+        ("我的洗衣机漏水了", "zh"),
+    ],
+)
+def test_the_reply_language_takes_a_chinese_name_for_a_name(text: str, lang: str) -> None:
+    assert reply_lang(text) == lang

@@ -24,18 +24,26 @@ SCAN_LIMIT = 2000
 
 
 def detect_lang(text: str, default: Lang = "en") -> Lang:
-    """ "zh" when ideographs outnumber Latin words by half again; `default` when the text has neither.
-
-    A Chinese name inside an English sentence stays "en": one run of ideographs among two English words
-    or more ("show me 仁济医院") is a name, however long it is, unless its words are Chinese grammar
-    ("Oliver Smith的电话是多少" is Chinese around an English name).
-    """
+    """ "zh" when ideographs outnumber Latin words by half again (a Chinese name inside an English
+    sentence stays "en"); `default` when the text has neither."""
     sample = text[:SCAN_LIMIT]
     cjk = len(CJK_RE.findall(sample))
     if not cjk:
         return "en" if LATIN_WORD_RE.search(sample) else default
     words = len(LATIN_WORD_RE.findall(IDENTIFIER_RE.sub(" ", sample)))
+    return "zh" if cjk * 2 >= words * 3 else "en"
+
+
+def reply_lang(text: str, default: Lang = "en") -> Lang:
+    """The language to answer a message in: `detect_lang`, except that one run of ideographs among two
+    English words or more is a name however long it is ("show me 仁济医院" is English), unless its words are
+    Chinese grammar ("Oliver Smith的电话是多少" is Chinese around an English name).
+
+    Kept apart from `detect_lang`, which the NLU also uses to group its training data by language.
+    """
+    sample = text[:SCAN_LIMIT]
     runs = CJK_RUN_RE.findall(sample)
+    words = len(LATIN_WORD_RE.findall(IDENTIFIER_RE.sub(" ", sample)))
     if words >= 2 and len(runs) == 1 and not CHINESE_GRAMMAR_RE.search(runs[0]):
         return "en"
-    return "zh" if cjk * 2 >= words * 3 else "en"
+    return detect_lang(text, default)
