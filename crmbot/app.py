@@ -41,7 +41,7 @@ def create_app(
         title="crmbot",
         version="0.1.0",
         description=DESCRIPTION,
-        # DESIGN §4: nothing but /healthz, the web chat page and the platform webhooks is open, so the
+        # Nothing but /healthz, the web chat page and the platform webhooks is open, so the
         # OpenAPI document is served below behind the bearer token, and there is no token-less /docs page.
         openapi_url=None,
         docs_url=None,

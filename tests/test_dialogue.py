@@ -164,7 +164,7 @@ async def test_a_no_that_is_no_answer_stops_the_task(core: Core, world: World) -
     assert (await core.service_desk.list_requests(world.agent)).total == 0
 
 
-# --- Every message is read first (DESIGN §1): corrections, interruptions, typed labels, stuck forms ---------
+# --- Every message is read first (docs/dialogue.md): corrections, interruptions, typed labels, stuck forms
 
 
 def _texts(replies: list[Reply]) -> str:

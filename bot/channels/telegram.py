@@ -599,7 +599,7 @@ def _read_capped(path: Path, cap: int) -> bytes | None:
 
 
 def _error(status: int, code: str, message: str) -> JSONResponse:
-    """The app's JSON error shape (DESIGN §4), answered without touching the Bot API."""
+    """The app's JSON error shape ({"error": {"code", "message"}}), without touching the Bot API."""
     return JSONResponse({"error": {"code": code, "message": message}}, status_code=status)
 
 
